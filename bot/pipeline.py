@@ -1,0 +1,105 @@
+"""Incoming → identity → handlers (nlu inside) → replies, in one transaction.
+
+    replies = await pipeline.handle(Incoming(channel="web", address="resident:7", text="楼道灯坏了"))
+
+The case, its events and its notices commit together; the direct replies go back to the channel
+that asked. One address is served one message at a time within a process, so a resident's quick
+double message cannot race itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bot.channels.base import Incoming, Reply
+from handlers import intake
+from handlers.conversation import Actor
+from handlers.desk import Classifier, Desk
+from handlers.replies import pick_language, say
+from storage import tables as t
+from storage.clock import Clock
+from storage.state import StateStore
+from storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        state: StateStore,
+        classifier: Classifier,
+        clock: Clock,
+        clarify_below: float = 0.5,
+        max_text: int = 2000,
+    ) -> None:
+        self.engine = engine
+        self.state = state
+        self.classifier = classifier
+        self.clock = clock
+        self.clarify_below = clarify_below
+        self.max_text = max_text
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    async def handle(self, incoming: Incoming) -> list[Reply]:
+        return await anyio.to_thread.run_sync(self.handle_sync, incoming)
+
+    def handle_sync(self, incoming: Incoming) -> list[Reply]:
+        with self._locks[f"{incoming.channel}:{incoming.address}"]:
+            with UnitOfWork(self.engine) as uow:
+                actor = self.actor_for(uow.session, incoming)
+                desk = Desk(
+                    session=uow.session,
+                    now=self.clock.now(),
+                    state=self.state,
+                    classifier=self.classifier,
+                    clarify_below=self.clarify_below,
+                    max_text=self.max_text,
+                )
+                try:
+                    replies = intake.handle(desk, actor, text=incoming.text, action=incoming.action)
+                    uow.commit()
+                except Exception:
+                    log.exception("message from %s:%s failed", incoming.channel, incoming.address)
+                    uow.rollback()
+                    return [Reply(say(actor.lang, "error.generic"))]
+                return replies
+
+    def actor_for(self, session: Session, incoming: Incoming) -> Actor:
+        """Who is writing: the identity's person or resident, else an unbound newcomer."""
+        ident = session.scalars(
+            select(t.Identity).where(
+                t.Identity.channel == incoming.channel, t.Identity.address == incoming.address
+            )
+        ).first()
+        person = session.get(t.Person, ident.person_id) if ident and ident.person_id else None
+        resident = session.get(t.Resident, ident.resident_id) if ident and ident.resident_id else None
+        if person is not None and not person.active:
+            person = None
+        lang = pick_language(
+            ident.language if ident else None,
+            incoming.language_hint,
+            person.language if person else None,
+            resident.language if resident else None,
+        )
+        if ident is not None:
+            ident.last_inbound_at = self.clock.now()
+            ident.reachable = True
+        return Actor(
+            channel=incoming.channel,
+            address=incoming.address,
+            lang=lang,
+            resident=resident,
+            person=person,
+            identity_id=ident.id if ident else None,
+            attachments=incoming.attachments,
+        )

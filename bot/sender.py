@@ -1,0 +1,144 @@
+"""Drains the outbox: claim due rows, send each through its channel, mark the outcome.
+
+- ok → sent.
+- retry_after (a 429 or a local rate limit) → the recipient's pending rows wait that long; this
+  is not a failure and does not count towards `max_attempts`.
+- unreachable (blocked, never started, no window) → marked unreachable, visible to the front
+  desk; never retried, so one blocked user cannot stall the others or start a retry storm.
+- any other error → retried with exponential backoff, dead after `max_attempts`.
+
+Only the oldest pending row of each recipient is claimed, so notices arrive in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping
+
+import anyio
+from sqlalchemy.engine import Engine
+
+from bot.channels.base import ChannelSender, Outgoing, SendResult
+from storage import outbox
+from storage.clock import Clock
+from storage.tables import Identity, Outbox
+from storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    return dt.timedelta(seconds=min(2 ** attempts, 600))
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        engine: Engine,
+        senders: Mapping[str, ChannelSender],
+        clock: Clock,
+        *,
+        batch: int = 50,
+        max_attempts: int = 8,
+        idle_seconds: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.senders = dict(senders)
+        self.clock = clock
+        self.batch = batch
+        self.max_attempts = max_attempts
+        self.idle_seconds = idle_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask the loop to look at the outbox now (after a commit that queued notices)."""
+        self._wake.set()
+
+    def _claim(self) -> list[Outgoing]:
+        with UnitOfWork(self.engine) as uow:
+            rows = outbox.claim_due(
+                uow.session, channels=list(self.senders), now=self.clock.now(), limit=self.batch
+            )
+            return [Outgoing(r.id or 0, r.channel, r.address, r.text, r.buttons) for r in rows]
+
+    def _mark(self, results: list[tuple[Outgoing, SendResult]]) -> None:
+        with UnitOfWork(self.engine) as uow:
+            now = self.clock.now()
+            for message, result in results:
+                row = uow.session.get(Outbox, message.id, with_for_update=False)
+                if row is None or row.state != "pending":
+                    continue
+                if result.ok:
+                    outbox.mark_sent(uow.session, row, now)
+                elif result.unreachable:
+                    outbox.mark_unreachable(uow.session, row, now, result.error)
+                    _mark_identity_unreachable(uow, row, result.error)
+                elif result.retry_after is not None and not result.error:
+                    outbox.postpone_recipient(
+                        uow.session, row.channel, row.address,
+                        now + dt.timedelta(seconds=result.retry_after),
+                    )
+                else:
+                    delay = (
+                        dt.timedelta(seconds=result.retry_after)
+                        if result.retry_after is not None
+                        else backoff(row.attempts)
+                    )
+                    outbox.mark_retry(uow.session, row, now, delay, result.error, self.max_attempts)
+                    if row.state == "dead":
+                        log.warning("notice %s to %s:%s is dead: %s", row.id, row.channel,
+                                    row.address, result.error)
+            uow.commit()
+
+    async def drain_once(self) -> int:
+        """Send what is due now; returns how many rows were attempted."""
+        claimed = await anyio.to_thread.run_sync(self._claim)
+        if not claimed:
+            return 0
+        results = await asyncio.gather(*(self._send(m) for m in claimed))
+        await anyio.to_thread.run_sync(self._mark, list(zip(claimed, results, strict=True)))
+        return len(claimed)
+
+    async def _send(self, message: Outgoing) -> SendResult:
+        sender = self.senders[message.channel]
+        try:
+            return await sender.send(message)
+        except Exception as exc:  # a channel bug must not stop the others
+            log.exception("sending notice %s failed", message.id)
+            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+    async def drain(self, max_rounds: int = 10_000) -> int:
+        """Send until nothing is due now (used by the demo and tests)."""
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.drain_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The sender loop of `griddesk serve` / `griddesk worker`."""
+        while not stop.is_set():
+            try:
+                n = await self.drain_once()
+            except Exception:
+                log.exception("outbox sender round failed")
+                n = 0
+            if n == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
+                except TimeoutError:
+                    pass
+
+
+def _mark_identity_unreachable(uow: UnitOfWork, row: Outbox, reason: str) -> None:
+    if row.identity_id is None:
+        return
+    ident = uow.session.get(Identity, row.identity_id)
+    if ident is not None:
+        ident.reachable = False
+        ident.unreachable_reason = reason[:200]

@@ -1,0 +1,29 @@
+"""FastAPI dependencies: the services built at start, and who the web visitor is."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from bot.web.auth import COOKIE, verify
+
+
+def get_services(request: Request) -> Any:
+    return request.app.state.services
+
+
+Services = Annotated[Any, Depends(get_services)]
+
+
+def current_address(request: Request) -> str:
+    """The web chat address of the visitor's signed session cookie; 401 without one."""
+    services = request.app.state.services
+    token = request.cookies.get(COOKIE)
+    address = verify(services.settings.secret_key, token) if token else None
+    if address is None:
+        raise HTTPException(status_code=401, detail="not signed in: open your personal link")
+    return address
+
+
+Address = Annotated[str, Depends(current_address)]

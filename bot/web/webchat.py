@@ -1,0 +1,175 @@
+"""The web chat: a page, a send endpoint and an inbox that the page polls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from bot.channels.base import Incoming
+from bot.channels.webchat import CHANNEL
+from bot.web.auth import COOKIE, LINK_TTL, sign, verify
+from bot.web.deps import Address, Services
+from handlers import directory
+from handlers.notify import ensure_identity
+from storage import tables as t
+from storage.unit_of_work import UnitOfWork
+
+router = APIRouter()
+STATIC = Path(__file__).parent / "static"
+
+
+class SendBody(BaseModel):
+    text: str | None = None
+    action: str | None = Field(default=None, max_length=64)
+
+
+class PersonaBody(BaseModel):
+    who: str = Field(max_length=64)
+
+
+def _set_session(response: Response, secret: str, address: str) -> None:
+    response.set_cookie(COOKIE, sign(secret, address), max_age=LINK_TTL, httponly=True, samesite="lax")
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/login/{token}", include_in_schema=False)
+def login(token: str, services: Services) -> RedirectResponse:
+    """A personal link (resident) or login link (staff) signed by `griddesk webchat link`."""
+    address = verify(services.settings.secret_key, token)
+    if address is None:
+        raise HTTPException(status_code=403, detail="this link is invalid or has expired")
+    response = RedirectResponse("/", status_code=303)
+    _set_session(response, services.settings.secret_key, address)
+    return response
+
+
+@router.post("/api/logout")
+def logout(response: Response) -> dict[str, bool]:
+    response.delete_cookie(COOKIE)
+    return {"ok": True}
+
+
+@router.get("/api/me")
+def me(services: Services) -> dict[str, Any]:
+    """What the page needs before sign-in: whether the persona picker is on."""
+    return {"demo": services.demo}
+
+
+@router.get("/api/session")
+def session_info(address: Address, services: Services) -> dict[str, Any]:
+    with UnitOfWork(services.engine) as uow:
+        ident = uow.session.scalars(
+            select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
+        ).first()
+        if ident is None:
+            raise HTTPException(status_code=401, detail="unknown session")
+        if ident.person_id:
+            person = uow.session.get(t.Person, ident.person_id)
+            assert person is not None
+            return {"address": address, "kind": "staff", "name": person.name, "roles": person.roles,
+                    "demo": services.demo}
+        resident = uow.session.get(t.Resident, ident.resident_id)
+        building = uow.session.get(t.Building, resident.building_id) if resident and resident.building_id else None
+        return {"address": address, "kind": "resident", "name": resident.name if resident else "",
+                "building": building.name if building else "", "demo": services.demo}
+
+
+@router.get("/api/demo/personas")
+def personas(services: Services) -> dict[str, Any]:
+    """Who a newcomer can be in the demo: residents by building, and every staff member."""
+    if not services.demo:
+        raise HTTPException(status_code=404, detail="the persona picker is off")
+    with UnitOfWork(services.engine) as uow:
+        s = uow.session
+        buildings = {b.id: b for b in s.scalars(select(t.Building).where(t.Building.active.is_(True)))}
+        residents = [
+            {"who": f"resident:{r.id}", "name": r.name, "building": buildings[r.building_id].name
+             if r.building_id in buildings else ""}
+            for r in s.scalars(select(t.Resident).where(t.Resident.demo.is_(True)).order_by(t.Resident.id))
+        ]
+        staff = []
+        for p in s.scalars(select(t.Person).where(t.Person.active.is_(True)).order_by(t.Person.code)):
+            posts = [x.name for x in directory.posts_of(s, p.community_id)
+                     if p.id in (x.a_holder_id, x.b_holder_id)]
+            staff.append({"who": f"person:{p.code}", "name": p.name, "roles": p.roles.split(","),
+                          "posts": posts})
+        new = [{"who": f"building:{b.code}", "building": b.name} for b in
+               sorted(buildings.values(), key=lambda b: b.code)]
+    return {"residents": residents, "staff": staff, "buildings": new}
+
+
+@router.post("/api/demo/persona")
+def pick_persona(body: PersonaBody, services: Services, response: Response) -> dict[str, str]:
+    if not services.demo:
+        raise HTTPException(status_code=404, detail="the persona picker is off")
+    kind, _, ref = body.who.partition(":")
+    now = services.clock.now()
+    with UnitOfWork(services.engine) as uow:
+        s = uow.session
+        if kind == "person":
+            person = s.scalars(select(t.Person).where(t.Person.code == ref)).first()
+            if person is None:
+                raise HTTPException(status_code=404, detail=f"no staff member {ref!r}")
+            address = f"person:{person.code}"
+            ensure_identity(s, CHANNEL, address, now, person=person)
+        elif kind == "resident" and ref.isdigit():
+            resident = s.get(t.Resident, int(ref))
+            if resident is None or not resident.demo:
+                raise HTTPException(status_code=404, detail=f"no demo resident {ref!r}")
+            address = f"resident:{resident.id}"
+            ensure_identity(s, CHANNEL, address, now, resident=resident)
+        elif kind == "building":
+            building = s.scalars(select(t.Building).where(t.Building.code == ref)).first()
+            if building is None:
+                raise HTTPException(status_code=404, detail=f"no building {ref!r}")
+            grid = s.get(t.Grid, building.grid_id)
+            committee = s.get(t.Committee, grid.committee_id) if grid else None
+            assert committee is not None
+            resident = t.Resident(community_id=committee.community_id, building_id=building.id,
+                                  demo=True, created_at=now)
+            s.add(resident)
+            s.flush()
+            address = f"resident:{resident.id}"
+            ensure_identity(s, CHANNEL, address, now, resident=resident)
+        else:
+            raise HTTPException(status_code=422, detail="who is person:<code>, resident:<id> or building:<code>")
+        uow.commit()
+    _set_session(response, services.settings.secret_key, address)
+    return {"address": address}
+
+
+@router.post("/api/chat/send")
+async def send(body: SendBody, address: Address, services: Services) -> dict[str, Any]:
+    if body.text is None and body.action is None:
+        raise HTTPException(status_code=422, detail="send 'text' or 'action'")
+    replies = await services.pipeline.handle(
+        Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action)
+    )
+    services.sender.wake()
+    return {"replies": [r.to_json() for r in replies]}
+
+
+@router.get("/api/chat/inbox")
+def inbox(address: Address, services: Services, after: int = 0, limit: int = 50) -> dict[str, Any]:
+    """Notices delivered to this address after id `after`, oldest first."""
+    with UnitOfWork(services.engine) as uow:
+        rows = uow.session.scalars(
+            select(t.Outbox)
+            .where(t.Outbox.channel == CHANNEL, t.Outbox.address == address, t.Outbox.id > after,
+                   t.Outbox.state == "sent")
+            .order_by(t.Outbox.id)
+            .limit(min(max(limit, 1), 200))
+        ).all()
+        return {"messages": [
+            {"id": r.id, "text": r.text, "buttons": r.buttons, "at": r.created_at.isoformat() + "Z"}
+            for r in rows
+        ]}

@@ -1,0 +1,614 @@
+"""The case desk: open, acknowledge, reply, transfer, return, resolve, rate, reopen.
+
+首问负责制 (first-responder accountability): the staff member who first acknowledges a case is
+its first responder. They stay accountable through every transfer, are told of every later step,
+and theirs is the name the resident is given. Every change is an append-only CaseEvent.
+
+Each function changes the case, appends its event and queues its notices in the caller's
+transaction; the caller commits once, so a case never exists without its notices.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from handlers import directory
+from handlers.conversation import Attachment
+from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
+from handlers.errors import InvalidState, NotAllowed, NotFound
+from handlers.notify import tell
+from handlers.replies import say, when
+from handlers.routing import Route, route, seat_holder
+from storage import tables as t
+from storage.tables import OPEN_STATES, CaseState
+
+# Limits used when a category is missing from the registry (an unroutable category).
+FALLBACK_LIMITS = TimeLimits(acknowledge_hours=4, reply_days=2, resolve_days=10)
+RATINGS = {"s": "satisfied", "b": "basically_satisfied", "u": "unsatisfied"}
+WAITING_FOR_ACK = (CaseState.ASSIGNED, CaseState.TRANSFERRED, CaseState.RETURNED, CaseState.REOPENED)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
+    """The next human-friendly case number of the community's local day: ZN-20261121-0007."""
+    day = directory.calendar_of(community).local_date(now).strftime("%Y%m%d")
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(t.CaseCounter)
+        .values(community_id=community.id, day=day, last=1)
+        .on_conflict_do_update(
+            index_elements=["community_id", "day"], set_={"last": t.CaseCounter.last + 1}
+        )
+        .returning(t.CaseCounter.last)
+    )
+    seq = session.execute(stmt).scalar_one()
+    return f"{community.code}-{day}-{seq:04d}"
+
+
+def record(
+    session: Session,
+    case: t.Case,
+    action: str,
+    now: dt.datetime,
+    *,
+    person: t.Person | None = None,
+    resident: t.Resident | None = None,
+    note: str = "",
+    **data: Any,
+) -> t.CaseEvent:
+    """Append one event to the case's history."""
+    last = session.scalar(select(func.max(t.CaseEvent.seq)).where(t.CaseEvent.case_id == case.id))
+    event = t.CaseEvent(
+        case_id=case.id,
+        seq=(last or 0) + 1,
+        at=now,
+        action=action,
+        actor_person_id=person.id if person else None,
+        actor_resident_id=resident.id if resident else None,
+        note=note,
+        data=data,
+    )
+    session.add(event)
+    return event
+
+
+def history(session: Session, case: t.Case) -> list[t.CaseEvent]:
+    return list(
+        session.scalars(select(t.CaseEvent).where(t.CaseEvent.case_id == case.id).order_by(t.CaseEvent.seq))
+    )
+
+
+def _person(session: Session, person_id: int | None) -> t.Person | None:
+    return session.get(t.Person, person_id) if person_id else None
+
+
+def accountable(session: Session, case: t.Case) -> t.Person:
+    """The name the resident is given: the first responder, else the current holder."""
+    person = _person(session, case.first_responder_id) or _person(session, case.holder_id)
+    assert person is not None
+    return person
+
+
+def _post_name(session: Session, post_id: int | None) -> str:
+    post = session.get(t.Post, post_id) if post_id else None
+    return post.name if post else ""
+
+
+def _post_of_person(session: Session, case: t.Case, person: t.Person) -> str:
+    """The post a person acts in on this case: the case's post when they hold it, else their own."""
+    post = session.get(t.Post, case.post_id) if case.post_id else None
+    if post is not None and person.id in (post.a_holder_id, post.b_holder_id):
+        return post.name
+    own = session.scalars(
+        select(t.Post).where(
+            t.Post.active.is_(True), or_(t.Post.a_holder_id == person.id, t.Post.b_holder_id == person.id)
+        )
+    ).first()
+    return own.name if own else ""
+
+
+def staff_buttons(case: t.Case) -> list[list[tuple[str, str]]]:
+    cid = case.id
+    return [
+        [("button.acknowledge", f"ack:{cid}"), ("button.reply", f"rep:{cid}")],
+        [("button.transfer", f"trf:{cid}"), ("button.resolve", f"res:{cid}")],
+        [("button.return", f"ret:{cid}")],
+    ]
+
+
+def rating_buttons(case: t.Case) -> list[list[tuple[str, str]]]:
+    cid = case.id
+    return [
+        [("rating.satisfied", f"rate:{cid}:s"), ("rating.basically_satisfied", f"rate:{cid}:b")],
+        [("rating.unsatisfied", f"rate:{cid}:u")],
+    ]
+
+
+def _resident(session: Session, case: t.Case) -> t.Resident:
+    resident = session.get(t.Resident, case.resident_id)
+    assert resident is not None
+    return resident
+
+
+def _community(session: Session, case: t.Case) -> t.Community:
+    return directory.community(session, case.community_id)
+
+
+def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) -> str:
+    """The case as a staff member sees it; contact details only for those handling it."""
+    community = _community(session, case)
+    resident = _resident(session, case)
+    building = session.get(t.Building, case.building_id) if case.building_id else None
+    place = building.name if building else say(lang, "case.unknown_address")
+    if with_contact:
+        if resident.unit or resident.room:
+            place += f" {resident.unit}-{resident.room}".rstrip("-")
+        contact = say(lang, "case.card_contact", name=resident.name or "—", phone=resident.phone or "—")
+    else:
+        contact = ""
+    cat = directory.category(session, case.community_id, case.category)
+    return say(
+        lang,
+        "case.card",
+        number=case.number,
+        urgent=say(lang, "case.urgent_tag") if case.urgent else "",
+        kind=say(lang, f"kind.{case.kind}"),
+        category=cat.name if cat else case.category,
+        text=case.text,
+        place=place,
+        contact=contact,
+        state=say(lang, f"state.{case.state}"),
+        ack_due=when(lang, case.ack_due, community.timezone),
+        reply_due=when(lang, case.reply_due, community.timezone),
+        resolve_due=when(lang, case.resolve_due, community.timezone),
+    )
+
+
+def _tell_staff_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime,
+                     **values: object) -> None:
+    card = case_card(session, case, person.language, with_contact=True)
+    tell(session, now, key, person=person, case=case, buttons=staff_buttons(case), card=card, **values)
+
+
+def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None, now: dt.datetime,
+                          step: str, note: str = "") -> None:
+    """首问负责: the first responder hears of every later step taken by someone else."""
+    first = _person(session, case.first_responder_id)
+    if first is None or (actor is not None and actor.id == first.id):
+        return
+    tell(
+        session,
+        now,
+        "case.step_for_first_responder",
+        person=first,
+        case=case,
+        number=case.number,
+        step=say(first.language, f"step.{step}"),
+        actor=actor.name if actor else say(first.language, "actor.resident"),
+        note=note,
+    )
+
+
+def _tell_resident(session: Session, case: t.Case, key: str, now: dt.datetime,
+                   buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: object) -> None:
+    tell(session, now, key, resident=_resident(session, case), case=case, prefer=case.channel,
+         buttons=buttons, number=case.number, **values)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+@dataclass(frozen=True)
+class Opened:
+    case: t.Case
+    route: Route
+    holder: t.Person
+    post: t.Post
+    deadlines: Deadlines
+
+
+def open_case(
+    session: Session,
+    *,
+    resident: t.Resident,
+    kind: str,
+    category: str,
+    urgent: bool,
+    text: str,
+    lang: str,
+    channel: str,
+    now: dt.datetime,
+    attachments: Iterable[Attachment] = (),
+    proposal_id: int | None = None,
+    post_code: str | None = None,
+    building: t.Building | None = None,
+) -> Opened:
+    """Store a new case, route it, set its deadlines and queue its notices.
+
+    `post_code` dispatches straight to a post (an adopted proposal's executing post);
+    `building` is where the matter is when the resident confirmed it is not their own building.
+    """
+    community = directory.community(session, resident.community_id)
+    calendar = directory.calendar_of(community)
+    if building is None and resident.building_id:
+        building = session.get(t.Building, resident.building_id)
+    grid = session.get(t.Grid, building.grid_id) if building else None
+    table = directory.routing_table(session, community)
+    day = calendar.local_date(now)
+    if post_code is not None:
+        seat = table.posts[post_code]
+        held = seat_holder(seat, day, table) or (seat.a, False)
+        decided = Route(post=seat.code, holder=held[0], reason="direct", covering=held[1])
+    else:
+        decided = route(kind=kind, category=category, urgent=urgent, grid=grid.code if grid else None,
+                        day=day, table=table)
+    cat = directory.category(session, community.id or 0, category)
+    limits = (
+        TimeLimits(cat.acknowledge_hours, cat.reply_days, cat.resolve_days) if cat else FALLBACK_LIMITS
+    )
+    deadlines = compute_deadlines(
+        now,
+        limits,
+        calendar,
+        urgent=urgent,
+        urgent_limits=UrgentLimits(
+            community.urgent_ack_minutes, community.urgent_reply_minutes, community.urgent_resolve_hours
+        ),
+    )
+    post = directory.post_by_code(session, decided.post)
+    holder = directory.person_by_code(session, decided.holder)
+    case = t.Case(
+        number=next_number(session, community, now),
+        community_id=community.id or 0,
+        kind=kind,
+        category=category,
+        urgent=urgent,
+        text=text,
+        lang=lang,
+        channel=channel,
+        resident_id=resident.id or 0,
+        grid_id=grid.id if grid else None,
+        building_id=building.id if building else None,
+        state=CaseState.ASSIGNED,
+        post_id=post.id,
+        holder_id=holder.id,
+        proposal_id=proposal_id,
+        created_at=now,
+        dispatched_at=now,
+        ack_due=deadlines.acknowledge,
+        reply_due=deadlines.reply,
+        resolve_due=deadlines.resolve,
+    )
+    session.add(case)
+    session.flush()
+    for att in attachments:
+        session.add(t.Attachment(case_id=case.id or 0, kind=att.kind, ref=att.ref,
+                                 latitude=att.latitude, longitude=att.longitude, created_at=now))
+    record(session, case, "created", now, resident=resident, kind=kind, category=category,
+           urgent=urgent, channel=channel)
+    record(session, case, "assigned", now, post=post.code, holder=holder.code, reason=decided.reason,
+           covering=decided.covering)
+    _tell_staff_card(session, case, holder, "case.new_for_staff", now,
+                     covering=say(holder.language, "case.covering") if decided.covering else "")
+    for code in decided.informed:
+        person = directory.person_by_code(session, code)
+        key = "case.urgent_alert" if code == decided.duty_leader else "case.informed"
+        card = case_card(session, case, person.language, with_contact=code == decided.duty_leader)
+        tell(session, now, key, person=person, case=case, card=card, holder=holder.name)
+    return Opened(case=case, route=decided, holder=holder, post=post, deadlines=deadlines)
+
+
+# --------------------------------------------------------------------------- staff actions
+
+
+def _may_handle(session: Session, case: t.Case, person: t.Person) -> bool:
+    if person.community_id != case.community_id:
+        return False
+    if person.id in (case.holder_id, case.first_responder_id):
+        return True
+    post = session.get(t.Post, case.post_id) if case.post_id else None
+    if post is not None and person.id in (post.a_holder_id, post.b_holder_id):
+        return True
+    return person.has_role("director") or person.has_role("front_desk")
+
+
+def _check_staff(session: Session, case: t.Case, person: t.Person) -> None:
+    if not _may_handle(session, case, person):
+        raise NotAllowed(number=case.number)
+
+
+def acknowledge(session: Session, case: t.Case, person: t.Person, now: dt.datetime) -> t.Case:
+    """Take the case up; the first to do so becomes its first responder (首问)."""
+    _check_staff(session, case, person)
+    if case.state not in WAITING_FOR_ACK:
+        raise InvalidState(number=case.number, state=case.state)
+    case.holder_id = person.id
+    first = case.first_responder_id is None
+    if first:
+        case.first_responder_id = person.id
+    if case.acknowledged_at is None:
+        case.acknowledged_at = now
+    case.state = CaseState.ACKNOWLEDGED
+    record(session, case, "acknowledged", now, person=person, first_responder=first)
+    lead = accountable(session, case)
+    _tell_resident(session, case, "case.acknowledged", now, name=person.name,
+                   post=_post_of_person(session, case, person), accountable=lead.name,
+                   reply_due=when(case.lang, case.reply_due, _community(session, case).timezone))
+    _tell_first_responder(session, case, person, now, "acknowledged")
+    return case
+
+
+def _auto_acknowledge(session: Session, case: t.Case, person: t.Person, now: dt.datetime) -> None:
+    """Replying or resolving without pressing Acknowledge counts as acknowledging first."""
+    if case.state in WAITING_FOR_ACK:
+        acknowledge(session, case, person, now)
+
+
+def reply(session: Session, case: t.Case, person: t.Person, text: str, now: dt.datetime) -> t.Case:
+    """Answer the resident."""
+    _check_staff(session, case, person)
+    if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
+        raise InvalidState(number=case.number, state=case.state)
+    _auto_acknowledge(session, case, person, now)
+    case.state = CaseState.REPLIED
+    if case.replied_at is None:
+        case.replied_at = now
+    record(session, case, "replied", now, person=person, note=text)
+    _tell_resident(session, case, "case.replied", now, name=person.name, text=text)
+    _tell_first_responder(session, case, person, now, "replied", text)
+    return case
+
+
+def transfer(session: Session, case: t.Case, person: t.Person, post_code: str, note: str,
+             now: dt.datetime) -> t.Case:
+    """Hand the case to another post; the first responder stays accountable, deadlines stay."""
+    _check_staff(session, case, person)
+    if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
+        raise InvalidState(number=case.number, state=case.state)
+    target = directory.post_by_code(session, post_code)
+    if target.community_id != case.community_id:
+        raise NotFound(what=post_code)
+    if target.id == case.post_id and case.state != CaseState.RETURNED:
+        raise InvalidState(number=case.number, state=case.state)
+    community = _community(session, case)
+    table = directory.routing_table(session, community)
+    day = directory.calendar_of(community).local_date(now)
+    seat = table.posts[target.code]
+    holder_code, covering = seat_holder(seat, day, table) or (seat.a, False)
+    holder = directory.person_by_code(session, holder_code)
+    old_post = session.get(t.Post, case.post_id) if case.post_id else None
+    case.post_id = target.id
+    case.holder_id = holder.id
+    case.state = CaseState.TRANSFERRED
+    record(session, case, "transferred", now, person=person, note=note,
+           from_post=old_post.code if old_post else None, to_post=target.code, holder=holder.code,
+           covering=covering)
+    _tell_staff_card(session, case, holder, "case.transferred_to_you", now, by=person.name, note=note,
+                     covering=say(holder.language, "case.covering") if covering else "")
+    lead = accountable(session, case)
+    _tell_resident(session, case, "case.transferred", now, post=target.name, name=holder.name,
+                   accountable=lead.name)
+    _tell_first_responder(session, case, person, now, "transferred", f"{target.name} {note}".strip())
+    return case
+
+
+def return_case(session: Session, case: t.Case, person: t.Person, reason: str, now: dt.datetime) -> t.Case:
+    """退单: give back a case that is not ours; the front desk re-routes it, the clock keeps running."""
+    _check_staff(session, case, person)
+    if not reason.strip():
+        raise InvalidState(number=case.number, state=case.state)
+    if case.state in (CaseState.RESOLVED, CaseState.CLOSED, CaseState.RETURNED):
+        raise InvalidState(number=case.number, state=case.state)
+    _send_to_front_desk(session, case, now, person=person, reason=reason)
+    return case
+
+
+def _send_to_front_desk(session: Session, case: t.Case, now: dt.datetime, *, person: t.Person | None,
+                        reason: str) -> None:
+    community = _community(session, case)
+    table = directory.routing_table(session, community)
+    seat = table.post_of_kind("front_desk")
+    day = directory.calendar_of(community).local_date(now)
+    holder = directory.person_by_code(session, (seat_holder(seat, day, table) or (seat.a, False))[0])
+    old_post = session.get(t.Post, case.post_id) if case.post_id else None
+    case.post_id = directory.post_by_code(session, seat.code).id
+    case.holder_id = holder.id
+    case.state = CaseState.RETURNED
+    record(session, case, "returned", now, person=person, note=reason,
+           from_post=old_post.code if old_post else None, to_post=seat.code, holder=holder.code)
+    _tell_staff_card(session, case, holder, "case.returned_to_front_desk", now,
+                     by=person.name if person else say(holder.language, "actor.system"), note=reason)
+
+
+def return_orphans_to_front_desk(session: Session, community: t.Community, post_ids: set[int],
+                                 now: dt.datetime) -> list[str]:
+    """Open cases of posts that left the registry go back to the front desk."""
+    moved = []
+    for case in session.scalars(
+        select(t.Case).where(t.Case.post_id.in_(post_ids), t.Case.state.in_(OPEN_STATES))
+    ):
+        _send_to_front_desk(session, case, now, person=None, reason="post removed from the registry")
+        moved.append(case.number)
+    return moved
+
+
+def resolve(session: Session, case: t.Case, person: t.Person, note: str, now: dt.datetime) -> t.Case:
+    """Mark the matter done and ask the resident to rate it."""
+    _check_staff(session, case, person)
+    if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
+        raise InvalidState(number=case.number, state=case.state)
+    _auto_acknowledge(session, case, person, now)
+    case.state = CaseState.RESOLVED
+    case.resolved_at = now
+    record(session, case, "resolved", now, person=person, note=note)
+    _tell_resident(session, case, "case.resolved", now, buttons=rating_buttons(case), name=person.name,
+                   note=note)
+    _tell_first_responder(session, case, person, now, "resolved", note)
+    return case
+
+
+# --------------------------------------------------------------------------- resident actions
+
+
+def _check_owner(case: t.Case, resident: t.Resident) -> None:
+    if case.resident_id != resident.id:
+        raise NotFound(what=case.number)
+
+
+def rate(session: Session, case: t.Case, resident: t.Resident, rating: str, comment: str,
+         now: dt.datetime) -> t.Case:
+    """满意 / 基本满意 close the case; 不满意 reopens it to the first responder."""
+    _check_owner(case, resident)
+    rating = RATINGS.get(rating, rating)
+    if rating not in RATINGS.values():
+        raise InvalidState(number=case.number, state=case.state)
+    if case.state != CaseState.RESOLVED:
+        raise InvalidState(number=case.number, state=case.state)
+    case.rating = rating
+    case.rating_comment = comment
+    record(session, case, "rated", now, resident=resident, note=comment, rating=rating)
+    holder = accountable(session, case)
+    tell(session, now, "case.rated_for_staff", person=holder, case=case, number=case.number,
+         rating=say(holder.language, f"rating.{rating}"), comment=comment)
+    if rating == "unsatisfied":
+        _reopen(session, case, resident, comment, now)
+    else:
+        case.state = CaseState.CLOSED
+        case.closed_at = now
+    return case
+
+
+def reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, now: dt.datetime) -> t.Case:
+    _check_owner(case, resident)
+    if case.state not in (CaseState.RESOLVED, CaseState.CLOSED):
+        raise InvalidState(number=case.number, state=case.state)
+    _reopen(session, case, resident, reason, now)
+    return case
+
+
+def _reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, now: dt.datetime) -> None:
+    """Back to the first responder with a fresh round of deadlines."""
+    community = _community(session, case)
+    cat = directory.category(session, case.community_id, case.category)
+    limits = TimeLimits(cat.acknowledge_hours, cat.reply_days, cat.resolve_days) if cat else FALLBACK_LIMITS
+    deadlines = compute_deadlines(now, limits, directory.calendar_of(community), urgent=case.urgent,
+                                  urgent_limits=UrgentLimits(community.urgent_ack_minutes,
+                                                             community.urgent_reply_minutes,
+                                                             community.urgent_resolve_hours))
+    holder = accountable(session, case)
+    case.holder_id = holder.id
+    case.state = CaseState.REOPENED
+    case.reopen_count += 1
+    case.closed_at = None
+    case.ack_due, case.reply_due, case.resolve_due = deadlines.acknowledge, deadlines.reply, deadlines.resolve
+    case.escalation_level = 0
+    record(session, case, "reopened", now, resident=resident, note=reason, holder=holder.code)
+    _tell_staff_card(session, case, holder, "case.reopened_for_staff", now, note=reason)
+    _tell_resident(session, case, "case.reopened", now, name=holder.name,
+                   reply_due=when(case.lang, case.reply_due, community.timezone))
+
+
+def add_info(session: Session, case: t.Case, resident: t.Resident, text: str, now: dt.datetime,
+             attachments: Iterable[Attachment] = ()) -> t.Case:
+    _check_owner(case, resident)
+    if case.state not in OPEN_STATES:
+        raise InvalidState(number=case.number, state=case.state)
+    for att in attachments:
+        session.add(t.Attachment(case_id=case.id or 0, kind=att.kind, ref=att.ref,
+                                 latitude=att.latitude, longitude=att.longitude, created_at=now))
+    record(session, case, "info_added", now, resident=resident, note=text)
+    holder = _person(session, case.holder_id)
+    if holder is not None:
+        tell(session, now, "case.info_added_for_staff", person=holder, case=case, number=case.number,
+             text=text)
+    return case
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def find(session: Session, ref: str | int) -> t.Case:
+    """A case by id or number (case-insensitive)."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        case = session.get(t.Case, int(ref))
+    else:
+        case = session.scalars(select(t.Case).where(t.Case.number == str(ref).strip().upper())).first()
+    if case is None:
+        raise NotFound(what=str(ref))
+    return case
+
+
+def for_resident(session: Session, ref: str | int, resident: t.Resident) -> t.Case:
+    """A resident's own case; somebody else's case does not exist for them."""
+    case = find(session, ref)
+    _check_owner(case, resident)
+    return case
+
+
+def for_staff(session: Session, ref: str | int, person: t.Person) -> t.Case:
+    case = find(session, ref)
+    _check_staff(session, case, person)
+    return case
+
+
+def of_resident(session: Session, resident: t.Resident, limit: int = 10) -> list[t.Case]:
+    return list(
+        session.scalars(
+            select(t.Case)
+            .where(t.Case.resident_id == resident.id)
+            .order_by(t.Case.created_at.desc(), t.Case.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def next_due(case: t.Case) -> dt.datetime:
+    """The deadline the case is working towards now."""
+    if case.state in WAITING_FOR_ACK:
+        return case.ack_due
+    if case.state == CaseState.ACKNOWLEDGED:
+        return case.reply_due
+    return case.resolve_due
+
+
+def open_for_person(session: Session, person: t.Person) -> list[t.Case]:
+    """Open cases a staff member holds or is first responder of, most pressing first."""
+    rows = list(
+        session.scalars(
+            select(t.Case).where(
+                t.Case.state.in_(OPEN_STATES),
+                or_(t.Case.holder_id == person.id, t.Case.first_responder_id == person.id),
+            )
+        )
+    )
+    return sorted(rows, key=lambda c: (not c.urgent, next_due(c), c.id))
+
+
+def status_text(session: Session, case: t.Case, lang: str) -> str:
+    community = _community(session, case)
+    lead = accountable(session, case)
+    holder = _person(session, case.holder_id)
+    last = history(session, case)[-1]
+    return say(
+        lang,
+        "case.status",
+        number=case.number,
+        state=say(lang, f"state.{case.state}"),
+        accountable=lead.name,
+        holder=holder.name if holder else "—",
+        post=_post_name(session, case.post_id),
+        due=when(lang, next_due(case), community.timezone),
+        last=say(lang, f"step.{last.action}"),
+        last_at=when(lang, last.at, community.timezone),
+    )

@@ -1,0 +1,540 @@
+"""The case desk in chat: what residents and staff can say and press.
+
+Residents: write a matter; /status [number]; /mine (我的工单); /grid (我的网格员); add information;
+rate; reopen. Staff: /mine; /case N; acknowledge, reply, transfer, resolve, return (退单) by button
+or by command (/ack N, /reply N text, /transfer N POST note, /resolve N note, /return N reason).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers import cases, directory, dispatch, residents
+from handlers.conversation import Actor, Button, Reply
+from handlers.desk import Desk
+from handlers.errors import BadInput, NotFound
+from handlers.replies import say, when
+from nlu.parse import Parse
+from storage import tables as t
+from storage.tables import CaseState
+
+MAX_LISTED = 10
+# Proposals go to the residents' council; the council workflow registers its intake here.
+PROPOSAL_INTAKE: list[Any] = []
+
+
+def _resident(actor: Actor) -> t.Resident:
+    assert actor.resident is not None
+    return actor.resident
+
+
+def _person(actor: Actor) -> t.Person:
+    assert actor.person is not None
+    return actor.person
+
+
+def _case_id(arg: str) -> str:
+    ref = arg.split(":", 1)[0].split(" ", 1)[0].strip()
+    if not ref:
+        raise BadInput("no case", reason="no_case")
+    return ref
+
+
+# --------------------------------------------------------------------------- binding
+
+
+def binding_prompt(desk: Desk, actor: Actor) -> list[Reply]:
+    rows = tuple(
+        (Button(c.name, f"com:{c.code}"),) for c in residents.committees(desk.session)
+    )
+    return [Reply(say(actor.lang, "bind.prompt"), buttons=rows)]
+
+
+@dispatch.free_text("unbound")
+def unbound_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
+    """A resident we do not place yet: a building code binds them, a location finds the nearest."""
+    for att in actor.attachments:
+        if att.kind == "location" and att.latitude is not None and att.longitude is not None:
+            building = residents.nearest_building(desk.session, att.latitude, att.longitude)
+            if building is not None:
+                return bind_to(desk, actor, building.code)
+    token = text.strip().removeprefix("b_")
+    if token:
+        try:
+            return bind_to(desk, actor, token)
+        except NotFound:
+            pass
+    return binding_prompt(desk, actor)
+
+
+def bind_to(desk: Desk, actor: Actor, code: str) -> list[Reply]:
+    resident = residents.bind(desk.session, actor, code, desk.now)
+    building = desk.session.get(t.Building, resident.building_id)
+    assert building is not None
+    sign = directory.grid_sign(desk.session, building)
+    return [Reply(say(actor.lang, "bind.done", building=building.name, grid=sign.grid, worker=sign.worker,
+                      phone=sign.worker_phone))]
+
+
+@dispatch.action("com")
+def pick_committee(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    rows = tuple((Button(b.name, f"bind:{b.code}"),) for b in residents.buildings_of_committee(desk.session, arg))
+    if not rows:
+        raise NotFound(what=arg)
+    return [Reply(say(actor.lang, "bind.pick_building"), buttons=rows)]
+
+
+@dispatch.action("bind", staff=False)
+def pick_building(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    return bind_to(desk, actor, arg)
+
+
+@dispatch.command("/grid", "我的网格员", "我的網格員", "my grid worker", staff=False)
+def grid_worker(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
+    """网格指示牌: who serves the resident's grid and how to reach them."""
+    resident = actor.resident
+    if resident is None or resident.building_id is None:
+        return binding_prompt(desk, actor)
+    building = desk.session.get(t.Building, resident.building_id)
+    assert building is not None
+    sign = directory.grid_sign(desk.session, building)
+    return [Reply(say(actor.lang, "grid.sign", building=sign.building, committee=sign.committee, grid=sign.grid,
+                      worker=sign.worker, post=sign.post, phone=sign.worker_phone or "—",
+                      backup=sign.backup or "—", backup_phone=sign.backup_phone or "—"))]
+
+
+# --------------------------------------------------------------------------- resident: new matters
+
+
+@dispatch.free_text("resident")
+def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
+    if not text:
+        desk.expect(actor.channel, actor.address, "describe",
+                    attachments=[a.__dict__ for a in actor.attachments])
+        return [Reply(say(actor.lang, "intake.describe_attachment"), expects_text=True)]
+    parse = desk.classifier.parse(text)
+    _follow_language(desk, actor, parse)
+    if parse.kind == "other":
+        return _small_talk(desk, actor, parse)
+    if parse.confidence.get("kind", 1.0) < desk.clarify_below:
+        desk.expect(actor.channel, actor.address, "clarify", text=text, category=parse.category,
+                    urgent=parse.urgent, attachments=[a.__dict__ for a in actor.attachments])
+        return [Reply(say(actor.lang, "intake.clarify"), buttons=(
+            (Button(say(actor.lang, "kind.service_request"), "kind:service_request"),),
+            (Button(say(actor.lang, "kind.complaint"), "kind:complaint"),),
+            (Button(say(actor.lang, "kind.proposal"), "kind:proposal"),),
+        ))]
+    named = parse.entity("building")
+    own = desk.session.get(t.Building, _resident(actor).building_id)
+    if named and own is not None and named != own.code:
+        try:
+            other = directory.building_by_code(desk.session, named)
+        except NotFound:
+            other = None
+        if other is not None:
+            desk.expect(actor.channel, actor.address, "place", text=text, kind=parse.kind,
+                        category=parse.category, urgent=parse.urgent,
+                        attachments=[a.__dict__ for a in actor.attachments])
+            return [Reply(say(actor.lang, "intake.confirm_place", named=other.name, own=own.name), buttons=(
+                (Button(say(actor.lang, "intake.place_named", named=other.name), f"at:{other.code}"),),
+                (Button(say(actor.lang, "intake.place_own", own=own.name), "at:-"),),
+            ))]
+    return file_matter(desk, actor, text, parse.kind, parse.category, parse.urgent)
+
+
+def _follow_language(desk: Desk, actor: Actor, parse: Parse) -> None:
+    """Answer in the language the resident writes in."""
+    if parse.lang and parse.lang != actor.lang and len(parse.text) >= 4:
+        actor.lang = parse.lang
+        if actor.identity_id is not None:
+            ident = desk.session.get(t.Identity, actor.identity_id)
+            if ident is not None:
+                ident.language = parse.lang
+
+
+def file_matter(desk: Desk, actor: Actor, text: str, kind: str, category: str, urgent: bool,
+                building: t.Building | None = None) -> list[Reply]:
+    """A request or complaint becomes a case; a proposal goes to the council intake."""
+    if kind == "proposal":
+        if PROPOSAL_INTAKE:
+            return list(PROPOSAL_INTAKE[0](desk, actor, text, category))
+        raise NotFound(what="council")
+    opened = cases.open_case(
+        desk.session,
+        resident=_resident(actor),
+        kind=kind,
+        category=category,
+        urgent=urgent,
+        text=text,
+        lang=actor.lang,
+        channel=actor.channel,
+        now=desk.now,
+        attachments=actor.attachments,
+        building=building,
+    )
+    community = directory.community(desk.session, opened.case.community_id)
+    tz = community.timezone
+    lines = [say(actor.lang, "case.opened", number=opened.case.number, name=opened.holder.name,
+                 post=opened.post.name, ack_due=when(actor.lang, opened.deadlines.acknowledge, tz),
+                 reply_due=when(actor.lang, opened.deadlines.reply, tz),
+                 resolve_due=when(actor.lang, opened.deadlines.resolve, tz))]
+    if urgent:
+        lines.insert(0, say(actor.lang, "case.urgent_warning"))
+    return [Reply("\n\n".join(lines), buttons=(
+        (Button(say(actor.lang, "button.add_info"), f"add:{opened.case.id}"),
+         Button(say(actor.lang, "button.status"), f"sts:{opened.case.id}")),
+    ))]
+
+
+def _attachments_from(pending: dict[str, Any]) -> tuple[Any, ...]:
+    from handlers.conversation import Attachment
+
+    return tuple(Attachment(**a) for a in pending.get("attachments", []))
+
+
+@dispatch.action("kind", staff=False)
+def clarified(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    pending = desk.state.pop(desk.pending_key(actor.channel, actor.address))
+    if not pending or pending.get("await") != "clarify" or arg not in ("service_request", "complaint", "proposal"):
+        return [Reply(say(actor.lang, "intake.expired"))]
+    actor.attachments = _attachments_from(pending)
+    return file_matter(desk, actor, str(pending["text"]), arg, str(pending["category"]), bool(pending["urgent"]))
+
+
+@dispatch.action("at", staff=False)
+def placed(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    pending = desk.state.pop(desk.pending_key(actor.channel, actor.address))
+    if not pending or pending.get("await") != "place":
+        return [Reply(say(actor.lang, "intake.expired"))]
+    building = None if arg == "-" else directory.building_by_code(desk.session, arg)
+    actor.attachments = _attachments_from(pending)
+    return file_matter(desk, actor, str(pending["text"]), str(pending["kind"]), str(pending["category"]),
+                       bool(pending["urgent"]), building=building)
+
+
+@dispatch.pending("clarify")
+@dispatch.pending("place")
+def typed_instead_of_pressing(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    """A new message instead of a button press: treat it as a new message."""
+    return resident_text(desk, actor, text)
+
+
+@dispatch.pending("describe")
+def described(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    actor.attachments = actor.attachments + _attachments_from(pending)
+    return resident_text(desk, actor, text)
+
+
+def _small_talk(desk: Desk, actor: Actor, parse: Parse) -> list[Reply]:
+    intent = parse.intent or "out_of_scope"
+    if intent == "query_status":
+        number = parse.entity("case_number")
+        return case_status(desk, actor, number or "")
+    if intent == "ask_grid_worker":
+        return grid_worker(desk, actor, "")
+    if intent in ("greet", "thanks", "help"):
+        return [Reply(say(actor.lang, f"talk.{intent}"))]
+    return [Reply(say(actor.lang, "talk.out_of_scope"))]
+
+
+# --------------------------------------------------------------------------- resident: own cases
+
+
+@dispatch.command("/status", "/mine", "我的工单", "我的工單", "my cases", "/cases", staff=False)
+def case_status(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    resident = actor.resident
+    if resident is None:
+        return binding_prompt(desk, actor)
+    if arg.strip():
+        case = cases.for_resident(desk.session, arg.strip(), resident)
+        return [Reply(cases.status_text(desk.session, case, actor.lang), buttons=_resident_case_buttons(actor, case))]
+    mine = cases.of_resident(desk.session, resident, MAX_LISTED)
+    if not mine:
+        return [Reply(say(actor.lang, "case.none"))]
+    lines = [say(actor.lang, "case.list_head")]
+    for case in mine:
+        lines.append(say(actor.lang, "case.list_line", number=case.number, state=say(actor.lang, f"state.{case.state}"),
+                         text=_short(case.text)))
+    rows = tuple((Button(c.number, f"sts:{c.id}"),) for c in mine[:5])
+    return [Reply("\n".join(lines), buttons=rows)]
+
+
+def _short(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _resident_case_buttons(actor: Actor, case: t.Case) -> tuple[tuple[Button, ...], ...]:
+    lang = actor.lang
+    if case.state == CaseState.RESOLVED:
+        return (
+            (Button(say(lang, "rating.satisfied"), f"rate:{case.id}:s"),
+             Button(say(lang, "rating.basically_satisfied"), f"rate:{case.id}:b")),
+            (Button(say(lang, "rating.unsatisfied"), f"rate:{case.id}:u"),),
+        )
+    if case.state == CaseState.CLOSED:
+        return ((Button(say(lang, "button.reopen"), f"reo:{case.id}"),),)
+    return ((Button(say(lang, "button.add_info"), f"add:{case.id}"),),)
+
+
+@dispatch.action("sts", staff=False)
+def status_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    return case_status(desk, actor, _case_id(arg))
+
+
+@dispatch.action("add", staff=False)
+def add_info_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_resident(desk.session, _case_id(arg), _resident(actor))
+    desk.expect(actor.channel, actor.address, "add", case=case.id)
+    return [Reply(say(actor.lang, "case.ask_info", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/add", "补充", "補充", staff=False)
+def add_info_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, text = arg.partition(" ")
+    if not text.strip():
+        return add_info_button(desk, actor, ref)
+    return _add_info(desk, actor, ref, text.strip())
+
+
+@dispatch.pending("add")
+def add_info_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _add_info(desk, actor, str(pending["case"]), text)
+
+
+def _add_info(desk: Desk, actor: Actor, ref: str, text: str) -> list[Reply]:
+    case = cases.for_resident(desk.session, ref, _resident(actor))
+    cases.add_info(desk.session, case, _resident(actor), text, desk.now, actor.attachments)
+    return [Reply(say(actor.lang, "case.info_added", number=case.number))]
+
+
+@dispatch.action("rate", staff=False)
+def rate_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, rating = arg.partition(":")
+    return _rate(desk, actor, ref, rating, "")
+
+
+@dispatch.command("/rate", "评价", "評價", staff=False)
+def rate_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    parts = arg.split(" ", 2)
+    if len(parts) < 2:
+        raise BadInput("usage", reason="usage")
+    words = {"满意": "s", "滿意": "s", "基本满意": "b", "基本滿意": "b", "不满意": "u", "不滿意": "u",
+             "satisfied": "s", "basically": "b", "unsatisfied": "u"}
+    return _rate(desk, actor, parts[0], words.get(parts[1].lower(), parts[1].lower()),
+                 parts[2] if len(parts) > 2 else "")
+
+
+def _rate(desk: Desk, actor: Actor, ref: str, rating: str, comment: str) -> list[Reply]:
+    case = cases.for_resident(desk.session, ref, _resident(actor))
+    cases.rate(desk.session, case, _resident(actor), rating, comment, desk.now)
+    if case.state == CaseState.REOPENED:
+        desk.expect(actor.channel, actor.address, "add", case=case.id)
+        return [Reply(say(actor.lang, "case.rated_unsatisfied", number=case.number), expects_text=True)]
+    return [Reply(say(actor.lang, "case.rated_thanks", number=case.number))]
+
+
+@dispatch.action("reo", staff=False)
+def reopen_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_resident(desk.session, _case_id(arg), _resident(actor))
+    desk.expect(actor.channel, actor.address, "reopen", case=case.id)
+    return [Reply(say(actor.lang, "case.ask_reopen_reason", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/reopen", "重新办理", "重新辦理", staff=False)
+def reopen_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, reason = arg.partition(" ")
+    if not reason.strip():
+        return reopen_button(desk, actor, ref)
+    return _reopen(desk, actor, ref, reason.strip())
+
+
+@dispatch.pending("reopen")
+def reopen_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _reopen(desk, actor, str(pending["case"]), text)
+
+
+def _reopen(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
+    case = cases.for_resident(desk.session, ref, _resident(actor))
+    cases.reopen(desk.session, case, _resident(actor), reason, desk.now)
+    return [Reply(say(actor.lang, "case.reopened_ack", number=case.number))]
+
+
+@dispatch.command("/help", "帮助", "幫助", "help")
+def help_command(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
+    return [Reply(say(actor.lang, "help.staff" if actor.is_staff else "talk.help"))]
+
+
+# --------------------------------------------------------------------------- staff
+
+
+@dispatch.free_text("staff")
+def staff_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
+    return [Reply(say(actor.lang, "help.staff"))]
+
+
+@dispatch.command("/mine", "/cases", "我的工单", "我的工單", "my cases", staff=True)
+def staff_cases(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
+    person = _person(actor)
+    mine = cases.open_for_person(desk.session, person)
+    if not mine:
+        return [Reply(say(actor.lang, "staff.no_cases"))]
+    community = directory.community(desk.session, person.community_id)
+    lines = [say(actor.lang, "staff.list_head", count=len(mine))]
+    for case in mine[:20]:
+        overdue = cases.next_due(case) < desk.now
+        lines.append(say(actor.lang, "staff.list_line", number=case.number,
+                         urgent=say(actor.lang, "case.urgent_tag") if case.urgent else "",
+                         state=say(actor.lang, f"state.{case.state}"),
+                         due=when(actor.lang, cases.next_due(case), community.timezone),
+                         overdue=say(actor.lang, "staff.overdue") if overdue else "", text=_short(case.text)))
+    rows = tuple((Button(c.number, f"case:{c.id}"),) for c in mine[:8])
+    return [Reply("\n".join(lines), buttons=rows)]
+
+
+def _staff_case_reply(desk: Desk, actor: Actor, case: t.Case) -> Reply:
+    card = cases.case_card(desk.session, case, actor.lang, with_contact=True)
+    buttons = tuple(
+        tuple(Button(say(actor.lang, key), act) for key, act in row) for row in cases.staff_buttons(case)
+    )
+    return Reply(card, buttons=buttons)
+
+
+@dispatch.action("case", staff=True)
+@dispatch.command("/case", staff=True)
+def show_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    steps = [
+        say(actor.lang, "case.history_line", at=when(actor.lang, ev.at), step=say(actor.lang, f"step.{ev.action}"),
+            note=ev.note)
+        for ev in cases.history(desk.session, case)
+    ]
+    reply = _staff_case_reply(desk, actor, case)
+    return [Reply(reply.text + "\n\n" + "\n".join(steps), buttons=reply.buttons)]
+
+
+@dispatch.action("ack", staff=True)
+@dispatch.command("/ack", "/acknowledge", "签收", "簽收", staff=True)
+def acknowledge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    cases.acknowledge(desk.session, case, _person(actor), desk.now)
+    return [Reply(say(actor.lang, "staff.acknowledged", number=case.number))]
+
+
+@dispatch.action("rep", staff=True)
+def reply_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    desk.expect(actor.channel, actor.address, "reply", case=case.id)
+    return [Reply(say(actor.lang, "staff.ask_reply", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/reply", "答复", "答覆", staff=True)
+def reply_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, text = arg.partition(" ")
+    if not text.strip():
+        return reply_button(desk, actor, ref)
+    return _reply(desk, actor, ref, text.strip())
+
+
+@dispatch.pending("reply")
+def reply_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _reply(desk, actor, str(pending["case"]), text)
+
+
+def _reply(desk: Desk, actor: Actor, ref: str, text: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, ref, _person(actor))
+    cases.reply(desk.session, case, _person(actor), text, desk.now)
+    return [Reply(say(actor.lang, "staff.replied", number=case.number))]
+
+
+@dispatch.action("trf", staff=True)
+def transfer_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, post_code = arg.partition(":")
+    case = cases.for_staff(desk.session, ref, _person(actor))
+    if not post_code:
+        rows = tuple(
+            (Button(p.name, f"trf:{case.id}:{p.code}"),)
+            for p in directory.posts_of(desk.session, case.community_id)
+            if p.id != case.post_id
+        )
+        return [Reply(say(actor.lang, "staff.pick_post", number=case.number), buttons=rows)]
+    directory.post_by_code(desk.session, post_code)
+    desk.expect(actor.channel, actor.address, "transfer", case=case.id, post=post_code)
+    return [Reply(say(actor.lang, "staff.ask_transfer_note", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/transfer", "转办", "轉辦", staff=True)
+def transfer_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    parts = arg.split(" ", 2)
+    if len(parts) < 2:
+        return transfer_button(desk, actor, parts[0] if parts else "")
+    return _transfer(desk, actor, parts[0], parts[1], parts[2] if len(parts) > 2 else "")
+
+
+@dispatch.pending("transfer")
+def transfer_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _transfer(desk, actor, str(pending["case"]), str(pending["post"]), text)
+
+
+def _transfer(desk: Desk, actor: Actor, ref: str, post_code: str, note: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, ref, _person(actor))
+    cases.transfer(desk.session, case, _person(actor), post_code, note, desk.now)
+    post = directory.post_by_code(desk.session, post_code)
+    return [Reply(say(actor.lang, "staff.transferred", number=case.number, post=post.name))]
+
+
+@dispatch.action("res", staff=True)
+def resolve_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    desk.expect(actor.channel, actor.address, "resolve", case=case.id)
+    return [Reply(say(actor.lang, "staff.ask_resolve_note", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/resolve", "办结", "辦結", staff=True)
+def resolve_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, note = arg.partition(" ")
+    if not note.strip():
+        return resolve_button(desk, actor, ref)
+    return _resolve(desk, actor, ref, note.strip())
+
+
+@dispatch.pending("resolve")
+def resolve_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _resolve(desk, actor, str(pending["case"]), text)
+
+
+def _resolve(desk: Desk, actor: Actor, ref: str, note: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, ref, _person(actor))
+    cases.resolve(desk.session, case, _person(actor), note, desk.now)
+    return [Reply(say(actor.lang, "staff.resolved", number=case.number))]
+
+
+@dispatch.action("ret", staff=True)
+def return_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    desk.expect(actor.channel, actor.address, "return", case=case.id)
+    return [Reply(say(actor.lang, "staff.ask_return_reason", number=case.number), expects_text=True)]
+
+
+@dispatch.command("/return", "退单", "退單", staff=True)
+def return_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    ref, _, reason = arg.partition(" ")
+    if not reason.strip():
+        return return_button(desk, actor, ref)
+    return _return(desk, actor, ref, reason.strip())
+
+
+@dispatch.pending("return")
+def return_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+    return _return(desk, actor, str(pending["case"]), text)
+
+
+def _return(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, ref, _person(actor))
+    cases.return_case(desk.session, case, _person(actor), reason, desk.now)
+    return [Reply(say(actor.lang, "staff.returned", number=case.number))]
+
+
+@dispatch.command("/posts", staff=True)
+def list_posts(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
+    posts = directory.posts_of(desk.session, _person(actor).community_id)
+    return [Reply("\n".join(f"{p.code}  {p.name}" for p in posts))]

@@ -1,0 +1,123 @@
+"""Notices to people, written to the outbox in the caller's transaction.
+
+Each notice is rendered in the recipient's language and addressed to the channel where they can
+be reached: a resident on the channel of their case (else any channel they use, else the web
+chat inbox); a staff member on Telegram or WeChat when bound and reachable, else the web chat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from handlers.replies import say
+from storage import outbox
+from storage import tables as t
+
+ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
+CHANNEL_PREFERENCE = ("telegram", "wechat", "web")
+
+
+def web_address(resident: t.Resident | None = None, person: t.Person | None = None) -> str:
+    if person is not None:
+        return f"person:{person.code}"
+    assert resident is not None
+    return f"resident:{resident.id}"
+
+
+def ensure_identity(
+    session: Session,
+    channel: str,
+    address: str,
+    now: dt.datetime,
+    *,
+    resident: t.Resident | None = None,
+    person: t.Person | None = None,
+) -> t.Identity:
+    row = session.scalars(
+        select(t.Identity).where(t.Identity.channel == channel, t.Identity.address == address)
+    ).first()
+    if row is None:
+        row = t.Identity(
+            channel=channel,
+            address=address,
+            resident_id=resident.id if resident else None,
+            person_id=person.id if person else None,
+            created_at=now,
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _pick(identities: Sequence[t.Identity], prefer: str | None) -> t.Identity | None:
+    reachable = [i for i in identities if i.reachable]
+    order = ((prefer,) if prefer else ()) + CHANNEL_PREFERENCE
+    for channel in order:
+        for ident in reachable:
+            if ident.channel == channel:
+                return ident
+    return None
+
+
+def address_of(
+    session: Session,
+    now: dt.datetime,
+    *,
+    resident: t.Resident | None = None,
+    person: t.Person | None = None,
+    prefer: str | None = None,
+) -> t.Identity:
+    if person is not None:
+        stmt = select(t.Identity).where(t.Identity.person_id == person.id)
+    else:
+        assert resident is not None
+        stmt = select(t.Identity).where(t.Identity.resident_id == resident.id)
+    chosen = _pick(list(session.scalars(stmt.order_by(t.Identity.id))), prefer)
+    if chosen is None:
+        chosen = ensure_identity(
+            session, "web", web_address(resident, person), now, resident=resident, person=person
+        )
+    return chosen
+
+
+def render_buttons(lang: str, rows: Sequence[Sequence[ButtonSpec]]) -> list[list[dict[str, str]]]:
+    return [[{"label": say(lang, key), "action": action} for key, action in row] for row in rows]
+
+
+def tell(
+    session: Session,
+    now: dt.datetime,
+    key: str,
+    *,
+    resident: t.Resident | None = None,
+    person: t.Person | None = None,
+    case: t.Case | None = None,
+    prefer: str | None = None,
+    buttons: Sequence[Sequence[ButtonSpec]] = (),
+    topic: str = "",
+    dedupe_key: str | None = None,
+    **values: object,
+) -> t.Outbox:
+    """Queue the catalogue message `key` for a resident or a person."""
+    ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
+    who = person if person is not None else resident
+    assert who is not None
+    lang = ident.language or who.language
+    return outbox.enqueue(
+        session,
+        channel=ident.channel,
+        address=ident.address,
+        identity_id=ident.id,
+        resident_id=resident.id if resident else None,
+        person_id=person.id if person else None,
+        case_id=case.id if case else None,
+        text=say(lang, key, **values),
+        buttons=render_buttons(lang, buttons),
+        now=now,
+        topic=topic or key,
+        dedupe_key=dedupe_key,
+    )

@@ -1,0 +1,342 @@
+"""Load a community registry file into the database, idempotently.
+
+    griddesk registry load config/example-community.yaml
+
+A second load of the same file changes nothing. A changed file updates rows in place by code;
+what disappeared from the file is deactivated, never deleted, and open cases held by a post that
+disappeared go back to the front desk, so no case is orphaned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from handlers.errors import RegistryError
+from handlers.registry_schema import Community as CommunitySpec
+from handlers.registry_schema import RegistryFile, reference_errors
+from storage import tables as t
+
+Loc = tuple[str | int, ...]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _line_of(node: yaml.Node | None, loc: Loc) -> int | None:
+    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if getattr(key, "value", None) == part:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                child = node.value[part]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def read_registry(path: str | Path) -> tuple[RegistryFile, str]:
+    """Parse and validate a registry file; returns it with its content hash.
+
+    Raises RegistryError listing every problem as "FILE:LINE: FIELD: message".
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError([f"{path}: cannot read: {exc}"]) from exc
+    try:
+        root = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RegistryError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(data, dict):
+        raise RegistryError([f"{path}:1: (file): expected a mapping with 'version' and 'communities'"])
+    try:
+        registry = RegistryFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append(f"{path}:{_line_of(root, loc)}: {_field(loc)}: {err['msg']}")
+        raise RegistryError(problems) from exc
+    broken = reference_errors(registry)
+    if broken:
+        raise RegistryError([f"{path}:{_line_of(root, loc)}: {_field(loc)}: {msg}" for loc, msg in broken])
+    return registry, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class LoadSummary:
+    communities: list[str] = field(default_factory=list)
+    created: int = 0
+    updated: int = 0
+    deactivated: int = 0
+    rerouted_cases: list[str] = field(default_factory=list)
+    unchanged: bool = False
+
+    def describe(self) -> str:
+        if self.unchanged:
+            return f"registry unchanged ({', '.join(self.communities)})"
+        text = (
+            f"loaded {', '.join(self.communities)}: {self.created} created, "
+            f"{self.updated} updated, {self.deactivated} deactivated"
+        )
+        if self.rerouted_cases:
+            text += f"; open cases back to the front desk: {', '.join(self.rerouted_cases)}"
+        return text
+
+
+class _Sync:
+    """Upserts rows by a natural key and counts what changed."""
+
+    def __init__(self, session: Session, summary: LoadSummary) -> None:
+        self.session = session
+        self.summary = summary
+
+    def upsert(
+        self,
+        model: type[Any],
+        where: dict[str, Any],
+        values: dict[str, Any],
+        create_only: dict[str, Any] | None = None,
+    ) -> Any:
+        stmt = select(model)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        row = self.session.scalars(stmt).first()
+        if row is None:
+            row = model(**where, **values, **(create_only or {}))
+            self.session.add(row)
+            self.session.flush()
+            self.summary.created += 1
+            return row
+        changed = False
+        for key, value in values.items():
+            if getattr(row, key) != value:
+                setattr(row, key, value)
+                changed = True
+        if changed:
+            self.summary.updated += 1
+            self.session.flush()
+        return row
+
+    def deactivate_missing(self, model: type[Any], keep_ids: set[int], **where: Any) -> list[Any]:
+        stmt = select(model).where(model.active.is_(True))
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        gone = [row for row in self.session.scalars(stmt) if row.id not in keep_ids]
+        for row in gone:
+            row.active = False
+            self.summary.deactivated += 1
+        return gone
+
+
+def load_registry(session: Session, path: str | Path, now: dt.datetime) -> LoadSummary:
+    """Read, validate and apply a registry file in one transaction (the caller commits)."""
+    registry, digest = read_registry(path)
+    summary = LoadSummary(communities=[c.code for c in registry.communities])
+    existing = {
+        c.code: c.registry_hash
+        for c in session.scalars(select(t.Community).where(t.Community.code.in_(summary.communities)))
+    }
+    if existing and all(existing.get(code) == digest for code in summary.communities):
+        summary.unchanged = True
+        return summary
+    sync = _Sync(session, summary)
+    for spec in registry.communities:
+        _apply_community(sync, spec, digest, now)
+    return summary
+
+
+def _apply_community(sync: _Sync, spec: CommunitySpec, digest: str, now: dt.datetime) -> None:
+    session = sync.session
+    community = sync.upsert(
+        t.Community,
+        {"code": spec.code},
+        {
+            "name": spec.name,
+            "district": spec.district,
+            "city": spec.city,
+            "timezone": spec.timezone,
+            "work_start": spec.working_hours.start,
+            "work_end": spec.working_hours.end,
+            "urgent_ack_minutes": spec.urgent_limits.acknowledge_minutes,
+            "urgent_reply_minutes": spec.urgent_limits.reply_minutes,
+            "urgent_resolve_hours": spec.urgent_limits.resolve_hours,
+            "council_name": spec.council.name if spec.council else "",
+            "council_secretary_post": spec.council.secretary_post if spec.council else "",
+            "co_sign_threshold": spec.council.co_sign_threshold if spec.council else 10,
+            "registry_hash": digest,
+        },
+    )
+    cid = community.id
+    committee_ids: set[int] = set()
+    grid_ids: dict[str, int] = {}
+    building_ids: dict[str, int] = {}
+    for k in spec.committees:
+        committee = sync.upsert(t.Committee, {"code": k.code}, {"community_id": cid, "name": k.name, "active": True})
+        committee_ids.add(committee.id)
+        for g in k.grids:
+            grid = sync.upsert(
+                t.Grid,
+                {"code": g.code},
+                {"committee_id": committee.id, "name": g.name, "households": g.households, "active": True},
+            )
+            grid_ids[g.code] = grid.id
+            for b in g.buildings:
+                building = sync.upsert(
+                    t.Building,
+                    {"code": b.code},
+                    {
+                        "grid_id": grid.id,
+                        "name": b.name,
+                        "latitude": b.latitude,
+                        "longitude": b.longitude,
+                        "active": True,
+                    },
+                )
+                building_ids[b.code] = building.id
+    old_committees = sync.deactivate_missing(t.Committee, committee_ids, community_id=cid)
+    all_committees = committee_ids | {c.id for c in old_committees}
+    for committee_id in all_committees:
+        sync.deactivate_missing(t.Grid, set(grid_ids.values()), committee_id=committee_id)
+    for grid_id in set(grid_ids.values()):
+        sync.deactivate_missing(t.Building, set(building_ids.values()), grid_id=grid_id)
+
+    person_ids: dict[str, int] = {}
+    for p in spec.people:
+        person = sync.upsert(
+            t.Person,
+            {"code": p.id},
+            {
+                "community_id": cid,
+                "name": p.name,
+                "roles": ",".join(p.roles),
+                "phone": p.phone,
+                "language": p.language,
+                "active": True,
+            },
+        )
+        person_ids[p.id] = person.id
+        _sync_leave(sync, person.id, [(lv.start, lv.end, lv.reason) for lv in p.leave])
+        for channel, address in (("telegram", p.telegram_id), ("wechat", p.wechat_openid)):
+            if address is not None:
+                sync.upsert(
+                    t.Identity,
+                    {"channel": channel, "address": str(address)},
+                    {"person_id": person.id, "resident_id": None},
+                    {"created_at": now},
+                )
+    sync.deactivate_missing(t.Person, set(person_ids.values()), community_id=cid)
+
+    post_ids: set[int] = set()
+    for post in spec.posts:
+        row = sync.upsert(
+            t.Post,
+            {"code": post.code},
+            {
+                "community_id": cid,
+                "name": post.name,
+                "kind": post.kind,
+                "grid_id": grid_ids.get(post.grid) if post.grid else None,
+                "a_holder_id": person_ids[post.a],
+                "b_holder_id": person_ids[post.b] if post.b else None,
+                "active": True,
+            },
+        )
+        post_ids.add(row.id)
+    gone_posts = sync.deactivate_missing(t.Post, post_ids, community_id=cid)
+
+    roster = {**spec.duty_roster.weekly, **{d.isoformat(): p for d, p in spec.duty_roster.dates.items()}}
+    current = {d.day: d for d in session.scalars(select(t.DutyDay).where(t.DutyDay.community_id == cid))}
+    for day, code in roster.items():
+        sync.upsert(t.DutyDay, {"community_id": cid, "day": day}, {"person_id": person_ids[code]})
+    for day, row in current.items():
+        if day not in roster:
+            session.delete(row)
+            sync.summary.deactivated += 1
+
+    codes = set()
+    for cat in spec.categories:
+        codes.add(cat.code)
+        sync.upsert(
+            t.Category,
+            {"community_id": cid, "code": cat.code},
+            {
+                "name": cat.name,
+                "post_code": cat.post,
+                "acknowledge_hours": cat.limits.acknowledge_hours,
+                "reply_days": cat.limits.reply_days,
+                "resolve_days": cat.limits.resolve_days,
+            },
+        )
+    for row in session.scalars(select(t.Category).where(t.Category.community_id == cid)):
+        if row.code not in codes:
+            session.delete(row)
+            sync.summary.deactivated += 1
+
+    for r in spec.demo_residents:
+        sync.upsert(
+            t.Resident,
+            {"community_id": cid, "name": r.name, "demo": True},
+            {
+                "building_id": building_ids[r.building],
+                "unit": r.unit,
+                "room": r.room,
+                "phone": r.phone,
+                "language": r.language,
+            },
+            {"created_at": now},
+        )
+    session.flush()
+    if gone_posts:
+        from handlers.cases import return_orphans_to_front_desk
+
+        sync.summary.rerouted_cases += return_orphans_to_front_desk(
+            session, community, {p.id for p in gone_posts}, now
+        )
+
+
+def _sync_leave(sync: _Sync, person_id: int, wanted: list[tuple[dt.date, dt.date, str]]) -> None:
+    session = sync.session
+    have = sorted(
+        (lv.start, lv.end, lv.reason)
+        for lv in session.scalars(select(t.Leave).where(t.Leave.person_id == person_id))
+    )
+    if have == sorted(wanted):
+        return
+    session.execute(delete(t.Leave).where(t.Leave.person_id == person_id))
+    for start, end, reason in wanted:
+        session.add(t.Leave(person_id=person_id, start=start, end=end, reason=reason))
+    sync.summary.updated += 1

@@ -1,0 +1,112 @@
+"""The transactional outbox: notices are rows written with the change that causes them.
+
+A sender (bot/sender.py) claims due rows, sends them through their channel and marks them. A
+crash between commit and send loses nothing (the row is still pending); a crash between send and
+mark can at worst repeat one notice, never lose it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session
+
+from storage.tables import Outbox, OutboxState
+
+
+def enqueue(
+    session: Session,
+    *,
+    channel: str,
+    address: str,
+    text: str,
+    now: dt.datetime,
+    buttons: Sequence[Sequence[dict[str, str]]] = (),
+    identity_id: int | None = None,
+    resident_id: int | None = None,
+    person_id: int | None = None,
+    case_id: int | None = None,
+    topic: str = "",
+    dedupe_key: str | None = None,
+) -> Outbox:
+    row = Outbox(
+        channel=channel,
+        address=address,
+        identity_id=identity_id,
+        resident_id=resident_id,
+        person_id=person_id,
+        case_id=case_id,
+        topic=topic,
+        text=text,
+        buttons=[list(r) for r in buttons],
+        next_attempt_at=now,
+        created_at=now,
+        dedupe_key=dedupe_key,
+    )
+    session.add(row)
+    return row
+
+
+def claim_due(
+    session: Session, *, channels: Sequence[str], now: dt.datetime, limit: int
+) -> list[Outbox]:
+    """Due rows in per-recipient order, locked against other senders where the database can.
+
+    Only the oldest pending row of each recipient is eligible, so one recipient's notices go out
+    in the order they were written even when an earlier one is waiting for a retry.
+    """
+    oldest = (
+        select(Outbox.channel, Outbox.address, func.min(Outbox.id).label("first_id"))
+        .where(Outbox.state == OutboxState.PENDING, Outbox.channel.in_(channels))
+        .group_by(Outbox.channel, Outbox.address)
+        .subquery()
+    )
+    stmt = (
+        select(Outbox)
+        .join(oldest, and_(Outbox.id == oldest.c.first_id))
+        .where(Outbox.next_attempt_at <= now)
+        .order_by(Outbox.next_attempt_at, Outbox.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=Outbox)
+    return list(session.scalars(stmt))
+
+
+def mark_sent(session: Session, row: Outbox, now: dt.datetime) -> None:
+    row.state = OutboxState.SENT
+    row.sent_at = now
+    row.attempts += 1
+    row.last_error = ""
+
+
+def mark_retry(session: Session, row: Outbox, now: dt.datetime, delay: dt.timedelta, error: str,
+               max_attempts: int) -> None:
+    row.attempts += 1
+    row.last_error = error[:500]
+    if row.attempts >= max_attempts:
+        row.state = OutboxState.DEAD
+    else:
+        row.next_attempt_at = now + delay
+
+
+def mark_unreachable(session: Session, row: Outbox, now: dt.datetime, error: str) -> None:
+    row.attempts += 1
+    row.state = OutboxState.UNREACHABLE
+    row.last_error = error[:500]
+
+
+def postpone_recipient(session: Session, channel: str, address: str, until: dt.datetime) -> None:
+    """Hold every pending row of a recipient until `until` (a per-chat rate limit, a 429)."""
+    session.execute(
+        update(Outbox)
+        .where(
+            Outbox.channel == channel,
+            Outbox.address == address,
+            Outbox.state == OutboxState.PENDING,
+            Outbox.next_attempt_at < until,
+        )
+        .values(next_attempt_at=until)
+    )

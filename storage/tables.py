@@ -1,0 +1,351 @@
+"""The database tables.
+
+All datetimes are stored as naive UTC: SQLite keeps no offset, and one convention for both
+databases keeps comparisons exact. `storage.clock.utcnow()` gives the matching value.
+
+Nothing here knows a channel: a channel is a plain string ("web", "telegram", "wechat") in a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class Community(SQLModel, table=True):
+    """A community (社区); `code` prefixes its case numbers (ZN-20261121-0007)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=8)
+    name: str
+    district: str
+    city: str = ""
+    timezone: str = "Asia/Shanghai"
+    work_start: dt.time = dt.time(9, 0)
+    work_end: dt.time = dt.time(17, 30)
+    urgent_ack_minutes: int = 15
+    urgent_reply_minutes: int = 60
+    urgent_resolve_hours: int = 24
+    council_name: str = ""
+    council_secretary_post: str = ""
+    co_sign_threshold: int = 10
+    registry_hash: str = ""
+
+
+class Committee(SQLModel, table=True):
+    """A residents' committee (居委会)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str
+    active: bool = True
+
+
+class Grid(SQLModel, table=True):
+    """A grid (网格)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    committee_id: int = Field(foreign_key="committee.id", index=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str
+    households: int = 0
+    active: bool = True
+
+
+class Building(SQLModel, table=True):
+    """A building (楼栋)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    grid_id: int = Field(foreign_key="grid.id", index=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str
+    latitude: float | None = None
+    longitude: float | None = None
+    active: bool = True
+
+
+class Person(SQLModel, table=True):
+    """A staff member; `roles` is a comma-separated list of registry roles."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str
+    roles: str = ""
+    phone: str = ""
+    language: str = "zh-Hans"
+    active: bool = True
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles.split(",")
+
+
+class Leave(SQLModel, table=True):
+    """An absence of a person, inclusive dates in the community's time zone."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    start: dt.date
+    end: dt.date
+    reason: str = ""
+
+
+class Post(SQLModel, table=True):
+    """A post (岗位) with its A holder and B holder (AB岗)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str
+    kind: str
+    grid_id: int | None = Field(default=None, foreign_key="grid.id")
+    a_holder_id: int = Field(foreign_key="person.id")
+    b_holder_id: int | None = Field(default=None, foreign_key="person.id")
+    active: bool = True
+
+
+class DutyDay(SQLModel, table=True):
+    """The duty leader (带班领导) of a weekday ("mon".."sun") or of a date ("2026-10-01")."""
+
+    __table_args__ = (UniqueConstraint("community_id", "day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    day: str = Field(max_length=10)
+    person_id: int = Field(foreign_key="person.id")
+
+
+class Category(SQLModel, table=True):
+    """A category of matters with its owning post ("grid" = the resident's grid post)."""
+
+    __table_args__ = (UniqueConstraint("community_id", "code"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    code: str = Field(max_length=32)
+    name: str
+    post_code: str
+    acknowledge_hours: float
+    reply_days: int
+    resolve_days: int
+
+
+# --------------------------------------------------------------------------- people we talk to
+
+
+class Resident(SQLModel, table=True):
+    """A resident (居民), bound to a building. Phone and address are shown only to case handlers."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    building_id: int | None = Field(default=None, foreign_key="building.id")
+    name: str = ""
+    unit: str = ""
+    room: str = ""
+    phone: str = ""
+    language: str = "zh-Hans"
+    demo: bool = False
+    created_at: dt.datetime
+
+
+class Identity(SQLModel, table=True):
+    """A channel account (Telegram user id, WeChat openid, web chat id) of a resident or a person."""
+
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=128)
+    resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    language: str | None = None
+    reachable: bool = True
+    unreachable_reason: str = ""
+    last_inbound_at: dt.datetime | None = None
+    created_at: dt.datetime
+
+
+# --------------------------------------------------------------------------- cases
+
+
+class CaseKind(StrEnum):
+    SERVICE_REQUEST = "service_request"
+    COMPLAINT = "complaint"
+
+
+class CaseState(StrEnum):
+    """Where a case stands.
+
+    new → assigned → acknowledged → (transferred)* → replied → resolved → closed, or reopened.
+
+    - new: stored, not yet routed (only inside the intake transaction).
+    - assigned: dispatched to a post's holder, waiting for acknowledgement.
+    - acknowledged: a staff member took it up; the first to do so is the first responder (首问).
+    - transferred: handed to another post; waits for that post's holder to acknowledge.
+    - returned: given back (退单) to the front desk for re-routing; the clock keeps running.
+    - replied: the resident has had an answer.
+    - resolved: the matter is done; waits for the resident's rating.
+    - closed: rated (满意/基本满意), or closed after the follow-up without a rating.
+    - reopened: the resident was not satisfied; back with the first responder.
+    """
+
+    NEW = "new"
+    ASSIGNED = "assigned"
+    ACKNOWLEDGED = "acknowledged"
+    TRANSFERRED = "transferred"
+    RETURNED = "returned"
+    REPLIED = "replied"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+OPEN_STATES = (
+    CaseState.NEW,
+    CaseState.ASSIGNED,
+    CaseState.ACKNOWLEDGED,
+    CaseState.TRANSFERRED,
+    CaseState.RETURNED,
+    CaseState.REPLIED,
+    CaseState.REOPENED,
+)
+
+
+class Case(SQLModel, table=True):
+    """A resident's service request or complaint (工单)."""
+
+    __table_args__ = (
+        Index("ix_case_holder_state", "holder_id", "state"),
+        Index("ix_case_resident", "resident_id", "created_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(unique=True, max_length=32)
+    community_id: int = Field(foreign_key="community.id", index=True)
+    kind: str
+    category: str
+    urgent: bool = False
+    text: str
+    lang: str = "zh-Hans"
+    channel: str = "web"
+    resident_id: int = Field(foreign_key="resident.id")
+    grid_id: int | None = Field(default=None, foreign_key="grid.id")
+    building_id: int | None = Field(default=None, foreign_key="building.id")
+    state: str = Field(default=CaseState.NEW, index=True)
+    post_id: int | None = Field(default=None, foreign_key="post.id")
+    holder_id: int | None = Field(default=None, foreign_key="person.id")
+    first_responder_id: int | None = Field(default=None, foreign_key="person.id")
+    proposal_id: int | None = Field(default=None, index=True)
+    created_at: dt.datetime
+    dispatched_at: dt.datetime
+    ack_due: dt.datetime
+    reply_due: dt.datetime
+    resolve_due: dt.datetime
+    acknowledged_at: dt.datetime | None = None
+    replied_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    closed_at: dt.datetime | None = None
+    rating: str | None = None
+    rating_comment: str = ""
+    reopen_count: int = 0
+    escalation_level: int = 0
+
+
+class CaseEvent(SQLModel, table=True):
+    """One step of a case, append-only: who, when, what, note."""
+
+    __table_args__ = (UniqueConstraint("case_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    seq: int
+    at: dt.datetime
+    action: str
+    actor_person_id: int | None = Field(default=None, foreign_key="person.id")
+    actor_resident_id: int | None = Field(default=None, foreign_key="resident.id")
+    note: str = ""
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Attachment(SQLModel, table=True):
+    """A photo reference or a location sent with a case."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    kind: str  # photo | location
+    ref: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    created_at: dt.datetime
+
+
+class CaseCounter(SQLModel, table=True):
+    """The last sequence number given to a community's cases on one day."""
+
+    __table_args__ = (UniqueConstraint("community_id", "day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id")
+    day: str = Field(max_length=8)
+    last: int = 0
+
+
+# --------------------------------------------------------------------------- messaging
+
+
+class OutboxState(StrEnum):
+    """A notice's delivery state.
+
+    - pending: waiting for the sender (also after a retryable failure, with next_attempt_at).
+    - sent: the channel accepted it.
+    - unreachable: the recipient cannot be reached on that channel (blocked the bot, never
+      started it, no window left); shown to the front desk, not retried.
+    - dead: failed `max_attempts` times; the reason is kept for the director.
+    """
+
+    PENDING = "pending"
+    SENT = "sent"
+    UNREACHABLE = "unreachable"
+    DEAD = "dead"
+
+
+class Outbox(SQLModel, table=True):
+    """A message to send, written in the same transaction as the change that causes it."""
+
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=128, index=True)
+    identity_id: int | None = Field(default=None, foreign_key="identity.id")
+    resident_id: int | None = Field(default=None, foreign_key="resident.id")
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    case_id: int | None = Field(default=None, foreign_key="case.id")
+    topic: str = ""
+    text: str
+    buttons: list[list[dict[str, str]]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    state: str = Field(default=OutboxState.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: dt.datetime
+    created_at: dt.datetime
+    sent_at: dt.datetime | None = None
+    last_error: str = ""
+    dedupe_key: str | None = Field(default=None, unique=True, max_length=128)
+
+
+class Inbound(SQLModel, table=True):
+    """A received update or message, kept so that a redelivery does nothing twice."""
+
+    __table_args__ = (UniqueConstraint("channel", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    key: str = Field(max_length=128)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="received", max_length=16)  # received | done | failed
+    error: str = ""
+    received_at: dt.datetime
+    done_at: dt.datetime | None = None
+
