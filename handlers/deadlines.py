@@ -4,8 +4,8 @@ Statutory holidays and adjusted working days (调休, e.g. a Saturday that is wo
 `chinesecalendar`. A year the package does not know falls back to Monday–Friday and says so once
 in the log. Urgent matters (急难特事) run on the clock, 24/7.
 
-Everything here is pure: times in, times out. Times are naive UTC at the edges (the storage
-convention) and local inside, in the community's time zone.
+Everything here is pure: times in, times out. Times are aware UTC at the edges (the storage
+convention) and naive local wall-clock time inside, in the community's time zone.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ class WorkingCalendar:
         return ZoneInfo(self.timezone)
 
     def to_local(self, utc: dt.datetime) -> dt.datetime:
-        return utc.replace(tzinfo=dt.UTC).astimezone(self.zone).replace(tzinfo=None)
+        if utc.tzinfo is None:
+            utc = utc.replace(tzinfo=dt.UTC)
+        return utc.astimezone(self.zone).replace(tzinfo=None)
 
     def to_utc(self, local: dt.datetime) -> dt.datetime:
-        return local.replace(tzinfo=self.zone).astimezone(dt.UTC).replace(tzinfo=None)
+        return local.replace(tzinfo=self.zone).astimezone(dt.UTC)
 
     def local_date(self, utc: dt.datetime) -> dt.date:
         return self.to_local(utc).date()
@@ -134,7 +136,7 @@ def compute_deadlines(
     urgent: bool = False,
     urgent_limits: UrgentLimits = UrgentLimits(),
 ) -> Deadlines:
-    """The three deadlines of a case dispatched at `dispatched_at` (naive UTC)."""
+    """The three deadlines of a case dispatched at `dispatched_at` (aware UTC)."""
     if urgent:
         return Deadlines(
             acknowledge=dispatched_at + dt.timedelta(minutes=urgent_limits.acknowledge_minutes),

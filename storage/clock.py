@@ -9,22 +9,20 @@ from typing import Protocol
 
 class Clock(Protocol):
     def now(self) -> dt.datetime:
-        """The current time as naive UTC (the storage convention)."""
+        """The current time, timezone-aware in UTC (the storage convention)."""
         ...
 
 
 class SystemClock:
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return dt.datetime.now(dt.UTC)
 
 
 class FixedClock:
     """A clock that moves only when told to; shared safely between threads."""
 
     def __init__(self, start: dt.datetime) -> None:
-        if start.tzinfo is not None:
-            start = start.astimezone(dt.UTC).replace(tzinfo=None)
-        self._now = start
+        self._now = as_utc(start)
         self._lock = threading.Lock()
 
     def now(self) -> dt.datetime:
@@ -38,8 +36,11 @@ class FixedClock:
 
     def set(self, when: dt.datetime) -> None:
         with self._lock:
-            self._now = when
+            self._now = as_utc(when)
 
 
-def utcnow() -> dt.datetime:
-    return SystemClock().now()
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime; a naive value is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)

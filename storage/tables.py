@@ -1,7 +1,7 @@
 """The database tables.
 
-All datetimes are stored as naive UTC: SQLite keeps no offset, and one convention for both
-databases keeps comparisons exact. `storage.clock.utcnow()` gives the matching value.
+All datetimes are timezone-aware UTC (SQLModel's UTCDateTime: SQLite stores UTC without an
+offset and it comes back aware), so comparisons are exact on both databases.
 
 Nothing here knows a channel: a channel is a plain string ("web", "telegram", "wechat") in a row.
 """

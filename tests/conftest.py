@@ -24,7 +24,7 @@ from storage.clock import FixedClock
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example-community.yaml"
 # A Monday in working hours (Asia/Shanghai 10:00): 2026-11-23 02:00 UTC.
-MONDAY_10AM = dt.datetime(2026, 11, 23, 2, 0)
+MONDAY_10AM = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
 ENV_PREFIXES = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "WECHAT_", "SECRET_KEY", "ENVIRONMENT",
                 "REGISTRY_FILE", "DEMO", "NLU_", "RASA_", "PUBLIC_URL", "CLARIFY_BELOW", "SEND_")

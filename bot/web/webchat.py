@@ -170,6 +170,6 @@ def inbox(address: Address, services: Services, after: int = 0, limit: int = 50)
             .limit(min(max(limit, 1), 200))
         ).all()
         return {"messages": [
-            {"id": r.id, "text": r.text, "buttons": r.buttons, "at": r.created_at.isoformat() + "Z"}
+            {"id": r.id, "text": r.text, "buttons": r.buttons, "at": r.created_at.isoformat()}
             for r in rows
         ]}

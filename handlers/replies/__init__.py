@@ -62,7 +62,9 @@ _WEEKDAYS = {
 
 def when(lang: str, utc: dt.datetime, timezone: str = "Asia/Shanghai") -> str:
     """A deadline as residents read it, in the community's time zone."""
-    local = utc.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(timezone))
+    if utc.tzinfo is None:
+        utc = utc.replace(tzinfo=dt.UTC)
+    local = utc.astimezone(ZoneInfo(timezone))
     if lang == "en":
         return local.strftime("%a %d %b %H:%M")
     return f"{local.month}月{local.day}日(周{_WEEKDAYS[lang if lang in _WEEKDAYS else DEFAULT][local.weekday()]}) {local:%H:%M}"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:53:58.750129
+Create Date: 2026-11-22 00:06:10.438290
 """
 
 from __future__ import annotations

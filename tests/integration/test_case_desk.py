@@ -1,0 +1,228 @@
+"""The case desk end to end through the pipeline, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import func, select
+
+from bot.app import Services
+from storage import tables as t
+from storage.unit_of_work import UnitOfWork
+from tests.chat import Chat
+
+NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
+
+
+def _case(services: Services, number: str) -> t.Case:
+    with UnitOfWork(services.engine) as uow:
+        return uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
+
+
+def _person(services: Services, person_id: int | None) -> t.Person:
+    with UnitOfWork(services.engine) as uow:
+        person = uow.session.get(t.Person, person_id)
+        assert person is not None
+        return person
+
+
+def _count(services: Services, model: type) -> int:
+    with UnitOfWork(services.engine) as uow:
+        return uow.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_report_gets_number_accountable_person_and_deadline(chat: Chat, services: Services) -> None:
+    said = await chat.resident(0).says("3单元楼道的灯坏了三天了")
+    match = NUMBER.search(said.text)
+    assert match, said.text
+    case = _case(services, match.group(0))
+    holder = _person(services, case.holder_id)
+    assert holder.name in said.text
+    assert case.kind == "service_request" and case.category == "facilities"
+    assert case.state == "assigned"
+    assert case.ack_due < case.reply_due < case.resolve_due
+    # The deadline is stored on the case and shown in the first answer (Beijing time).
+    local_reply = case.reply_due + dt.timedelta(hours=8)
+    assert f"{local_reply.month}月{local_reply.day}日" in said.text
+
+
+async def test_whole_journey_ack_transfer_reply_resolve_rate(chat: Chat, services: Services) -> None:
+    resident = chat.resident(0)
+    said = await resident.says("楼道灯坏了，晚上很黑")
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    worker_person = _person(services, case.holder_id)
+    worker = chat.staff(worker_person.code)
+    arrived = await worker.inbox()
+    assert len(arrived) == 1 and case.number in arrived[0].text
+    assert resident_phone_shown(services, case, arrived[0].text)
+
+    await worker.presses(arrived[0].action("签收"))
+    told = await resident.inbox()
+    assert any("签收" in n.text and worker_person.name in n.text for n in told)
+    assert _case(services, case.number).first_responder_id == worker_person.id
+
+    with UnitOfWork(services.engine) as uow:
+        post = uow.session.scalars(select(t.Post).where(t.Post.kind == "specialist").order_by(t.Post.code)).first()
+        assert post is not None
+        post_code, post_name, specialist_id = post.code, post.name, post.a_holder_id
+    picked = await worker.presses(f"trf:{case.id}")
+    assert post_name in picked.text or any(post_name == b.label for r in picked.replies for row in r.buttons for b in row)
+    await worker.presses(f"trf:{case.id}:{post_code}")
+    await worker.says("需要专干协助")
+    moved = _case(services, case.number)
+    assert moved.post_id is not None and moved.holder_id == specialist_id
+    assert moved.first_responder_id == worker_person.id  # 首问负责: still accountable
+    assert moved.reply_due == case.reply_due  # deadlines do not reset on transfer
+    told = await resident.inbox()
+    assert any(post_name in n.text and worker_person.name in n.text for n in told)
+
+    specialist = chat.staff(_person(services, specialist_id).code)
+    assert any(case.number in n.text for n in await specialist.inbox())
+    await specialist.says(f"/reply {case.id} 明天上午安排电工更换")
+    await specialist.says(f"/resolve {case.id} 已更换")
+    told = await resident.inbox()
+    assert any("明天上午安排电工更换" in n.text for n in told)
+    resolved = [n for n in told if "已办结" in n.text]
+    assert resolved
+    first_responder_heard = await worker.inbox()
+    assert any("答复" in n.text for n in first_responder_heard)
+    assert any("办结" in n.text for n in first_responder_heard)
+
+    said = await resident.presses(resolved[0].action("满意"))
+    assert "谢谢" in said.text
+    final = _case(services, case.number)
+    assert final.state == "closed" and final.rating == "satisfied"
+    with UnitOfWork(services.engine) as uow:
+        actions = [e.action for e in uow.session.scalars(
+            select(t.CaseEvent).where(t.CaseEvent.case_id == case.id).order_by(t.CaseEvent.seq))]
+    # The specialist's reply counts as their acknowledgement of the transferred case.
+    assert actions == ["created", "assigned", "acknowledged", "transferred", "acknowledged", "replied",
+                       "resolved", "rated"]
+
+
+def resident_phone_shown(services: Services, case: t.Case, text: str) -> bool:
+    with UnitOfWork(services.engine) as uow:
+        resident = uow.session.get(t.Resident, case.resident_id)
+        assert resident is not None
+        return bool(resident.phone) and resident.phone in text
+
+
+async def test_unsatisfied_rating_reopens_to_the_first_responder(chat: Chat, services: Services) -> None:
+    resident = chat.resident(1)
+    case = _case(services, NUMBER.search((await resident.says("小区路灯不亮")).text).group(0))  # type: ignore[union-attr]
+    worker = chat.staff(_person(services, case.holder_id).code)
+    await worker.says(f"/ack {case.id}")
+    await worker.says(f"/resolve {case.id} 修好了")
+    said = await resident.presses(f"rate:{case.id}:u")
+    assert "不满意" in said.text
+    reopened = _case(services, case.number)
+    assert reopened.state == "reopened" and reopened.reopen_count == 1
+    assert reopened.holder_id == reopened.first_responder_id
+    await resident.says("还是不亮")
+    assert any("还是不亮" in n.text for n in await worker.inbox())
+
+
+async def test_resident_sees_only_their_own_cases(chat: Chat, services: Services) -> None:
+    mine = NUMBER.search((await chat.resident(0).says("电梯坏了")).text).group(0)  # type: ignore[union-attr]
+    other = chat.resident(1)
+    said = await other.says(f"/status {mine}")
+    assert "没有找到" in said.text
+    said = await other.presses(f"rate:{_case(services, mine).id}:s")
+    assert "没有找到" in said.text
+    assert _case(services, mine).rating is None
+
+
+async def test_staff_cannot_act_on_a_case_that_is_not_theirs(chat: Chat, services: Services) -> None:
+    case = _case(services, NUMBER.search((await chat.resident(0).says("电梯坏了")).text).group(0))  # type: ignore[union-attr]
+    with UnitOfWork(services.engine) as uow:
+        post = uow.session.get(t.Post, case.post_id)
+        assert post is not None
+        stranger = uow.session.scalars(
+            select(t.Person).where(t.Person.id.not_in([post.a_holder_id, post.b_holder_id]),
+                                   t.Person.roles == "grid_worker")).first()
+        assert stranger is not None
+        code = stranger.code
+    said = await chat.staff(code).presses(f"ack:{case.id}")
+    assert "不由您处理" in said.text
+    assert _case(services, case.number).state == "assigned"
+
+
+async def test_return_goes_to_front_desk_and_keeps_the_clock(chat: Chat, services: Services) -> None:
+    case = _case(services, NUMBER.search((await chat.resident(0).says("电梯坏了")).text).group(0))  # type: ignore[union-attr]
+    worker = chat.staff(_person(services, case.holder_id).code)
+    await worker.says(f"/return {case.id} 这是物业公司的电梯，不归网格管")
+    returned = _case(services, case.number)
+    with UnitOfWork(services.engine) as uow:
+        post = uow.session.get(t.Post, returned.post_id)
+        assert post is not None and post.kind == "front_desk"
+        front_desk = uow.session.get(t.Person, returned.holder_id)
+        assert front_desk is not None
+    assert returned.state == "returned"
+    assert (returned.dispatched_at, returned.ack_due, returned.resolve_due) == (
+        case.dispatched_at, case.ack_due, case.resolve_due)
+    desk = chat.staff(front_desk.code)
+    notices = await desk.inbox()
+    assert any("退回" in n.text and case.number in n.text for n in notices)
+
+
+async def test_urgent_alerts_the_duty_leader_and_tells_resident_to_call(chat: Chat, services: Services) -> None:
+    said = await chat.resident(0).says("楼道里有很重的煤气味")
+    assert "119" in said.text and "120" in said.text
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    assert case.urgent
+    assert case.ack_due - case.dispatched_at == dt.timedelta(minutes=15)
+    with UnitOfWork(services.engine) as uow:
+        alerts = uow.session.scalars(select(t.Outbox).where(t.Outbox.case_id == case.id)).all()
+    assert any("紧急" in a.text and a.person_id != case.holder_id for a in alerts)
+
+
+async def test_complaint_goes_to_mediation_with_grid_worker_informed(chat: Chat, services: Services) -> None:
+    said = await chat.resident(0).says("楼上邻居天天半夜噪音扰民，我要投诉")
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    assert case.kind == "complaint"
+    with UnitOfWork(services.engine) as uow:
+        post = uow.session.get(t.Post, case.post_id)
+        assert post is not None and post.kind == "mediation"
+        notices = uow.session.scalars(select(t.Outbox).where(t.Outbox.case_id == case.id)).all()
+    assert any("知悉" in n.text for n in notices)
+
+
+async def test_grid_worker_question_answers_the_grid_sign(chat: Chat) -> None:
+    said = await chat.resident(0).says("/grid")
+    assert "网格员" in said.text and "电话" in said.text
+
+
+async def test_bad_input_gets_a_clear_message_and_stores_nothing(chat: Chat, services: Services) -> None:
+    resident = chat.resident(0)
+    before = _count(services, t.Case)
+    assert "空" in (await resident.says("   ")).text
+    assert "太长" in (await resident.says("灯" * 100_000)).text
+    assert "无法识别" in (await resident.says("\x00\x01\x02binary")).text
+    assert _count(services, t.Case) == before
+
+
+async def test_low_confidence_asks_with_buttons_then_files(chat: Chat, services: Services) -> None:
+    resident = chat.resident(0)
+    said = await resident.says("不确定这事归谁管，小区门口的垃圾")
+    assert not NUMBER.search(said.text)
+    said = await resident.presses(said.action("投诉 / 纠纷"))
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    assert case.kind == "complaint"
+
+
+async def test_newcomer_binds_by_building_code_then_reports(chat: Chat, services: Services) -> None:
+    with UnitOfWork(services.engine) as uow:
+        building = uow.session.scalars(select(t.Building).order_by(t.Building.code)).first()
+        assert building is not None
+        code, name = building.code, building.name
+    newcomer = chat.newcomer("web-visitor-1")
+    said = await newcomer.says("楼道灯坏了")
+    assert any(b.action.startswith("com:") for r in said.replies for row in r.buttons for b in row)
+    assert "no such" not in said.text
+    said = await newcomer.says("NO-SUCH-BUILDING")
+    assert _count(services, t.Resident) == _count(services, t.Resident)
+    said = await newcomer.presses(f"bind:{code}")
+    assert name in said.text
+    said = await newcomer.says("楼道灯坏了")
+    assert NUMBER.search(said.text)
