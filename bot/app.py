@@ -33,7 +33,7 @@ from storage.state import MemoryStateStore, RedisStateStore, StateStore
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 512 * 1024
 
 
 @dataclass

@@ -41,11 +41,32 @@ def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
 
+def ensure_web_identity(services: Any, address: str) -> bool:
+    """Make sure the web chat address belongs to an existing person or resident."""
+    kind, _, ref = address.partition(":")
+    with UnitOfWork(services.engine) as uow:
+        s = uow.session
+        if kind == "person":
+            person = s.scalars(select(t.Person).where(t.Person.code == ref, t.Person.active.is_(True))).first()
+            if person is None:
+                return False
+            ensure_identity(s, CHANNEL, address, services.clock.now(), person=person)
+        elif kind == "resident" and ref.isdigit():
+            resident = s.get(t.Resident, int(ref))
+            if resident is None:
+                return False
+            ensure_identity(s, CHANNEL, address, services.clock.now(), resident=resident)
+        else:
+            return False
+        uow.commit()
+    return True
+
+
 @router.get("/login/{token}", include_in_schema=False)
 def login(token: str, services: Services) -> RedirectResponse:
     """A personal link (resident) or login link (staff) signed by `griddesk webchat link`."""
     address = verify(services.settings.secret_key, token)
-    if address is None:
+    if address is None or not ensure_web_identity(services, address):
         raise HTTPException(status_code=403, detail="this link is invalid or has expired")
     response = RedirectResponse("/", status_code=303)
     _set_session(response, services.settings.secret_key, address)

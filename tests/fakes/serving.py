@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -29,7 +29,7 @@ STARTUP_TIMEOUT = 10.0
 class ServedApp:
     """One ASGI app served by uvicorn in a daemon thread; ``url`` is ``http://127.0.0.1:<port>``."""
 
-    def __init__(self, app: Any, *, graceful_timeout: float = 5.0) -> None:
+    def __init__(self, app: Any, *, graceful_timeout: int = 5) -> None:
         self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,7 +52,7 @@ class ServedApp:
             name=f"serve-{self.port}", daemon=True,
         )
 
-    def start(self) -> ServedApp:
+    def start(self) -> Self:
         """Start serving and return once the server accepts connections."""
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -71,7 +71,7 @@ class ServedApp:
             self._thread.join()
         self._sock.close()
 
-    def __enter__(self) -> ServedApp:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

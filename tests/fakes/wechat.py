@@ -28,7 +28,6 @@ cannot share a bug with the code it checks.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import datetime as dt
 import inspect
 import io
@@ -52,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from storage.clock import FixedClock
+from storage.clock import FixedClock, as_utc
 from tests.fakes import wechat_crypto as crypto
 
 T = TypeVar("T")
@@ -68,6 +67,8 @@ TOKEN_LIFETIME = 7200
 TOKEN_GRACE = 300
 MESSAGE_WINDOW = (48 * 3600, 5)     # a user's message: 5 customer-service messages in 48 h
 INTERACTION_WINDOW = (60, 3)        # a menu tap, follow or scan: 3 in 1 min
+STABLE_DAILY_QUOTA = 10000
+STABLE_FORCE_DAILY_QUOTA = 20       # force_refresh: 20 a day, 30 s apart (PROTOCOLS.md §2.1)
 # WeChat counts daily quotas by the Beijing calendar day.
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
@@ -337,9 +338,9 @@ class FakeWeChat:
         self.app_url = app_url
         self.attempt_timeout = attempt_timeout
         self.attempts = attempts
-        # Any object with now() -> naive UTC datetime, such as storage.clock.FixedClock, so the
+        # A storage.clock.FixedClock (or any object with now(), advance() and set()), so the
         # fake and the app under test can share one simulated time.
-        self.clock = clock or FixedClock(dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        self.clock = clock or FixedClock(dt.datetime.now(dt.UTC))
         self.templates = _templates(templates)
         self.subscribe_templates = _templates(subscribe_templates)
         self.ip_whitelist = set(ip_whitelist) if ip_whitelist is not None else None
@@ -369,7 +370,7 @@ class FakeWeChat:
 
     def now(self) -> int:
         """The fake's time as Unix seconds."""
-        return calendar.timegm(self.clock.now().timetuple())
+        return int(as_utc(self.clock.now()).timestamp())
 
     def advance(self, delta: dt.timedelta | float) -> None:
         """Move the fake's clock forward (a float is seconds)."""
@@ -501,7 +502,8 @@ class FakeWeChat:
         fields = self._base(openid, "text") | {"Content": content, "MsgId": self._msg_id()}
         return Message(openid, fields)
 
-    def image(self, openid: str, *, pic_url: str | None = None, media_id: str | None = None) -> Message:
+    def image(self, openid: str, *, pic_url: str | None = None,
+              media_id: str | None = None) -> Message:
         media_id = media_id or crypto.random_text(64)
         pic_url = pic_url or f"http://mmbiz.qpic.cn/mmbiz_jpg/{crypto.random_text(40)}/0"
         fields = self._base(openid, "image") | {"PicUrl": pic_url, "MediaId": media_id,
@@ -536,8 +538,8 @@ class FakeWeChat:
         return Message(openid, fields)
 
     def unsubscribe(self, openid: str) -> Message:
-        return Message(openid, self._base(openid, "event") | {"Event": "unsubscribe", "EventKey": ""},
-                       visible=False)
+        fields = self._base(openid, "event") | {"Event": "unsubscribe", "EventKey": ""}
+        return Message(openid, fields, visible=False)
 
     def click(self, openid: str, key: str) -> Message:
         return Message(openid, self._base(openid, "event") | {"Event": "CLICK", "EventKey": key})
@@ -605,7 +607,7 @@ class FakeWeChat:
         return await self.push(self.subscribe(openid, scene=scene))
 
     async def scans(self, openid: str, ticket: str) -> PushResult:
-        """The resident scans a QR code the app created: SCAN for a follower, subscribe otherwise."""
+        """The resident scans a QR code the app created: SCAN for a follower, else subscribe."""
         with self._lock:
             qr = self._qrcodes.get(ticket)
         if qr is None:
@@ -659,8 +661,9 @@ class FakeWeChat:
         return await self._deliver(openid, body, {}, mode="safe" if encrypt else "plain",
                                    visible=True, sign=sign, timestamp=timestamp)
 
-    async def _deliver(self, openid: str, plain: bytes, fields: Mapping[str, Any], *, mode: str,
-                       visible: bool, sign: bool = True, timestamp: str | None = None) -> PushResult:
+    async def _deliver(self, openid: str, plain: bytes, fields: Mapping[str, Any], *,
+                       mode: str, visible: bool, sign: bool = True,
+                       timestamp: str | None = None) -> PushResult:
         if not self.app_url:
             raise RuntimeError("set app_url before pushing")
         key = self.encoding_aes_key
@@ -668,7 +671,8 @@ class FakeWeChat:
         if mode == "safe":
             body = render_xml({"ToUserName": self.gh_id, "Encrypt": encrypted})
         elif mode == "compat":
-            body = plain[:plain.rindex(b"</xml>")] + f"<Encrypt>{_cdata(encrypted or '')}</Encrypt></xml>".encode()
+            tail = f"<Encrypt>{_cdata(encrypted or '')}</Encrypt></xml>".encode()
+            body = plain[:plain.rindex(b"</xml>")] + tail
         else:
             body = plain
 
@@ -720,7 +724,8 @@ class FakeWeChat:
             self._note(openid, seen)
         return result
 
-    def _judge(self, reply: bytes, openid: str, key: str, mode: str) -> tuple[str, Seen | None, str]:
+    def _judge(self, reply: bytes, openid: str, key: str,
+               mode: str) -> tuple[str, Seen | None, str]:
         """PROTOCOLS.md §2.3 item 5: nothing, delivered, or the error line."""
         if reply in (b"", b"success"):
             return "nothing", None, "the app answered success or nothing"
@@ -739,9 +744,11 @@ class FakeWeChat:
                 try:
                     inner, receiver = crypto.decrypt(encrypt, key)
                 except crypto.CryptoError as exc:
-                    raise _ReplyError(f"the reply does not decrypt with the push's key: {exc}") from exc
+                    raise _ReplyError(
+                        f"the reply does not decrypt with the push's key: {exc}") from exc
                 if receiver != self.appid:
-                    raise _ReplyError(f"the reply is encrypted for {receiver!r}, not {self.appid!r}")
+                    raise _ReplyError(
+                        f"the reply is encrypted for {receiver!r}, not {self.appid!r}")
                 root = _parse(inner)
             elif mode == "safe":
                 raise _ReplyError("safe mode needs an encrypted reply")
@@ -758,9 +765,10 @@ class FakeWeChat:
             return value
 
         if need("ToUserName") != openid:
-            raise _ReplyError(f"ToUserName is {root.findtext('ToUserName')!r}, not the openid {openid!r}")
+            raise _ReplyError(f"ToUserName is {root.findtext('ToUserName')!r}, not {openid!r}")
         if need("FromUserName") != self.gh_id:
-            raise _ReplyError(f"FromUserName is {root.findtext('FromUserName')!r}, not {self.gh_id!r}")
+            raise _ReplyError(
+                f"FromUserName is {root.findtext('FromUserName')!r}, not {self.gh_id!r}")
         create_time = need("CreateTime").strip()
         if not create_time.isdigit():
             raise _ReplyError(f"CreateTime {create_time!r} is not an integer")
@@ -839,7 +847,8 @@ class FakeWeChat:
             else:
                 call = _Call(request, body)
                 with self._lock:
-                    code = self._check_access_token(request.query_params.get("access_token")) if auth else 0
+                    access_token = request.query_params.get("access_token")
+                    code = self._check_access_token(access_token) if auth else 0
                     if code:
                         answer = _error(code)
                     else:
@@ -893,7 +902,9 @@ class FakeWeChat:
     def _count_fetch(self, series: str) -> bool:
         day = dt.datetime.fromtimestamp(self.now(), BEIJING).date()
         count = self._fetches.get((series, day), 0)
-        if count >= self.token_daily_quota:
+        quota = {"token": self.token_daily_quota, "stable": STABLE_DAILY_QUOTA,
+                 "stable_force": STABLE_FORCE_DAILY_QUOTA}[series]
+        if count >= quota:
             return False
         self._fetches[(series, day)] = count + 1
         return True
@@ -952,8 +963,9 @@ class FakeWeChat:
         usable = sorted((w for w in open_windows if w.used < w.limit), key=lambda w: w.closes_at)
         if not usable:
             raise _BadRequest(45047)
-        # The window closing first is spent first, so a menu tap's 3-in-1-min quota does not
-        # eat into the 5-in-48-h quota of an earlier message.
+        # WeChat does not document how the two quotas combine. The fake lets either open window
+        # allow a send and spends the one closing first, so a menu tap's 3-in-1-min quota does
+        # not eat into the 5-in-48-h quota of an earlier message.
         usable[0].used += 1
         self._note(openid, Seen("custom", text, now, data["msgtype"]),
                    Sent("custom", openid, data, text, now))
@@ -1036,7 +1048,8 @@ class FakeWeChat:
                 raise _BadRequest(47003, "argument invalid! scene_str is 1 to 64 characters")
         elif action in ("QR_SCENE", "QR_LIMIT_SCENE"):
             value = scene.get("scene_id")
-            if not isinstance(value, int) or value <= 0 or (action == "QR_LIMIT_SCENE" and value > 100000):
+            too_big = action == "QR_LIMIT_SCENE" and isinstance(value, int) and value > 100000
+            if not isinstance(value, int) or value <= 0 or too_big:
                 raise _BadRequest(47003, "argument invalid! scene_id")
             value = str(value)
         else:
@@ -1274,7 +1287,7 @@ def _control_routes(fake: FakeWeChat) -> list[Route]:
 
     def clock(d: dict[str, Any]) -> dict[str, Any]:
         if "set" in d:
-            fake.set_time(dt.datetime.fromtimestamp(float(d["set"]), dt.UTC).replace(tzinfo=None))
+            fake.set_time(dt.datetime.fromtimestamp(float(d["set"]), dt.UTC))
         if "advance" in d:
             fake.advance(float(d["advance"]))
         return {"now": fake.now()}
@@ -1292,25 +1305,37 @@ def _control_routes(fake: FakeWeChat) -> list[Route]:
     async def seen(request: Request) -> Response:
         return JSONResponse([s.__dict__ for s in fake.seen(request.path_params["openid"])])
 
+    def follow(d: dict[str, Any]) -> Awaitable[PushResult]:
+        return fake.follow(d.get("openid"), scene=d.get("scene"))
+
+    def location(d: dict[str, Any]) -> Awaitable[PushResult]:
+        return fake.shares_location(d["openid"], d["latitude"], d["longitude"],
+                                    scale=int(d.get("scale", 15)), label=d.get("label", ""))
+
+    def users(d: dict[str, Any]) -> dict[str, Any]:
+        return {"openid": fake.add_user(d.get("openid"), following=d.get("following", True))}
+
+    def subscription(d: dict[str, Any]) -> dict[str, Any]:
+        fake.grant_subscription(d["openid"], d["template_id"], int(d.get("times", 1)))
+        return {"ok": True}
+
+    def rotate_key(d: dict[str, Any]) -> dict[str, Any]:
+        return {"encoding_aes_key": fake.rotate_key(d.get("encoding_aes_key"))}
+
+    post = ["POST"]
     return [
-        Route("/_control/users", plain(lambda d: {"openid": fake.add_user(
-            d.get("openid"), following=d.get("following", True))}), methods=["POST"]),
-        Route("/_control/follow", pushing(lambda d: fake.follow(d.get("openid"), scene=d.get("scene"))),
-              methods=["POST"]),
-        Route("/_control/unfollow", pushing(lambda d: fake.unfollow(d["openid"])), methods=["POST"]),
+        Route("/_control/users", plain(users), methods=post),
+        Route("/_control/follow", pushing(follow), methods=post),
+        Route("/_control/unfollow", pushing(lambda d: fake.unfollow(d["openid"])), methods=post),
         Route("/_control/scan", pushing(lambda d: fake.scans(d["openid"], d["ticket"])),
-              methods=["POST"]),
-        Route("/_control/says", pushing(lambda d: fake.says(d["openid"], d["text"])), methods=["POST"]),
-        Route("/_control/taps", pushing(lambda d: fake.taps(d["openid"], d["key"])), methods=["POST"]),
-        Route("/_control/location", pushing(lambda d: fake.shares_location(
-            d["openid"], d["latitude"], d["longitude"], scale=int(d.get("scale", 15)),
-            label=d.get("label", ""))), methods=["POST"]),
-        Route("/_control/subscription", plain(lambda d: fake.grant_subscription(
-            d["openid"], d["template_id"], int(d.get("times", 1))) or {"ok": True}), methods=["POST"]),
+              methods=post),
+        Route("/_control/says", pushing(lambda d: fake.says(d["openid"], d["text"])), methods=post),
+        Route("/_control/taps", pushing(lambda d: fake.taps(d["openid"], d["key"])), methods=post),
+        Route("/_control/location", pushing(location), methods=post),
+        Route("/_control/subscription", plain(subscription), methods=post),
         Route("/_control/sent", plain(sent), methods=["GET"]),
         Route("/_control/seen/{openid}", seen, methods=["GET"]),
-        Route("/_control/inject", plain(inject), methods=["POST"]),
-        Route("/_control/clock", plain(clock), methods=["POST"]),
-        Route("/_control/rotate-key", plain(lambda d: {"encoding_aes_key": fake.rotate_key(
-            d.get("encoding_aes_key"))}), methods=["POST"]),
+        Route("/_control/inject", plain(inject), methods=post),
+        Route("/_control/clock", plain(clock), methods=post),
+        Route("/_control/rotate-key", plain(rotate_key), methods=post),
     ]

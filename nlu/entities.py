@@ -1,0 +1,169 @@
+"""Entities by regexes, synonyms and lookup tables from `entities.yml`, plus the caller's gazetteer.
+
+How a regex becomes entities:
+- named groups called after entity types (`(?P<building>..)`, `(?P<unit>..)`, `(?P<room>..)`)
+  give one entity each;
+- otherwise the regex's name is the entity type, and the group `value`, if present, is the
+  part that is normalised into the value.
+
+Values are normalised per type: digits for phones (no +86), upper case for case numbers,
+Arabic digits for building/unit/room (三栋 -> "3"), and for datetime a space-separated string
+of day and time tokens taken from the synonyms (明天上午 -> "+1d morning", 3月5日 -> "03-05",
+下午3点半 -> "afternoon 15:30").
+
+A gazetteer maps an entity type to {surface form: canonical value}; its matches win over
+regex matches they overlap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from nlu.normalise import to_simplified
+from nlu.parse import Entity
+
+# When two entities overlap, the one whose type comes first here is kept.
+PRIORITY = ("case_number", "phone", "datetime", "building", "unit", "room")
+_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+           "七": 7, "八": 8, "九": 9}
+_PM_PARTS = {"afternoon", "evening", "pm"}
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def chinese_number(text: str) -> str:
+    """Arabic digits for a number up to 99 written in Chinese numerals; other text unchanged."""
+    if not text or any(ch not in _DIGITS and ch != "十" for ch in text):
+        return text
+    if "十" not in text:
+        return "".join(str(_DIGITS[ch]) for ch in text)
+    tens, _, ones = text.partition("十")
+    return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
+
+
+def _fold(text: str) -> str:
+    """Full-width ASCII to half-width and Traditional to Simplified, keeping every offset."""
+    folded = "".join(
+        chr(ord(ch) - 0xFEE0) if 0xFF01 <= ord(ch) <= 0xFF5E else (" " if ch == "\u3000" else ch)
+        for ch in text)
+    simplified = to_simplified(folded)
+    return simplified if len(simplified) == len(folded) else folded
+
+
+class EntityExtractor:
+    """Finds entities in one message; built once at load from the YAML and the gazetteer."""
+
+    def __init__(self, regexes: Mapping[str, Sequence[str]], synonyms: Mapping[str, str],
+                 lookups: Mapping[str, Sequence[str]],
+                 gazetteer: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.synonyms = {to_simplified(k).lower(): v for k, v in synonyms.items()}
+        self.regexes = [(name, re.compile(p, re.IGNORECASE))
+                        for name, patterns in regexes.items() for p in patterns]
+        table: dict[str, dict[str, str]] = {}
+        for type_, surfaces in lookups.items():
+            for surface in surfaces:
+                table.setdefault(type_, {})[surface] = synonyms.get(surface, surface)
+        for type_, mapping in (gazetteer or {}).items():
+            table.setdefault(type_, {}).update(mapping)
+        self.gazetteer: list[tuple[str, dict[str, str], re.Pattern[str]]] = []
+        for type_, mapping in table.items():
+            folded = {_fold(s).lower(): v for s, v in mapping.items() if s.strip()}
+            if folded:
+                alternation = "|".join(re.escape(s) for s in sorted(folded, key=len, reverse=True))
+                self.gazetteer.append((type_, folded, re.compile(alternation, re.IGNORECASE)))
+        words = sorted((k for k in self.synonyms if not k.isdigit()), key=len, reverse=True)
+        self._datetime_token = re.compile(
+            r"(?P<ymd>(?P<y>\d{4})\s*[年/.-]\s*(?P<m>\d{1,2})\s*[月/.-]\s*(?P<d>\d{1,2})\s*[日号]?)"
+            r"|(?P<md>(?P<m2>\d{1,2})\s*月\s*(?P<d2>\d{1,2})\s*[日号])"
+            r"|(?P<hm>(?P<h>\d{1,2})\s*[:：]\s*(?P<mi>\d{2})\s*(?P<ap>am|pm)?)"
+            r"|(?P<hz>(?P<h2>\d{1,2}|[零一二两三四五六七八九十]{1,3})\s*[点时](?:\s*(?P<half>半)"
+            r"|\s*(?P<mi2>\d{1,2})\s*分?)?)"
+            r"|(?P<hap>(?P<h3>\d{1,2})\s*(?P<ap2>am|pm|a\.m\.|p\.m\.))"
+            r"|(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+(?P<d3>\d{1,2})"
+            + ("|(?P<word>" + "|".join(re.escape(w) for w in words) + ")" if words else ""),
+            re.IGNORECASE)
+
+    def extract(self, text: str) -> tuple[Entity, ...]:
+        folded = _fold(text)
+        found: list[Entity] = []
+        for type_, mapping, pattern in self.gazetteer:
+            for m in pattern.finditer(folded):
+                found.append(Entity(type_, mapping[m.group(0).lower()], text[m.start():m.end()],
+                                    m.start(), m.end()))
+        regex_found: list[Entity] = []
+        for name, pattern in self.regexes:
+            for m in pattern.finditer(folded):
+                regex_found.extend(self._from_match(name, m, text))
+        regex_found = self._merge_datetimes(regex_found, folded, text)
+        rank = {t: i for i, t in enumerate(PRIORITY)}
+        regex_found.sort(key=lambda e: (rank.get(e.type, len(PRIORITY)), e.start, -(e.end - e.start)))
+        kept = list(found)
+        for ent in regex_found:
+            if not any(ent.start < k.end and k.start < ent.end for k in kept):
+                kept.append(ent)
+        kept.sort(key=lambda e: (e.start, e.end))
+        return tuple(kept)
+
+    def _from_match(self, name: str, m: re.Match[str], text: str) -> list[Entity]:
+        typed = [g for g in m.re.groupindex if g != "value"]
+        if typed:
+            return [Entity(g, self._value(g, m.group(g)), text[m.start(g):m.end(g)],
+                           m.start(g), m.end(g))
+                    for g in typed if m.group(g) is not None]
+        group = "value" if "value" in m.re.groupindex and m.group("value") is not None else 0
+        return [Entity(name, self._value(name, m.group(group)), text[m.start():m.end()],
+                       m.start(), m.end())]
+
+    def _value(self, type_: str, raw: str) -> str:
+        raw = raw.strip()
+        if type_ == "phone":
+            digits = re.sub(r"\D", "", raw)
+            return digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+        if type_ == "case_number":
+            return raw.upper()
+        if type_ in ("building", "unit", "room"):
+            return chinese_number(raw)
+        if type_ == "datetime":
+            return self.datetime_value(raw)
+        return self.synonyms.get(raw.lower(), raw)
+
+    def _merge_datetimes(self, ents: list[Entity], folded: str, text: str) -> list[Entity]:
+        """Adjacent datetime pieces (明天 + 上午 + 9点) become one entity."""
+        spans = sorted((e.start, e.end) for e in ents if e.type == "datetime")
+        merged: list[list[int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1] + 1 and not folded[merged[-1][1]:start].strip():
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        out = [e for e in ents if e.type != "datetime"]
+        out.extend(Entity("datetime", self.datetime_value(folded[s:e]), text[s:e], s, e)
+                   for s, e in merged)
+        return out
+
+    def datetime_value(self, span: str) -> str:
+        """A normalised datetime string: day and time tokens in the order they appear."""
+        parts: list[str] = []
+        for m in self._datetime_token.finditer(span.lower()):
+            if m.group("ymd"):
+                parts.append(f"{m.group('y')}-{int(m.group('m')):02d}-{int(m.group('d')):02d}")
+            elif m.group("md"):
+                parts.append(f"{int(m.group('m2')):02d}-{int(m.group('d2')):02d}")
+            elif m.group("mon"):
+                month = _MONTHS.index(m.group("mon")) + 1
+                parts.append(f"{month:02d}-{int(m.group('d3')):02d}")
+            elif m.group("hm") or m.group("hz") or m.group("hap"):
+                hour_text = m.group("h") or m.group("h2") or m.group("h3")
+                hour = int(chinese_number(hour_text)) if chinese_number(hour_text).isdigit() else 0
+                minute = int(m.group("mi") or m.group("mi2") or (30 if m.group("half") else 0))
+                ap = (m.group("ap") or m.group("ap2") or "").replace(".", "")
+                if hour < 12 and (ap == "pm" or (not ap and parts and parts[-1] in _PM_PARTS)):
+                    hour += 12
+                if ap == "am" and hour == 12:
+                    hour = 0
+                parts.append(f"{hour:02d}:{minute:02d}")
+            elif m.group("word"):
+                value = self.synonyms[m.group("word")]
+                if value not in ("am", "pm"):
+                    parts.append(value)
+        return " ".join(parts) if parts else span.strip()
