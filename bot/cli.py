@@ -20,7 +20,7 @@ from bot.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
 # Feature modules that add their own subcommands with `register(subparsers)`.
-EXTENSIONS = ("bot.cli_nlu", "bot.cli_channels", "bot.cli_council", "bot.cli_worker")
+EXTENSIONS = ("bot.cli_nlu", "bot.cli_telegram", "bot.cli_wechat", "bot.cli_council", "bot.cli_worker")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ know which workflow answers. A new workflow only adds handlers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from handlers.conversation import Actor, Reply
 from handlers.desk import Desk

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import unicodedata
 
-from handlers import chat_cases  # noqa: F401  (registers the case commands and actions)
-from handlers import dispatch
+from handlers import (
+    chat_cases,  # noqa: F401  (registers the case commands and actions)
+    dispatch,
+)
 from handlers.conversation import Actor, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError

@@ -12,14 +12,27 @@ vocabulary: parsing costs one featurisation and one small matrix product.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 
-import jieba
 import numpy as np
 import scipy.sparse as sp
 
-jieba.setLogLevel(60)
+
+@lru_cache(maxsize=1)
+def _cut() -> Callable[..., list[str]]:
+    """jieba's cutter, imported on first use: `import nlu` stays cheap for code that only
+    needs the value types, and jieba's invalid-escape warnings stay out of strict test runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import jieba
+
+        jieba.setLogLevel(60)
+        jieba.initialize()
+    cut: Callable[..., list[str]] = jieba.lcut
+    return cut
 
 
 def char_ngrams(text: str, n_max: int) -> Counter[str]:
@@ -32,7 +45,7 @@ def char_ngrams(text: str, n_max: int) -> Counter[str]:
 
 
 def words(text: str) -> Counter[str]:
-    tokens = [t for t in jieba.lcut(text, HMM=False) if t.strip()]
+    tokens = [t for t in _cut()(text, HMM=False) if t.strip()]
     counts: Counter[str] = Counter(tokens)
     # Word bigrams keep short negations and objects together: 没有 + 路灯, not + working.
     counts.update(a + "|" + b for a, b in zip(tokens, tokens[1:]))

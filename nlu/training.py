@@ -11,7 +11,6 @@ frequency then by string, and every randomised step has a fixed seed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from nlu import model_files
@@ -45,7 +44,6 @@ def train(data_dir: str | Path, out_dir: str | Path,
 
         >>> train("nlu/data", "var/nlu-model")  # doctest: +SKIP
     """
-    started = time.perf_counter()
     data = Path(data_dir)
     files = {
         "kind": _require(data / "kinds.yml"),
@@ -79,7 +77,6 @@ def train(data_dir: str | Path, out_dir: str | Path,
         "training_data_sha256": files_hash(paths),
         "training_files": [p.name for p in paths],
         "examples": {head: len(training.examples) for head, training in sets.items()},
-        "training_seconds": round(time.perf_counter() - started, 1),
     }
     model = model_files.ModelFiles(
         vectoriser, heads,

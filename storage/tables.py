@@ -349,3 +349,151 @@ class Inbound(SQLModel, table=True):
     received_at: dt.datetime
     done_at: dt.datetime | None = None
 
+
+
+# ----- council (三会一评)
+
+
+class MeetingKind(StrEnum):
+    """The four meetings of 三会一评, in the order a proposal meets them.
+
+    - collection: 意见收集会, residents' proposals are collected and sorted.
+    - discussion: 议题讨论会, the selected topics are discussed.
+    - decision: 议事决策会, the council decides (社区党委决策).
+    - evaluation: 述职评议, residents evaluate how decisions were executed.
+    """
+
+    COLLECTION = "collection"
+    DISCUSSION = "discussion"
+    DECISION = "decision"
+    EVALUATION = "evaluation"
+
+
+class Meeting(SQLModel, table=True):
+    """A scheduled meeting of a community's residents' council (居民议事会)."""
+
+    __table_args__ = (Index("ix_meeting_community_kind", "community_id", "kind", "starts_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id")
+    kind: str = Field(max_length=16)
+    starts_at: dt.datetime
+    place: str = ""
+    created_by_id: int | None = Field(default=None, foreign_key="person.id")
+    created_at: dt.datetime
+
+
+class ProposalStage(StrEnum):
+    """Where a proposal (居民提议) stands in 三会一评.
+
+    collected → on_agenda → discussion → decision → adopted | not_adopted; from any open stage
+    also rejected or merged; adopted → in_execution → done → evaluated.
+
+    - collected: filed while no collection meeting is scheduled; waits for the next one.
+    - on_agenda: on the agenda of a collection meeting (意见收集会); residents co-sign (附议).
+    - discussion: selected for a discussion meeting (议题讨论会), by the secretary or because
+      its co-signatures reached the council's threshold; the meeting may not be scheduled yet.
+    - decision: discussed, put before a decision meeting (议事决策会).
+    - adopted: the council decided to do it (decision text, executing post, deadline).
+    - not_adopted: the council decided against it, with a reason.
+    - rejected: out of the council's scope, with a reason (possibly turned into a case).
+    - merged: a duplicate folded into another proposal; its signatures moved there.
+    - in_execution: the service centre executes it through an execution case (社区服务中心执行).
+    - done: the execution case was resolved; supporters are asked to evaluate it.
+    - evaluated: residents have evaluated the execution (群众评议成效).
+    """
+
+    COLLECTED = "collected"
+    ON_AGENDA = "on_agenda"
+    DISCUSSION = "discussion"
+    DECISION = "decision"
+    ADOPTED = "adopted"
+    NOT_ADOPTED = "not_adopted"
+    REJECTED = "rejected"
+    MERGED = "merged"
+    IN_EXECUTION = "in_execution"
+    DONE = "done"
+    EVALUATED = "evaluated"
+
+
+OPEN_PROPOSAL_STAGES = (
+    ProposalStage.COLLECTED,
+    ProposalStage.ON_AGENDA,
+    ProposalStage.DISCUSSION,
+    ProposalStage.DECISION,
+)
+
+
+class Proposal(SQLModel, table=True):
+    """A resident's proposal to the council; `number` reads ZN-P-2026-0003."""
+
+    __table_args__ = (Index("ix_proposal_community_stage", "community_id", "stage"),)
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(unique=True, max_length=32)
+    community_id: int = Field(foreign_key="community.id")
+    title: str
+    text: str
+    category: str = "other"
+    lang: str = "zh-Hans"
+    channel: str = "web"
+    proposer_id: int = Field(foreign_key="resident.id", index=True)
+    stage: str = Field(default=ProposalStage.COLLECTED, max_length=16)
+    collection_meeting_id: int | None = Field(default=None, foreign_key="meeting.id")
+    discussion_meeting_id: int | None = Field(default=None, foreign_key="meeting.id")
+    decision_meeting_id: int | None = Field(default=None, foreign_key="meeting.id")
+    evaluation_meeting_id: int | None = Field(default=None, foreign_key="meeting.id")
+    merged_into_id: int | None = Field(default=None, foreign_key="proposal.id")
+    decision_text: str = ""
+    reason: str = ""
+    executing_post_id: int | None = Field(default=None, foreign_key="post.id")
+    execution_due: dt.datetime | None = None
+    case_id: int | None = Field(default=None, foreign_key="case.id")
+    created_at: dt.datetime
+    decided_at: dt.datetime | None = None
+    done_at: dt.datetime | None = None
+
+
+class ProposalEvent(SQLModel, table=True):
+    """One step of a proposal, append-only: who, when, what, note."""
+
+    __table_args__ = (UniqueConstraint("proposal_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    seq: int
+    at: dt.datetime
+    action: str
+    actor_person_id: int | None = Field(default=None, foreign_key="person.id")
+    actor_resident_id: int | None = Field(default=None, foreign_key="resident.id")
+    note: str = ""
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class CoSign(SQLModel, table=True):
+    """A resident's co-signature (附议) of a proposal; one per resident, removed on withdrawal."""
+
+    __table_args__ = (UniqueConstraint("proposal_id", "resident_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    resident_id: int = Field(foreign_key="resident.id", index=True)
+    created_at: dt.datetime
+
+
+class Evaluation(SQLModel, table=True):
+    """A resident's evaluation (评议) of an executed proposal: satisfied | basically_satisfied | unsatisfied."""
+
+    __table_args__ = (UniqueConstraint("proposal_id", "resident_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    resident_id: int = Field(foreign_key="resident.id")
+    rating: str = Field(max_length=24)
+    comment: str = ""
+    created_at: dt.datetime
+
+
+class ProposalCounter(SQLModel, table=True):
+    """The last sequence number given to a community's proposals in one year."""
+
+    __table_args__ = (UniqueConstraint("community_id", "year"),)
+    id: int | None = Field(default=None, primary_key=True)
+    community_id: int = Field(foreign_key="community.id")
+    year: int
+    last: int = 0

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from handlers.conversation import Attachment, Button, Reply
 
-__all__ = ["Attachment", "Button", "Reply", "Incoming", "Outgoing", "SendResult", "ChannelSender"]
+__all__ = ["Attachment", "Button", "ChannelSender", "Incoming", "Outgoing", "Reply", "SendResult"]
 
 
 @dataclass(frozen=True)

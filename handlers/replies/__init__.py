@@ -8,7 +8,7 @@ back to zh-Hans, and a key missing everywhere is a programming error (KeyError).
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,7 @@ DEFAULT = "zh-Hans"
 _HERE = Path(__file__).parent
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue(lang: str) -> dict[str, str]:
     merged: dict[str, str] = {}
     for path in sorted((_HERE / lang).glob("*.yaml")):

@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from handlers.deadlines import TimeLimits, UrgentLimits, WorkingCalendar, compute_deadlines, is_working_day
+from handlers.deadlines import (
+    TimeLimits,
+    UrgentLimits,
+    WorkingCalendar,
+    compute_deadlines,
+    is_working_day,
+)
 
 CAL = WorkingCalendar("Asia/Shanghai", dt.time(9, 0), dt.time(17, 30))
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:06:10.438290
+Create Date: 2026-11-22 00:13:13.392053
 """
 
 from __future__ import annotations
@@ -105,6 +105,15 @@ def upgrade() -> None:
     with op.batch_alter_table('person', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_person_community_id'), ['community_id'], unique=False)
 
+    op.create_table('proposalcounter',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('year', sa.Integer(), nullable=False),
+    sa.Column('last', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('community_id', 'year')
+    )
     op.create_table('dutyday',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('community_id', sa.Integer(), nullable=False),
@@ -143,6 +152,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('leave', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_leave_person_id'), ['person_id'], unique=False)
+
+    op.create_table('meeting',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('starts_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('place', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], ),
+    sa.ForeignKeyConstraint(['created_by_id'], ['person.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('meeting', schema=None) as batch_op:
+        batch_op.create_index('ix_meeting_community_kind', ['community_id', 'kind', 'starts_at'], unique=False)
 
     op.create_table('building',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -327,11 +351,117 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_outbox_address'), ['address'], unique=False)
         batch_op.create_index('ix_outbox_due', ['state', 'next_attempt_at'], unique=False)
 
+    op.create_table('proposal',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('number', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('community_id', sa.Integer(), nullable=False),
+    sa.Column('title', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('text', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('category', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('lang', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('proposer_id', sa.Integer(), nullable=False),
+    sa.Column('stage', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('collection_meeting_id', sa.Integer(), nullable=True),
+    sa.Column('discussion_meeting_id', sa.Integer(), nullable=True),
+    sa.Column('decision_meeting_id', sa.Integer(), nullable=True),
+    sa.Column('evaluation_meeting_id', sa.Integer(), nullable=True),
+    sa.Column('merged_into_id', sa.Integer(), nullable=True),
+    sa.Column('decision_text', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('executing_post_id', sa.Integer(), nullable=True),
+    sa.Column('execution_due', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('decided_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('done_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['collection_meeting_id'], ['meeting.id'], ),
+    sa.ForeignKeyConstraint(['community_id'], ['community.id'], ),
+    sa.ForeignKeyConstraint(['decision_meeting_id'], ['meeting.id'], ),
+    sa.ForeignKeyConstraint(['discussion_meeting_id'], ['meeting.id'], ),
+    sa.ForeignKeyConstraint(['evaluation_meeting_id'], ['meeting.id'], ),
+    sa.ForeignKeyConstraint(['executing_post_id'], ['post.id'], ),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['proposal.id'], ),
+    sa.ForeignKeyConstraint(['proposer_id'], ['resident.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('number')
+    )
+    with op.batch_alter_table('proposal', schema=None) as batch_op:
+        batch_op.create_index('ix_proposal_community_stage', ['community_id', 'stage'], unique=False)
+        batch_op.create_index(batch_op.f('ix_proposal_proposer_id'), ['proposer_id'], unique=False)
+
+    op.create_table('cosign',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('proposal_id', sa.Integer(), nullable=False),
+    sa.Column('resident_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['proposal_id'], ['proposal.id'], ),
+    sa.ForeignKeyConstraint(['resident_id'], ['resident.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('proposal_id', 'resident_id')
+    )
+    with op.batch_alter_table('cosign', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cosign_proposal_id'), ['proposal_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_cosign_resident_id'), ['resident_id'], unique=False)
+
+    op.create_table('evaluation',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('proposal_id', sa.Integer(), nullable=False),
+    sa.Column('resident_id', sa.Integer(), nullable=False),
+    sa.Column('rating', sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
+    sa.Column('comment', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['proposal_id'], ['proposal.id'], ),
+    sa.ForeignKeyConstraint(['resident_id'], ['resident.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('proposal_id', 'resident_id')
+    )
+    with op.batch_alter_table('evaluation', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_evaluation_proposal_id'), ['proposal_id'], unique=False)
+
+    op.create_table('proposalevent',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('proposal_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('action', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('actor_person_id', sa.Integer(), nullable=True),
+    sa.Column('actor_resident_id', sa.Integer(), nullable=True),
+    sa.Column('note', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['actor_person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['actor_resident_id'], ['resident.id'], ),
+    sa.ForeignKeyConstraint(['proposal_id'], ['proposal.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('proposal_id', 'seq')
+    )
+    with op.batch_alter_table('proposalevent', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_proposalevent_proposal_id'), ['proposal_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('proposalevent', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_proposalevent_proposal_id'))
+
+    op.drop_table('proposalevent')
+    with op.batch_alter_table('evaluation', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_evaluation_proposal_id'))
+
+    op.drop_table('evaluation')
+    with op.batch_alter_table('cosign', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cosign_resident_id'))
+        batch_op.drop_index(batch_op.f('ix_cosign_proposal_id'))
+
+    op.drop_table('cosign')
+    with op.batch_alter_table('proposal', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_proposal_proposer_id'))
+        batch_op.drop_index('ix_proposal_community_stage')
+
+    op.drop_table('proposal')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_due')
         batch_op.drop_index(batch_op.f('ix_outbox_address'))
@@ -370,6 +500,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_building_grid_id'))
 
     op.drop_table('building')
+    with op.batch_alter_table('meeting', schema=None) as batch_op:
+        batch_op.drop_index('ix_meeting_community_kind')
+
+    op.drop_table('meeting')
     with op.batch_alter_table('leave', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_leave_person_id'))
 
@@ -382,6 +516,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_dutyday_community_id'))
 
     op.drop_table('dutyday')
+    op.drop_table('proposalcounter')
     with op.batch_alter_table('person', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_person_community_id'))
 

@@ -1,0 +1,142 @@
+"""Benchmark the category head on the Teddy Cup 2020 C public messages (benchmark only).
+
+    uv run python benchmarks/nlu_teddy.py [--titles-only | --title-body] [--data PATH] [--json]
+
+The train split becomes a temporary Rasa YAML categories file and goes through the same
+training path as `griddesk nlu train --categories FILE`; the test split is parsed message by
+message with the full parser (all heads and entities). Prints accuracy, macro-F1, training
+time, model load time and parse throughput on one core, for title+body and for titles alone.
+The data never enter the repository: see ../shared/data/README.md for its terms.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: set before numpy loads its thread pools.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import nlu  # noqa: E402
+from nlu.evaluation import head_figures, read_jsonl  # noqa: E402
+
+CSV_NAME = "tipdm2020c/tipdm2020c_fj2_messages.csv"
+
+
+def data_path(arg: str | None) -> Path:
+    if arg:
+        path = Path(arg)
+    elif os.environ.get("GRIDDESK_DATA_DIR"):
+        path = Path(os.environ["GRIDDESK_DATA_DIR"])
+    else:
+        path = ROOT.parent / "shared" / "data"
+    return path / CSV_NAME if path.is_dir() else path
+
+
+def message(row: dict[str, str], titles_only: bool) -> str:
+    if titles_only or not row["body"]:
+        return row["title"]
+    return row["title"] + "。" + row["body"]
+
+
+def write_categories(rows: list[dict[str, str]], titles_only: bool, path: Path) -> None:
+    by_label: dict[str, list[str]] = {}
+    for row in rows:
+        text = " ".join(message(row, titles_only).split())
+        if text:
+            by_label.setdefault(row["label"], []).append(text)
+    lines = ['version: "3.1"', "", "nlu:"]
+    for label, texts in by_label.items():
+        lines += [f"- intent: {label}", "  examples: |"] + [f"    - {t}" for t in texts]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def throughput(classifier: nlu.Classifier, texts: list[str], min_seconds: float = 2.0) -> float:
+    """Messages per second, one message per call."""
+    done, started = 0, time.perf_counter()
+    while True:
+        for text in texts:
+            classifier.parse(text)
+        done += len(texts)
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def run(rows: list[dict[str, str]], titles_only: bool) -> dict[str, object]:
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == "test"]
+    with tempfile.TemporaryDirectory() as tmp:
+        categories = Path(tmp) / "categories.yml"
+        write_categories(train, titles_only, categories)
+        started = time.perf_counter()
+        nlu.train(nlu.DATA_DIR, Path(tmp) / "model", categories_file=categories)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        classifier = nlu.load(Path(tmp) / "model")
+        load_seconds = time.perf_counter() - started
+    texts = [message(r, titles_only) for r in test]
+    started = time.perf_counter()
+    predicted = [classifier.parse(t).category for t in texts]
+    parse_seconds = time.perf_counter() - started
+    figures = head_figures([r["label"] for r in test], predicted)
+    return {
+        "input": "title" if titles_only else "title+body",
+        "train_rows": len(train), "test_rows": len(test),
+        "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
+        "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 3),
+        "messages_per_second": round(len(texts) / parse_seconds),
+        "mean_chars": round(sum(map(len, texts)) / len(texts)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--titles-only", action="store_true", help="only the title run")
+    which.add_argument("--title-body", action="store_true", help="only the title+body run")
+    parser.add_argument("--data", help="the CSV, or the shared data folder "
+                        "(default: $GRIDDESK_DATA_DIR or ../shared/data)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    path = data_path(args.data)
+    if not path.is_file():
+        print(f"{path}: benchmark data not found (set --data or GRIDDESK_DATA_DIR)", file=sys.stderr)
+        return 2
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    modes = [True] if args.titles_only else [False] if args.title_body else [False, True]
+    results = [run(rows, titles_only) for titles_only in modes]
+
+    shipped = nlu.load()
+    heldout = [r["text"] for r in read_jsonl(nlu.DATA_DIR / "heldout.jsonl")]
+    chat = {"input": "own held-out chat messages (shipped model)",
+            "messages_per_second": round(throughput(shipped, heldout)),
+            "mean_chars": round(sum(map(len, heldout)) / len(heldout))}
+    if args.json:
+        print(json.dumps({"teddy": results, "chat": chat}, ensure_ascii=False, indent=2))
+        return 0
+    for r in results:
+        print(f"Teddy 2020C, {r['input']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
+              f"({r['train_rows']} train / {r['test_rows']} test rows)")
+        print(f"  training {r['train_seconds']} s, model load {r['load_seconds']} s, "
+              f"parse {r['messages_per_second']} messages/s on one core "
+              f"(mean {r['mean_chars']} characters)")
+    print(f"Chat-length parse throughput: {chat['messages_per_second']} messages/s on one core "
+          f"(mean {chat['mean_chars']} characters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

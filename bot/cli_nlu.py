@@ -1,0 +1,102 @@
+"""`griddesk nlu train|parse|eval`: train the embedded model, parse stdin, score labelled data.
+
+    griddesk nlu train [--data DIR] [--categories FILE] [--out DIR]
+    griddesk nlu parse [--model DIR]          one text (or JSON object with `text`) per line
+    griddesk nlu eval --data FILE [--model DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    import nlu
+
+    try:
+        out = nlu.train(args.data, args.out, categories_file=args.categories)
+    except nlu.NLUError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    print(f"model written to {out}")
+    for head, spec in manifest["heads"].items():
+        print(f"  {head}: {manifest['examples'][head]} examples, labels {', '.join(spec['labels'])}")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> "nlu.Classifier | None":
+    import nlu
+
+    try:
+        return nlu.load(args.model)
+    except nlu.NLUError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _parse(args: argparse.Namespace) -> int:
+    classifier = _load(args)
+    if classifier is None:
+        return 2
+    for line in sys.stdin:
+        text = line.rstrip("\r\n")
+        if text.lstrip().startswith("{"):
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+                text = obj["text"]
+        print(json.dumps(classifier.parse(text).to_json(), ensure_ascii=False), flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import nlu
+    from nlu.evaluation import evaluate, format_figures, read_jsonl
+
+    classifier = _load(args)
+    if classifier is None:
+        return 2
+    try:
+        rows = read_jsonl(args.data)
+    except (OSError, nlu.NLUError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    figures = evaluate(classifier, rows)
+    if args.json:
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
+    else:
+        print(format_figures(figures))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `nlu train|parse|eval` to the griddesk command."""
+    from nlu import DATA_DIR, MODEL_DIR
+
+    command = subparsers.add_parser("nlu", help="the NLU model (see nlu/README.md)")
+    actions = command.add_subparsers(dest="nlu_command", required=True)
+
+    train = actions.add_parser("train", help="train the embedded model from Rasa NLU YAML")
+    train.add_argument("--data", default=str(DATA_DIR), help="folder with kinds.yml, "
+                       "categories.yml, urgent.yml, entities.yml (default: nlu/data)")
+    train.add_argument("--categories", default=None,
+                       help="a categories file replacing DATA/categories.yml (a city's taxonomy)")
+    train.add_argument("--out", default=str(MODEL_DIR), help="model folder (default: nlu/model)")
+    train.set_defaults(func=_train)
+
+    parse = actions.add_parser("parse", help="parse stdin, one message per line; JSON lines out")
+    parse.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    parse.set_defaults(func=_parse)
+
+    evaluate = actions.add_parser("eval", help="score a labelled JSON-lines file")
+    evaluate.add_argument("--data", required=True,
+                          help="JSON lines with text, kind, category, urgent and optional intent")
+    evaluate.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.set_defaults(func=_eval)

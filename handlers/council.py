@@ -1,0 +1,837 @@
+"""The residents' council (居民议事会): proposals through 三会一评, from collection to evaluation.
+
+"社区居民提议，社区党委决策，社区服务中心执行，群众评议成效." A resident's proposal is collected for
+the next opinion collection meeting (意见收集会); residents co-sign it (附议); the council's
+secretary (议事会秘书) moves it to a discussion meeting (议题讨论会) and a decision meeting
+(议事决策会); an adopted proposal becomes an execution case of the service centre (社区服务中心)
+with the case desk's deadlines; when that case is resolved its supporters evaluate the
+execution (述职评议). Stages are `storage.tables.ProposalStage`; every change is an append-only
+ProposalEvent, and proposer and co-signers hear of every stage in their own language.
+
+Only the holders of the council's secretary post (A or B) and the centre director may run the
+council; residents see the proposals of their own community only. Each function works in the
+caller's transaction, which commits the change together with its notices.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from handlers import cases, directory
+from handlers.errors import BadInput, InvalidState, NotAllowed, NotFound
+from handlers.notify import tell
+from handlers.replies import say, when
+from handlers.routing import seat_holder
+from storage import tables as t
+from storage.tables import OPEN_PROPOSAL_STAGES, MeetingKind, ProposalStage
+
+# Cosine similarity of character-bigram TF-IDF vectors above which two proposals read as the
+# same matter; tuned on short Chinese proposals where one shared phrase is not enough.
+SIMILAR_ABOVE = 0.35
+MAX_SIMILAR = 3
+TITLE_CHARS = 24
+RATINGS = {"s": "satisfied", "b": "basically_satisfied", "u": "unsatisfied"}
+# Which meeting column a stage's proposals are placed on.
+MEETING_OF_KIND = {
+    MeetingKind.COLLECTION: "collection_meeting_id",
+    MeetingKind.DISCUSSION: "discussion_meeting_id",
+    MeetingKind.DECISION: "decision_meeting_id",
+    MeetingKind.EVALUATION: "evaluation_meeting_id",
+}
+DONE_STAGES = (ProposalStage.IN_EXECUTION, ProposalStage.DONE, ProposalStage.EVALUATED)
+
+
+class NotSecretary(NotAllowed):
+    """Only the council's secretary and the centre director run the council."""
+
+    key = "council.error.not_secretary"
+
+
+class NotYours(NotAllowed):
+    """A resident acting on a proposal that is not theirs to change or evaluate."""
+
+    key = "council.error.not_yours"
+
+
+class WrongStage(InvalidState):
+    key = "council.error.wrong_stage"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def record(
+    session: Session,
+    proposal: t.Proposal,
+    action: str,
+    now: dt.datetime,
+    *,
+    person: t.Person | None = None,
+    resident: t.Resident | None = None,
+    note: str = "",
+    **data: Any,
+) -> t.ProposalEvent:
+    """Append one event to the proposal's history."""
+    last = session.scalar(
+        select(func.max(t.ProposalEvent.seq)).where(t.ProposalEvent.proposal_id == proposal.id)
+    )
+    event = t.ProposalEvent(
+        proposal_id=proposal.id or 0,
+        seq=(last or 0) + 1,
+        at=now,
+        action=action,
+        actor_person_id=person.id if person else None,
+        actor_resident_id=resident.id if resident else None,
+        note=note,
+        data=data,
+    )
+    session.add(event)
+    return event
+
+
+def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:
+    return list(
+        session.scalars(
+            select(t.ProposalEvent)
+            .where(t.ProposalEvent.proposal_id == proposal.id)
+            .order_by(t.ProposalEvent.seq)
+        )
+    )
+
+
+def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
+    """The next proposal number of the community's local year: ZN-P-2026-0003."""
+    year = directory.calendar_of(community).local_date(now).year
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(t.ProposalCounter)
+        .values(community_id=community.id, year=year, last=1)
+        .on_conflict_do_update(
+            index_elements=["community_id", "year"], set_={"last": t.ProposalCounter.last + 1}
+        )
+        .returning(t.ProposalCounter.last)
+    )
+    seq = session.execute(stmt).scalar_one()
+    return f"{community.code}-P-{year}-{seq:04d}"
+
+
+_LEADS = re.compile(r"^(我们|我)?(想|希望)?(建议|提议|提个建议|提一个建议|提案)[：:，,\s]*|"
+                    r"^(i\s+)?(would\s+like\s+to\s+)?(propose|suggest)(\s+that)?[:,\s]*", re.I)
+
+
+def derive_title(text: str) -> str:
+    """A short title from the first clause of the text, without the 我建议 lead-in."""
+    first = re.split(r"[。！？!?；;\n]", text.strip(), maxsplit=1)[0].strip()
+    first = _LEADS.sub("", first).strip() or text.strip()
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+
+
+def council_name(community: t.Community) -> str:
+    return community.council_name or f"{community.name}居民议事会"
+
+
+def _community(session: Session, community_id: int) -> t.Community:
+    return directory.community(session, community_id)
+
+
+def _tz(session: Session, proposal: t.Proposal) -> str:
+    return _community(session, proposal.community_id).timezone
+
+
+def is_secretary(session: Session, person: t.Person) -> bool:
+    """The council's secretary (A or B holder of the secretary post) or the centre director."""
+    if person.has_role("director"):
+        return True
+    community = _community(session, person.community_id)
+    if not community.council_secretary_post:
+        return False
+    post = session.scalars(
+        select(t.Post).where(t.Post.code == community.council_secretary_post,
+                             t.Post.community_id == community.id, t.Post.active.is_(True))
+    ).first()
+    return post is not None and person.id in (post.a_holder_id, post.b_holder_id)
+
+
+def check_secretary(session: Session, person: t.Person) -> None:
+    if not is_secretary(session, person):
+        raise NotSecretary()
+
+
+def secretaries(session: Session, community: t.Community, now: dt.datetime) -> list[t.Person]:
+    """Who hears of the council's business today: the post's holder (A, else B when A is away)."""
+    if not community.council_secretary_post:
+        return []
+    table = directory.routing_table(session, community)
+    seat = table.posts.get(community.council_secretary_post)
+    if seat is None:
+        return []
+    held = seat_holder(seat, directory.calendar_of(community).local_date(now), table)
+    codes = [held[0]] if held else [seat.a]
+    return [directory.person_by_code(session, code) for code in codes]
+
+
+def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
+    """A proposal of this community by id or number; other communities' proposals do not exist."""
+    text = str(ref).strip()
+    if not text:
+        raise BadInput("no proposal", reason="usage")
+    if text.isdigit():
+        proposal = session.get(t.Proposal, int(text))
+    else:
+        proposal = session.scalars(select(t.Proposal).where(t.Proposal.number == text.upper())).first()
+    if proposal is None or proposal.community_id != community_id:
+        raise NotFound(what=text)
+    return proposal
+
+
+def co_sign_count(session: Session, proposal: t.Proposal) -> int:
+    return session.scalar(
+        select(func.count()).select_from(t.CoSign).where(t.CoSign.proposal_id == proposal.id)
+    ) or 0
+
+
+def co_signers(session: Session, proposal: t.Proposal) -> list[t.Resident]:
+    return list(
+        session.scalars(
+            select(t.Resident)
+            .join(t.CoSign, t.CoSign.resident_id == t.Resident.id)
+            .where(t.CoSign.proposal_id == proposal.id)
+            .order_by(t.CoSign.id)
+        )
+    )
+
+
+def supporters(session: Session, proposal: t.Proposal) -> list[t.Resident]:
+    """The proposer, then the co-signers."""
+    proposer = session.get(t.Resident, proposal.proposer_id)
+    assert proposer is not None
+    return [proposer] + [r for r in co_signers(session, proposal) if r.id != proposer.id]
+
+
+def _tell_supporters(session: Session, proposal: t.Proposal, key: str, now: dt.datetime,
+                     buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: object) -> None:
+    for resident in supporters(session, proposal):
+        tell(session, now, key, resident=resident, prefer=proposal.channel, buttons=buttons,
+             topic=key, number=proposal.number, title=proposal.title, **values)
+
+
+def meeting_label(lang: str, meeting: t.Meeting, timezone: str) -> str:
+    return say(lang, "council.meeting_label", kind=say(lang, f"meeting.{meeting.kind}"),
+               at=when(lang, meeting.starts_at, timezone), place=meeting.place)
+
+
+def next_meeting(session: Session, community_id: int, kind: str, now: dt.datetime) -> t.Meeting | None:
+    """The earliest meeting of this kind that has not started yet."""
+    return session.scalars(
+        select(t.Meeting)
+        .where(t.Meeting.community_id == community_id, t.Meeting.kind == kind, t.Meeting.starts_at > now)
+        .order_by(t.Meeting.starts_at, t.Meeting.id)
+    ).first()
+
+
+def meetings_of(session: Session, community_id: int) -> list[t.Meeting]:
+    return list(
+        session.scalars(
+            select(t.Meeting).where(t.Meeting.community_id == community_id)
+            .order_by(t.Meeting.starts_at, t.Meeting.id)
+        )
+    )
+
+
+def meeting(session: Session, ref: str | int, community_id: int) -> t.Meeting:
+    text = str(ref).strip()
+    row = session.get(t.Meeting, int(text)) if text.isdigit() else None
+    if row is None or row.community_id != community_id:
+        raise NotFound(what=text)
+    return row
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalise(text: str) -> str:
+    """Simplified, lower-case, without spaces and punctuation: what two phrasings share."""
+    simplified = _t2s().convert(text).lower()
+    return "".join(ch for ch in simplified if ch.isalnum())
+
+
+def similarities(texts: Sequence[str], against: Sequence[str]) -> list[list[float]]:
+    """Cosine similarity of each text to each of `against` (TF-IDF over character bigrams)."""
+    if not texts or not against:
+        return [[0.0] * len(against) for _ in texts]
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    docs = [normalise(x) or " " for x in list(texts) + list(against)]
+    vectors = TfidfVectorizer(analyzer="char", ngram_range=(2, 2), lowercase=False).fit_transform(docs)
+    scores = cosine_similarity(vectors[: len(texts)], vectors[len(texts):])
+    return [[float(v) for v in row] for row in scores]
+
+
+def open_proposals(session: Session, community_id: int) -> list[t.Proposal]:
+    return list(
+        session.scalars(
+            select(t.Proposal)
+            .where(t.Proposal.community_id == community_id, t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES))
+            .order_by(t.Proposal.id)
+        )
+    )
+
+
+def similar_open(session: Session, community_id: int, text: str) -> list[t.Proposal]:
+    """Open proposals of the council that read like `text`, most similar first."""
+    candidates = open_proposals(session, community_id)
+    if not candidates:
+        return []
+    scores = similarities([text], [f"{p.title} {p.text}" for p in candidates])[0]
+    ranked = sorted(
+        ((s, p) for s, p in zip(scores, candidates, strict=True) if s >= SIMILAR_ABOVE),
+        key=lambda sp: (-sp[0], sp[1].id or 0),
+    )
+    return [p for _, p in ranked[:MAX_SIMILAR]]
+
+
+def duplicates(items: Sequence[t.Proposal]) -> dict[int, list[t.Proposal]]:
+    """For each item, the other items of the same list that read like it (possible duplicates)."""
+    texts = [f"{p.title} {p.text}" for p in items]
+    scores = similarities(texts, texts)
+    found: dict[int, list[t.Proposal]] = {}
+    for i, item in enumerate(items):
+        found[item.id or 0] = [other for j, other in enumerate(items) if j != i and scores[i][j] >= SIMILAR_ABOVE]
+    return found
+
+
+# --------------------------------------------------------------------------- residents
+
+
+@dataclass(frozen=True)
+class Filed:
+    proposal: t.Proposal
+    meeting: t.Meeting | None
+
+
+def propose(session: Session, resident: t.Resident, text: str, category: str, *, lang: str, channel: str,
+            now: dt.datetime) -> Filed:
+    """File a proposal for the next collection meeting of the resident's council (if scheduled)."""
+    text = text.strip()
+    if not text:
+        raise BadInput("empty", reason="empty")
+    community = _community(session, resident.community_id)
+    upcoming = next_meeting(session, community.id or 0, MeetingKind.COLLECTION, now)
+    proposal = t.Proposal(
+        number=next_number(session, community, now),
+        community_id=community.id or 0,
+        title=derive_title(text),
+        text=text,
+        category=category or "other",
+        lang=lang,
+        channel=channel,
+        proposer_id=resident.id or 0,
+        stage=ProposalStage.ON_AGENDA if upcoming else ProposalStage.COLLECTED,
+        collection_meeting_id=upcoming.id if upcoming else None,
+        created_at=now,
+    )
+    session.add(proposal)
+    session.flush()
+    record(session, proposal, "collected", now, resident=resident, category=proposal.category,
+           channel=channel)
+    if upcoming is not None:
+        record(session, proposal, "on_agenda", now, meeting=upcoming.id)
+    for secretary in secretaries(session, community, now):
+        tell(session, now, "council.new_for_secretary", person=secretary, number=proposal.number,
+             title=proposal.title, text=proposal.text)
+    return Filed(proposal, upcoming)
+
+
+def _check_can_sign(proposal: t.Proposal) -> None:
+    if proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise WrongStage(number=proposal.number)
+
+
+def co_sign(session: Session, proposal: t.Proposal, resident: t.Resident, now: dt.datetime) -> bool:
+    """附议: add the resident's co-signature; False when they had signed already or proposed it."""
+    if proposal.community_id != resident.community_id:
+        raise NotFound(what=proposal.number)
+    _check_can_sign(proposal)
+    if proposal.proposer_id == resident.id or _signed(session, proposal, resident.id or 0):
+        return False
+    session.add(t.CoSign(proposal_id=proposal.id or 0, resident_id=resident.id or 0, created_at=now))
+    session.flush()
+    record(session, proposal, "co_signed", now, resident=resident)
+    check_threshold(session, proposal, now)
+    return True
+
+
+def _signed(session: Session, proposal: t.Proposal, resident_id: int) -> bool:
+    return session.scalars(
+        select(t.CoSign).where(t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident_id)
+    ).first() is not None
+
+
+def withdraw(session: Session, proposal: t.Proposal, resident: t.Resident, now: dt.datetime) -> None:
+    """Take back a co-signature while the proposal is still open."""
+    if proposal.community_id != resident.community_id:
+        raise NotFound(what=proposal.number)
+    row = session.scalars(
+        select(t.CoSign).where(t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident.id)
+    ).first()
+    if row is None:
+        raise WrongStage(number=proposal.number)
+    _check_can_sign(proposal)
+    session.delete(row)
+    session.flush()
+    record(session, proposal, "co_sign_withdrawn", now, resident=resident)
+
+
+def retitle(session: Session, proposal: t.Proposal, title: str, now: dt.datetime, *,
+            person: t.Person | None = None, resident: t.Resident | None = None) -> None:
+    """Edit the title: the proposer while it is open, or the secretary."""
+    title = title.strip()
+    if not title:
+        raise BadInput("no title", reason="usage")
+    if person is not None:
+        check_secretary(session, person)
+    elif resident is None or resident.id != proposal.proposer_id or proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise NotYours(number=proposal.number)
+    old = proposal.title
+    proposal.title = title[:120]
+    record(session, proposal, "retitled", now, person=person, resident=resident, note=proposal.title, old=old)
+
+
+def of_community(session: Session, community_id: int, *, open_only: bool = False) -> list[t.Proposal]:
+    stmt = select(t.Proposal).where(t.Proposal.community_id == community_id)
+    if open_only:
+        stmt = stmt.where(t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES))
+    return list(session.scalars(stmt.order_by(t.Proposal.id.desc())))
+
+
+def evaluate(session: Session, proposal: t.Proposal, resident: t.Resident, rating: str, comment: str,
+             now: dt.datetime) -> t.Evaluation:
+    """述职评议: one evaluation per supporter; a second one replaces the first."""
+    rating = RATINGS.get(rating, rating)
+    if rating not in RATINGS.values():
+        raise BadInput("rating", reason="usage")
+    if proposal.community_id != resident.community_id:
+        raise NotFound(what=proposal.number)
+    if proposal.stage not in (ProposalStage.DONE, ProposalStage.EVALUATED):
+        raise WrongStage(number=proposal.number)
+    if resident.id not in {r.id for r in supporters(session, proposal)}:
+        raise NotYours(number=proposal.number)
+    row = session.scalars(
+        select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id,
+                                   t.Evaluation.resident_id == resident.id)
+    ).first()
+    if row is None:
+        row = t.Evaluation(proposal_id=proposal.id or 0, resident_id=resident.id or 0, rating=rating,
+                           comment=comment, created_at=now)
+        session.add(row)
+    else:
+        row.rating, row.comment, row.created_at = rating, comment or row.comment, now
+    record(session, proposal, "evaluated", now, resident=resident, note=comment, rating=rating)
+    proposal.stage = ProposalStage.EVALUATED
+    session.flush()
+    return row
+
+
+def comment(session: Session, proposal: t.Proposal, resident: t.Resident, text: str, now: dt.datetime) -> None:
+    """Add the comment that follows an evaluation button."""
+    row = session.scalars(
+        select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id,
+                                   t.Evaluation.resident_id == resident.id)
+    ).first()
+    if row is None:
+        raise WrongStage(number=proposal.number)
+    row.comment = text.strip()
+    record(session, proposal, "evaluation_commented", now, resident=resident, note=row.comment)
+
+
+def evaluation_counts(session: Session, proposal: t.Proposal) -> dict[str, int]:
+    counts = {v: 0 for v in RATINGS.values()}
+    for row in session.scalars(select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id)):
+        counts[row.rating] = counts.get(row.rating, 0) + 1
+    return counts
+
+
+# --------------------------------------------------------------------------- the secretary
+
+
+def _check_open(proposal: t.Proposal) -> None:
+    if proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise WrongStage(number=proposal.number)
+
+
+def schedule(session: Session, person: t.Person, kind: str, starts_at: dt.datetime, place: str,
+             now: dt.datetime, *, notify: bool = False) -> tuple[t.Meeting, list[t.Proposal]]:
+    """Schedule a meeting and pick up what waits for one of its kind.
+
+    A collection meeting takes the collected proposals that have no meeting; a discussion or
+    decision meeting takes the proposals of that stage not yet placed on one; an evaluation
+    meeting takes the adopted proposals in execution or done. With `notify`, every resident of
+    the community who has written to us hears of the meeting.
+    """
+    check_secretary(session, person)
+    if kind not in MEETING_OF_KIND:
+        raise BadInput("kind", reason="usage")
+    if starts_at <= now:
+        raise BadInput("past", reason="council_past")
+    community = _community(session, person.community_id)
+    row = t.Meeting(community_id=community.id or 0, kind=kind, starts_at=starts_at, place=place.strip(),
+                    created_by_id=person.id, created_at=now)
+    session.add(row)
+    session.flush()
+    column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(kind)])
+    waiting_stage: tuple[str, ...] = {
+        MeetingKind.COLLECTION: (ProposalStage.COLLECTED,),
+        MeetingKind.DISCUSSION: (ProposalStage.DISCUSSION,),
+        MeetingKind.DECISION: (ProposalStage.DECISION,),
+        MeetingKind.EVALUATION: DONE_STAGES,
+    }[MeetingKind(kind)]
+    picked = list(session.scalars(
+        select(t.Proposal).where(t.Proposal.community_id == community.id, t.Proposal.stage.in_(waiting_stage),
+                                 column.is_(None)).order_by(t.Proposal.id)
+    ))
+    for proposal in picked:
+        setattr(proposal, MEETING_OF_KIND[MeetingKind(kind)], row.id)
+        if kind == MeetingKind.COLLECTION:
+            proposal.stage = ProposalStage.ON_AGENDA
+            record(session, proposal, "on_agenda", now, person=person, meeting=row.id)
+            _tell_stage(session, proposal, row, now)
+        elif kind in (MeetingKind.DISCUSSION, MeetingKind.DECISION):
+            record(session, proposal, "placed", now, person=person, meeting=row.id)
+            _tell_stage(session, proposal, row, now)
+        else:
+            record(session, proposal, "placed", now, person=person, meeting=row.id)
+    if notify:
+        _notify_residents(session, community, row, now)
+    return row, picked
+
+
+def _notify_residents(session: Session, community: t.Community, row: t.Meeting, now: dt.datetime) -> None:
+    """Residents of the community who can be reached on a channel they already use."""
+    reachable = session.scalars(
+        select(t.Resident)
+        .where(t.Resident.community_id == community.id,
+               t.Resident.id.in_(select(t.Identity.resident_id).where(t.Identity.resident_id.is_not(None))))
+        .order_by(t.Resident.id)
+    )
+    for resident in reachable:
+        tell(session, now, "council.meeting_notice", resident=resident,
+             council=council_name(community), kind=say(resident.language, f"meeting.{row.kind}"),
+             at=when(resident.language, row.starts_at, community.timezone), place=row.place,
+             dedupe_key=f"meeting:{row.id}:{resident.id}")
+
+
+def _tell_stage(session: Session, proposal: t.Proposal, row: t.Meeting | None, now: dt.datetime) -> None:
+    """Supporters hear where their proposal goes next (with the meeting when one is scheduled)."""
+    tz = _tz(session, proposal)
+    for resident in supporters(session, proposal):
+        lang = resident.language
+        where = meeting_label(lang, row, tz) if row else say(lang, "council.meeting_unscheduled")
+        tell(session, now, f"council.stage_{proposal.stage}", resident=resident, prefer=proposal.channel,
+             number=proposal.number, title=proposal.title, meeting=where)
+
+
+def _move(session: Session, proposal: t.Proposal, stage: ProposalStage, kind: MeetingKind,
+          now: dt.datetime, *, person: t.Person | None, note: str = "", **data: Any) -> t.Meeting | None:
+    """Place a proposal on the next meeting of `kind` (or mark it for one) and tell its supporters."""
+    upcoming = next_meeting(session, proposal.community_id, kind, now)
+    proposal.stage = stage
+    setattr(proposal, MEETING_OF_KIND[kind], upcoming.id if upcoming else None)
+    record(session, proposal, str(stage), now, person=person, note=note,
+           meeting=upcoming.id if upcoming else None, **data)
+    _tell_stage(session, proposal, upcoming, now)
+    return upcoming
+
+
+def to_discussion(session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime) -> t.Meeting | None:
+    """Select a collected proposal for the next discussion meeting (议题讨论会)."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    if proposal.stage not in (ProposalStage.COLLECTED, ProposalStage.ON_AGENDA):
+        raise WrongStage(number=proposal.number)
+    return _move(session, proposal, ProposalStage.DISCUSSION, MeetingKind.DISCUSSION, now, person=person)
+
+
+def to_decision(session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime) -> t.Meeting | None:
+    """Put a discussed proposal before the next decision meeting (议事决策会)."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    if proposal.stage != ProposalStage.DISCUSSION:
+        raise WrongStage(number=proposal.number)
+    return _move(session, proposal, ProposalStage.DECISION, MeetingKind.DECISION, now, person=person)
+
+
+def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) -> bool:
+    """Enough co-signatures put a collected proposal on the next discussion meeting, once."""
+    community = _community(session, proposal.community_id)
+    if proposal.stage not in (ProposalStage.COLLECTED, ProposalStage.ON_AGENDA):
+        return False
+    count = co_sign_count(session, proposal)
+    if count < community.co_sign_threshold:
+        return False
+    dedupe = f"threshold:{proposal.id}"
+    if session.scalars(select(t.Outbox.id).where(t.Outbox.dedupe_key == dedupe)).first() is not None:
+        return False
+    upcoming = _move(session, proposal, ProposalStage.DISCUSSION, MeetingKind.DISCUSSION, now, person=None,
+                     note="threshold", co_signs=count)
+    for i, secretary in enumerate(secretaries(session, community, now)):
+        lang = secretary.language
+        tell(session, now, "council.threshold_for_secretary", person=secretary,
+             dedupe_key=dedupe if i == 0 else f"{dedupe}:{secretary.id}",
+             number=proposal.number, title=proposal.title, count=count,
+             meeting=meeting_label(lang, upcoming, community.timezone) if upcoming
+             else say(lang, "council.meeting_unscheduled"))
+    return True
+
+
+def _same_community(proposal: t.Proposal, person: t.Person) -> None:
+    if proposal.community_id != person.community_id:
+        raise NotFound(what=proposal.number)
+
+
+def merge(session: Session, source: t.Proposal, target: t.Proposal, person: t.Person, now: dt.datetime) -> int:
+    """Fold a duplicate into another proposal; its proposer and co-signers now support the target.
+
+    Returns the target's co-sign count. A resident who supported both counts once.
+    """
+    check_secretary(session, person)
+    _same_community(source, person)
+    _same_community(target, person)
+    if source.id == target.id:
+        raise BadInput("same", reason="usage")
+    _check_open(source)
+    _check_open(target)
+    moved = 0
+    for resident in supporters(session, source):
+        if resident.id == target.proposer_id or _signed(session, target, resident.id or 0):
+            continue
+        session.add(t.CoSign(proposal_id=target.id or 0, resident_id=resident.id or 0, created_at=now))
+        moved += 1
+    session.flush()
+    source.stage = ProposalStage.MERGED
+    source.merged_into_id = target.id
+    record(session, source, "merged", now, person=person, note=target.number, into=target.id)
+    record(session, target, "merged_in", now, person=person, note=source.number, source=source.id,
+           signatures_added=moved)
+    _tell_supporters(session, source, "council.merged", now, into=target.number, into_title=target.title)
+    check_threshold(session, target, now)
+    return co_sign_count(session, target)
+
+
+def reject(session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime,
+           *, case: t.Case | None = None) -> None:
+    """Out of the council's scope: the proposer and co-signers are told why."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    _check_open(proposal)
+    if not reason.strip() and case is None:
+        raise BadInput("no reason", reason="usage")
+    proposal.stage = ProposalStage.REJECTED
+    proposal.reason = reason.strip()
+    proposal.decided_at = now
+    if case is not None:
+        proposal.case_id = case.id
+        record(session, proposal, "rejected", now, person=person, note=proposal.reason, case=case.number)
+        _tell_supporters(session, proposal, "council.rejected_as_case", now, reason=proposal.reason,
+                         case=case.number)
+    else:
+        record(session, proposal, "rejected", now, person=person, note=proposal.reason)
+        _tell_supporters(session, proposal, "council.rejected", now, reason=proposal.reason)
+
+
+def to_case(session: Session, proposal: t.Proposal, person: t.Person, kind: str, note: str,
+            now: dt.datetime) -> cases.Opened:
+    """A request or complaint filed as a proposal: open it as the proposer's case, reject the proposal."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    _check_open(proposal)
+    if kind not in (t.CaseKind.SERVICE_REQUEST, t.CaseKind.COMPLAINT):
+        raise BadInput("kind", reason="usage")
+    proposer = session.get(t.Resident, proposal.proposer_id)
+    assert proposer is not None
+    opened = cases.open_case(session, resident=proposer, kind=kind, category=proposal.category, urgent=False,
+                             text=proposal.text, lang=proposal.lang, channel=proposal.channel, now=now)
+    reason = note.strip() or say(proposal.lang, "council.reason_is_a_case")
+    reject(session, proposal, person, reason, now, case=opened.case)
+    return opened
+
+
+def _deadline(community: t.Community, day: dt.date) -> dt.datetime:
+    """The end of the working day `day`, in UTC."""
+    calendar = directory.calendar_of(community)
+    return calendar.to_utc(dt.datetime.combine(day, community.work_end))
+
+
+def adopt(session: Session, proposal: t.Proposal, person: t.Person, decision: str, due: dt.date,
+          now: dt.datetime, *, post_code: str | None = None) -> cases.Opened:
+    """Record an adoption and open the execution case for the executing post (default: service)."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    if proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise WrongStage(number=proposal.number)
+    if not decision.strip():
+        raise BadInput("no decision", reason="usage")
+    community = _community(session, proposal.community_id)
+    post = _executing_post(session, community, post_code)
+    proposal.stage = ProposalStage.ADOPTED
+    proposal.decision_text = decision.strip()
+    proposal.executing_post_id = post.id
+    proposal.execution_due = _deadline(community, due)
+    proposal.decided_at = now
+    record(session, proposal, "adopted", now, person=person, note=proposal.decision_text, post=post.code,
+           due=due.isoformat())
+    _tell_supporters_each(session, proposal, "council.adopted", now,
+                          lambda lang: {"decision": proposal.decision_text,
+                                        "due": when(lang, proposal.execution_due or now, community.timezone)})
+    proposer = session.get(t.Resident, proposal.proposer_id)
+    assert proposer is not None
+    opened = cases.open_case(
+        session, resident=proposer, kind=t.CaseKind.SERVICE_REQUEST, category=proposal.category, urgent=False,
+        text=say(proposal.lang, "council.execution_case_text", number=proposal.number,
+                 title=proposal.title, decision=proposal.decision_text,
+                 due=when(proposal.lang, proposal.execution_due, community.timezone)),
+        lang=proposal.lang, channel=proposal.channel, now=now, proposal_id=proposal.id, post_code=post.code,
+    )
+    proposal.case_id = opened.case.id
+    proposal.stage = ProposalStage.IN_EXECUTION
+    record(session, proposal, "in_execution", now, person=person, case=opened.case.number, post=post.code,
+           holder=opened.holder.code)
+    _tell_supporters_each(session, proposal, "council.in_execution", now,
+                          lambda lang: {"post": post.name, "name": opened.holder.name,
+                                        "due": when(lang, proposal.execution_due or now, community.timezone),
+                                        "case": opened.case.number})
+    return opened
+
+
+def _tell_supporters_each(session: Session, proposal: t.Proposal, key: str, now: dt.datetime,
+                          values: Any, buttons: Sequence[Sequence[tuple[str, str]]] = ()) -> None:
+    """Like _tell_supporters, with values that depend on the recipient's language (dates)."""
+    for resident in supporters(session, proposal):
+        tell(session, now, key, resident=resident, prefer=proposal.channel, buttons=buttons, topic=key,
+             number=proposal.number, title=proposal.title, **values(resident.language))
+
+
+def _executing_post(session: Session, community: t.Community, post_code: str | None) -> t.Post:
+    if post_code:
+        post = directory.post_by_code(session, post_code)
+        if post.community_id != community.id:
+            raise NotFound(what=post_code)
+        return post
+    post = session.scalars(
+        select(t.Post).where(t.Post.community_id == community.id, t.Post.kind == "service",
+                             t.Post.active.is_(True)).order_by(t.Post.code)
+    ).first()
+    if post is None:
+        raise NotFound(what="service")
+    return post
+
+
+def not_adopt(session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime) -> None:
+    """Record that the council decided against the proposal, with the reason supporters are given."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    if proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise WrongStage(number=proposal.number)
+    if not reason.strip():
+        raise BadInput("no reason", reason="usage")
+    proposal.stage = ProposalStage.NOT_ADOPTED
+    proposal.reason = reason.strip()
+    proposal.decided_at = now
+    record(session, proposal, "not_adopted", now, person=person, note=proposal.reason)
+    _tell_supporters(session, proposal, "council.not_adopted", now, reason=proposal.reason)
+
+
+def evaluation_buttons(proposal: t.Proposal) -> list[list[tuple[str, str]]]:
+    pid = proposal.id
+    return [
+        [("rating.satisfied", f"pe:{pid}:s"), ("rating.basically_satisfied", f"pe:{pid}:b")],
+        [("rating.unsatisfied", f"pe:{pid}:u")],
+    ]
+
+
+def execution_resolved(session: Session, case: t.Case, person: t.Person, now: dt.datetime) -> None:
+    """The execution case was resolved: the proposal is done; its supporters evaluate it (述职评议)."""
+    if case.proposal_id is None:
+        return
+    proposal = session.get(t.Proposal, case.proposal_id)
+    if proposal is None or proposal.stage != ProposalStage.IN_EXECUTION:
+        return
+    proposal.stage = ProposalStage.DONE
+    proposal.done_at = now
+    record(session, proposal, "done", now, person=person, case=case.number)
+    _tell_supporters(session, proposal, "council.done", now, buttons=evaluation_buttons(proposal))
+    community = _community(session, proposal.community_id)
+    for secretary in secretaries(session, community, now):
+        tell(session, now, "council.done_for_secretary", person=secretary, number=proposal.number,
+             title=proposal.title, case=case.number)
+
+
+# --------------------------------------------------------------------------- agenda
+
+
+@dataclass(frozen=True)
+class AgendaItem:
+    proposal: t.Proposal
+    co_signs: int
+    duplicates: tuple[t.Proposal, ...]
+
+
+def agenda(session: Session, row: t.Meeting) -> list[AgendaItem]:
+    """The proposals of a meeting, most supported first, with possible duplicates flagged."""
+    column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(row.kind)])
+    items = list(session.scalars(select(t.Proposal).where(column == row.id).order_by(t.Proposal.id)))
+    return _ranked(session, items)
+
+
+def unplaced(session: Session, community_id: int) -> list[AgendaItem]:
+    """Collected proposals waiting for a collection meeting to be scheduled."""
+    items = list(session.scalars(
+        select(t.Proposal).where(t.Proposal.community_id == community_id,
+                                 t.Proposal.stage == ProposalStage.COLLECTED).order_by(t.Proposal.id)
+    ))
+    return _ranked(session, items)
+
+
+def _ranked(session: Session, items: list[t.Proposal]) -> list[AgendaItem]:
+    counts = {p.id: co_sign_count(session, p) for p in items}
+    open_items = [p for p in items if p.stage in OPEN_PROPOSAL_STAGES]
+    dups = duplicates(open_items) if len(open_items) > 1 else {}
+    ranked = sorted(items, key=lambda p: (-counts[p.id], p.id or 0))
+    return [AgendaItem(p, counts[p.id], tuple(dups.get(p.id or 0, ()))) for p in ranked]
+
+
+def current_collection_meeting(session: Session, community_id: int, now: dt.datetime) -> t.Meeting | None:
+    """The next collection meeting, else the latest one held."""
+    upcoming = next_meeting(session, community_id, MeetingKind.COLLECTION, now)
+    if upcoming is not None:
+        return upcoming
+    return session.scalars(
+        select(t.Meeting).where(t.Meeting.community_id == community_id, t.Meeting.kind == MeetingKind.COLLECTION)
+        .order_by(t.Meeting.starts_at.desc(), t.Meeting.id.desc())
+    ).first()
+
+
+def proposals_of_resident(session: Session, resident: t.Resident) -> list[t.Proposal]:
+    """What the resident proposed or co-signed."""
+    signed = select(t.CoSign.proposal_id).where(t.CoSign.resident_id == resident.id)
+    return list(session.scalars(
+        select(t.Proposal).where(or_(t.Proposal.proposer_id == resident.id, t.Proposal.id.in_(signed)))
+        .order_by(t.Proposal.id.desc())
+    ))

@@ -1,0 +1,106 @@
+"""The embedded classifier: a trained model directory, in process, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from nlu import model_files
+from nlu.classifier import softmax
+from nlu.entities import EntityExtractor
+from nlu.normalise import detect_lang, normalise
+from nlu.parse import KINDS, OTHER_INTENTS, Entity, Parse
+
+# Entities are looked for in this many characters; classification truncates earlier
+# (normalise.MAX_CHARS).
+ENTITY_MAX_CHARS = 10_000
+# The confidence reported for input with no known feature at all (emoji, noise).
+NO_FEATURE_CONFIDENCE = 0.1
+
+
+class EmbeddedClassifier:
+    """Parses messages with the model files in `model_dir`.
+
+        >>> clf = EmbeddedClassifier("nlu/model")  # doctest: +SKIP
+        >>> clf.parse("楼道灯坏了").category  # doctest: +SKIP
+        'facilities'
+    """
+
+    def __init__(self, model_dir: str | Path,
+                 gazetteer: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        model = model_files.read(model_dir)
+        self.manifest = model.manifest
+        self.vectoriser = model.vectoriser
+        self.entities = EntityExtractor(model.entities.get("regexes", {}),
+                                        model.entities.get("synonyms", {}),
+                                        model.entities.get("lookups", {}), gazetteer)
+        # One weight matrix for all heads: one gather and one product per message.
+        self._heads = []
+        coefs, intercepts, start = [], [], 0
+        for name in model_files.HEADS:
+            head = model.heads[name]
+            n = len(head.classes_)
+            self._heads.append((name, head.classes_, head.temperature_, slice(start, start + n)))
+            coefs.append(head.coef_)
+            intercepts.append(head.intercept_)
+            start += n
+        self._coef = np.ascontiguousarray(np.hstack(coefs), dtype=np.float32)
+        self._intercept = np.concatenate(intercepts)
+        self.categories = tuple(model.heads["category"].classes_)
+        self.vectoriser.transform_one("社区")  # loads jieba's dictionary now, not on first message
+
+    def probabilities(self, text: str) -> dict[str, dict[str, float]] | None:
+        """Each head's label probabilities for one message, or None if no feature is known."""
+        indices, values = self.vectoriser.transform_one(normalise(text))
+        if not len(indices):
+            return None
+        scores = values @ self._coef[indices] + self._intercept
+        out = {}
+        for name, labels, temperature, cols in self._heads:
+            probs = softmax(scores[cols], temperature)
+            out[name] = dict(zip(labels, probs.tolist()))
+        return out
+
+    def parse(self, text: str) -> Parse:
+        lang = detect_lang(text)
+        entities: tuple[Entity, ...] = self.entities.extract(text[:ENTITY_MAX_CHARS])
+        probs = self.probabilities(text)
+        if probs is None:
+            return Parse(text=text, kind="other", intent="out_of_scope",
+                         category="other" if "other" in self.categories else self.categories[0],
+                         urgent=False, lang=lang,
+                         confidence={"kind": NO_FEATURE_CONFIDENCE, "intent": NO_FEATURE_CONFIDENCE,
+                                     "category": NO_FEATURE_CONFIDENCE, "urgent": 1.0},
+                         entities=entities)
+        return assemble(text, lang, probs, entities)
+
+
+def assemble(text: str, lang: str, probs: Mapping[str, Mapping[str, float]],
+             entities: tuple[Entity, ...]) -> Parse:
+    """A Parse from per-head label probabilities.
+
+    The kind head's labels are the three kinds and the small-talk intents; the probability of
+    kind "other" is the sum of the small-talk intents' probabilities.
+    """
+    kind_probs = {k: 0.0 for k in KINDS}
+    intent_probs: dict[str, float] = {}
+    for label, p in probs["kind"].items():
+        if label in OTHER_INTENTS:
+            kind_probs["other"] += p
+            intent_probs[label] = p
+        else:
+            kind_probs[label] = kind_probs.get(label, 0.0) + p
+    kind = max(kind_probs, key=lambda k: kind_probs[k])
+    confidence = {"kind": round(kind_probs[kind], 4)}
+    intent = None
+    if kind == "other":
+        intent = max(intent_probs, key=lambda k: intent_probs[k]) if intent_probs else "out_of_scope"
+        confidence["intent"] = round(intent_probs.get(intent, 0.0), 4)
+    category = max(probs["category"], key=lambda k: probs["category"][k])
+    confidence["category"] = round(probs["category"][category], 4)
+    p_urgent = probs["urgent"].get("urgent", 0.0)
+    confidence["urgent"] = round(max(p_urgent, 1 - p_urgent), 4)
+    return Parse(text=text, kind=kind, intent=intent, category=category, urgent=p_urgent >= 0.5,
+                 lang=lang, confidence=confidence, entities=entities)

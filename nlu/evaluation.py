@@ -1,0 +1,93 @@
+"""Per-head figures for a labelled JSON-lines file: accuracy, macro-F1, confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+
+from nlu.errors import TrainingDataError
+from nlu.parse import Parse
+
+
+class _Parses(Protocol):
+    def parse(self, text: str) -> Parse: ...
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; each must have `text`."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise TrainingDataError(f"{path}:{n}: not JSON: {exc}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise TrainingDataError(f"{path}:{n}: expected an object with a `text` string")
+        rows.append(row)
+    return rows
+
+
+def head_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, Any]:
+    labels = sorted(set(truth) | set(predicted))
+    return {
+        "n": len(truth),
+        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+        "macro_f1": round(float(f1_score(truth, predicted, labels=sorted(set(truth)),
+                                         average="macro", zero_division=0)), 4),
+        "labels": labels,
+        "confusion": confusion_matrix(truth, predicted, labels=labels).tolist(),
+    }
+
+
+def evaluate(classifier: _Parses, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Figures for each head the rows are labelled for.
+
+    `kind`, `category` and `urgent` are scored on rows that carry them; `intent` on rows whose
+    labelled kind is "other".
+    """
+    pairs: dict[str, tuple[list[str], list[str]]] = {h: ([], []) for h in
+                                                     ("kind", "intent", "category", "urgent")}
+    for row in rows:
+        parsed = classifier.parse(str(row["text"]))
+        for head in ("kind", "category"):
+            if row.get(head) is not None:
+                pairs[head][0].append(str(row[head]))
+                pairs[head][1].append(str(getattr(parsed, head)))
+        if row.get("kind") == "other" and row.get("intent"):
+            pairs["intent"][0].append(str(row["intent"]))
+            pairs["intent"][1].append(str(parsed.intent))
+        if row.get("urgent") is not None:
+            pairs["urgent"][0].append("urgent" if row["urgent"] else "not_urgent")
+            pairs["urgent"][1].append("urgent" if parsed.urgent else "not_urgent")
+    out: dict[str, Any] = {}
+    for head, (truth, predicted) in pairs.items():
+        if truth:
+            out[head] = head_figures(truth, predicted)
+    if "urgent" in out:
+        truth, predicted = pairs["urgent"]
+        for name, metric in (("recall", recall_score), ("precision", precision_score)):
+            out["urgent"][name] = round(float(metric(truth, predicted, pos_label="urgent",
+                                                     zero_division=0)), 4)
+    return out
+
+
+def format_figures(figures: Mapping[str, Any]) -> str:
+    """The figures as a plain-text report."""
+    lines = []
+    for head, fig in figures.items():
+        line = f"{head:<9} n={fig['n']:<5} accuracy={fig['accuracy']:.3f} macro-F1={fig['macro_f1']:.3f}"
+        if "recall" in fig:
+            line += f" recall={fig['recall']:.3f} precision={fig['precision']:.3f}"
+        lines.append(line)
+        width = max(len(label) for label in fig["labels"])
+        lines.append("  " + " " * width + "  " + " ".join(f"{i:>4}" for i in range(len(fig["labels"]))))
+        for i, (label, counts) in enumerate(zip(fig["labels"], fig["confusion"])):
+            lines.append(f"  {label:<{width}}  " + " ".join(f"{c:>4}" for c in counts) + f"   ({i})")
+        lines.append("")
+    return "\n".join(lines)
