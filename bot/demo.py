@@ -86,7 +86,8 @@ async def _scenario(services: Services) -> None:
         assert specialist is not None
         ensure_identity(uow.session, "web", f"person:{specialist.code}", now, person=specialist)
         uow.commit()
-        case_id, worker_address, worker_name = case.id, f"person:{worker.code}", worker.name
+        case_id, number = case.id, case.number
+        worker_address, worker_name = f"person:{worker.code}", worker.name
         specialist_address, specialist_name, post_code = f"person:{specialist.code}", specialist.name, facilities.code
 
     await say_as(worker_address, f"网格员 {worker_name}", action=f"ack:{case_id}", shown="[签收]")
@@ -94,9 +95,9 @@ async def _scenario(services: Services) -> None:
     await say_as(worker_address, f"网格员 {worker_name}", action=f"trf:{case_id}:{post_code}", shown="[转办]")
     await say_as(worker_address, f"网格员 {worker_name}", "线路老化，需要专业电工更换，请市政协助")
     printed = _print_notices(services, printed)
-    await say_as(specialist_address, f"专干 {specialist_name}", f"/reply {case_id} 已安排电工明天上午更换楼道灯和线路")
+    await say_as(specialist_address, f"专干 {specialist_name}", f"/reply {number} 已安排电工明天上午更换楼道灯和线路")
     printed = _print_notices(services, printed)
-    await say_as(specialist_address, f"专干 {specialist_name}", f"/resolve {case_id} 楼道灯和线路已全部更换")
+    await say_as(specialist_address, f"专干 {specialist_name}", f"/resolve {number} 楼道灯和线路已全部更换")
     printed = _print_notices(services, printed)
     await say_as(resident_address, f"居民 {resident_name}", action=f"rate:{case_id}:s", shown="[满意]")
     _print_notices(services, printed)

@@ -18,6 +18,8 @@ from handlers import (
     chat_cases,  # noqa: F401  (registers the case commands and actions)
     dispatch,
 )
+from handlers import chat_council  # noqa: F401
+from handlers import chat_watch  # noqa: F401  (registers /overdue, /dead, /digest)
 from handlers.conversation import Actor, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError
@@ -30,7 +32,7 @@ def clean_text(text: str, max_chars: int) -> str:
     """The text to work on; BadInput for empty, oversized or binary input."""
     if len(text) > max_chars:
         raise BadInput("too long", reason="too_long", limit=max_chars)
-    cleaned = unicodedata.normalize("NFKC", text).strip() if text else ""
+    cleaned = unicodedata.normalize("NFC", text).strip() if text else ""
     controls = sum(1 for ch in cleaned if unicodedata.category(ch) in ("Cc", "Cs", "Co") and ch not in "\n\t")
     if controls or "\ufffd" in cleaned:
         raise BadInput("binary", reason="binary")
