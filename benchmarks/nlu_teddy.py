@@ -17,19 +17,19 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import nlu  # noqa: E402
-from nlu.evaluation import head_figures, read_jsonl  # noqa: E402
+import nlu
+from nlu.evaluation import head_figures, read_jsonl
 
 CSV_NAME = "tipdm2020c/tipdm2020c_fj2_messages.csv"
 
@@ -51,27 +51,42 @@ def message(row: dict[str, str], titles_only: bool) -> str:
 
 
 def write_categories(rows: list[dict[str, str]], titles_only: bool, path: Path) -> None:
+    """The train split as a Rasa YAML categories file.
+
+    For the titles-only run the file holds each train row twice, as its title and as its
+    title+body: a city trains on its whole archive of letters and then reads chat-length
+    messages. Only the test side is restricted to titles.
+    """
     by_label: dict[str, list[str]] = {}
     for row in rows:
-        text = " ".join(message(row, titles_only).split())
-        if text:
-            by_label.setdefault(row["label"], []).append(text)
+        texts = [message(row, False)]
+        if titles_only and row["body"]:
+            texts.insert(0, message(row, True))
+        for text in texts:
+            text = " ".join(text.split())
+            if text:
+                by_label.setdefault(row["label"], []).append(text)
     lines = ['version: "3.1"', "", "nlu:"]
     for label, texts in by_label.items():
         lines += [f"- intent: {label}", "  examples: |"] + [f"    - {t}" for t in texts]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def throughput(classifier: nlu.Classifier, texts: list[str], min_seconds: float = 2.0) -> float:
-    """Messages per second, one message per call."""
-    done, started = 0, time.perf_counter()
+def throughput(classifier: nlu.Classifier, texts: list[str],
+               min_seconds: float = 2.0) -> tuple[float, float]:
+    """Messages per second of wall-clock time and of this process's CPU time, one per call.
+
+    CPU time is the figure for "one core": it does not count time the process waited for a
+    core on a busy machine.
+    """
+    done, wall, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         for text in texts:
             classifier.parse(text)
         done += len(texts)
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - wall
         if elapsed >= min_seconds:
-            return done / elapsed
+            return done / elapsed, done / (time.process_time() - cpu)
 
 
 def run(rows: list[dict[str, str]], titles_only: bool) -> dict[str, object]:
@@ -87,16 +102,17 @@ def run(rows: list[dict[str, str]], titles_only: bool) -> dict[str, object]:
         classifier = nlu.load(Path(tmp) / "model")
         load_seconds = time.perf_counter() - started
     texts = [message(r, titles_only) for r in test]
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     predicted = [classifier.parse(t).category for t in texts]
-    parse_seconds = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     figures = head_figures([r["label"] for r in test], predicted)
     return {
         "input": "title" if titles_only else "title+body",
         "train_rows": len(train), "test_rows": len(test),
         "accuracy": figures["accuracy"], "macro_f1": figures["macro_f1"],
         "train_seconds": round(train_seconds, 1), "load_seconds": round(load_seconds, 3),
-        "messages_per_second": round(len(texts) / parse_seconds),
+        "messages_per_second": round(len(texts) / wall),
+        "messages_per_cpu_second": round(len(texts) / cpu),
         "mean_chars": round(sum(map(len, texts)) / len(texts)),
     }
 
@@ -119,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     modes = [True] if args.titles_only else [False] if args.title_body else [False, True]
     results = [run(rows, titles_only) for titles_only in modes]
 
+    started = time.perf_counter()
     shipped = nlu.load()
+    load_seconds = time.perf_counter() - started
     heldout = [r["text"] for r in read_jsonl(nlu.DATA_DIR / "heldout.jsonl")]
+    wall_rate, cpu_rate = throughput(shipped, heldout)
     chat = {"input": "own held-out chat messages (shipped model)",
-            "messages_per_second": round(throughput(shipped, heldout)),
-            "mean_chars": round(sum(map(len, heldout)) / len(heldout))}
+            "messages_per_second": round(wall_rate), "messages_per_cpu_second": round(cpu_rate),
+            "mean_chars": round(sum(map(len, heldout)) / len(heldout)),
+            "load_seconds": round(load_seconds, 3)}
     if args.json:
         print(json.dumps({"teddy": results, "chat": chat}, ensure_ascii=False, indent=2))
         return 0
@@ -131,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Teddy 2020C, {r['input']}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f} "
               f"({r['train_rows']} train / {r['test_rows']} test rows)")
         print(f"  training {r['train_seconds']} s, model load {r['load_seconds']} s, "
-              f"parse {r['messages_per_second']} messages/s on one core "
-              f"(mean {r['mean_chars']} characters)")
-    print(f"Chat-length parse throughput: {chat['messages_per_second']} messages/s on one core "
-          f"(mean {chat['mean_chars']} characters)")
+              f"parse {r['messages_per_second']} messages/s wall, "
+              f"{r['messages_per_cpu_second']} per CPU second (mean {r['mean_chars']} characters)")
+    print(f"Shipped model: load {chat['load_seconds']} s; chat-length parse "
+          f"{chat['messages_per_second']} messages/s wall, {chat['messages_per_cpu_second']} per "
+          f"CPU second (mean {chat['mean_chars']} characters)")
     return 0
 
 

@@ -23,6 +23,7 @@ from bot.channels.base import ChannelSender
 from bot.channels.webchat import WebChatSender
 from bot.pipeline import Pipeline
 from bot.sender import OutboxSender
+from bot.worker import Scheduler, policy_from
 from bot.settings import EXAMPLE_REGISTRY, Settings
 from handlers.desk import Classifier
 from handlers.registry import load_registry
@@ -99,6 +100,23 @@ def build_state(settings: Settings) -> StateStore:
     return RedisStateStore(settings.redis_url) if settings.redis_url else MemoryStateStore()
 
 
+def build_wechat_sender(settings: Settings, engine: Engine, state: StateStore, clock: Clock) -> ChannelSender | None:
+    """The WeChat Official Account sender, when WECHAT_APPID and WECHAT_SECRET are set."""
+    from bot.channels import wechat
+
+    client = wechat.build_client(settings, now=lambda: clock.now().timestamp())
+    if client is None:
+        return None
+    return wechat.WeChatSender(
+        client,
+        state=state,
+        engine=engine,
+        template_id=settings.wechat_template_notice,
+        template_fields=[f.strip() for f in settings.wechat_template_fields.split(",") if f.strip()],
+        hold_seconds=settings.wechat_hold_seconds,
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -113,6 +131,9 @@ def build_services(
     state = state or build_state(settings)
     classifier = classifier or build_classifier(settings, engine)
     senders: dict[str, ChannelSender] = {"web": WebChatSender()}
+    wechat = build_wechat_sender(settings, engine, state, clock)
+    if wechat is not None:
+        senders["wechat"] = wechat
     pipeline = Pipeline(
         engine,
         state=state,
@@ -128,8 +149,9 @@ def build_services(
         batch=settings.send_batch,
         max_attempts=settings.send_max_attempts,
         idle_seconds=settings.send_idle_seconds,
+        lease_seconds=settings.send_lease_seconds,
     )
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         state=state,
@@ -140,10 +162,16 @@ def build_services(
         senders=senders,
         demo=settings.demo if settings.demo is not None else example,
     )
+    # The deadline watch: reminders, escalations, follow-ups and digests (bot/worker.py).
+    services.background.append(
+        Scheduler(engine, clock, policy_from(settings), tick_seconds=settings.watch_tick_seconds,
+                  batch=settings.watch_batch, on_queued=sender.wake).run
+    )
+    return services
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import health, webchat
+    from bot.web import health, webchat, wechat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,5 +200,6 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(webchat.router)
+    app.include_router(wechat.router)
     return app
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import nlu
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -27,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> "nlu.Classifier | None":
+def _load(args: argparse.Namespace) -> nlu.Classifier | None:
     import nlu
 
     try:

@@ -8,6 +8,11 @@
 - any other error → retried with exponential backoff, dead after `max_attempts`.
 
 Only the oldest pending row of each recipient is claimed, so notices arrive in order.
+
+Several senders (`griddesk serve` and `griddesk worker` processes) may drain one database: a
+claim leases its rows (storage/outbox.claim_due) and commits before sending, so a row is in one
+sender's hands at a time. A channel's own pace (messages per second, from `rates` or the channel
+sender's `max_per_second`) is kept per process on top of the channel's retry_after answers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 
 import anyio
@@ -43,6 +49,8 @@ class OutboxSender:
         batch: int = 50,
         max_attempts: int = 8,
         idle_seconds: float = 0.5,
+        lease_seconds: float = 60.0,
+        rates: Mapping[str, float] | None = None,
     ) -> None:
         self.engine = engine
         self.senders = dict(senders)
@@ -50,7 +58,13 @@ class OutboxSender:
         self.batch = batch
         self.max_attempts = max_attempts
         self.idle_seconds = idle_seconds
+        self.lease = dt.timedelta(seconds=lease_seconds)
         self._wake = asyncio.Event()
+        self._pace: dict[str, _Pace] = {}
+        for channel, sender in self.senders.items():
+            rate = (rates or {}).get(channel) or getattr(sender, "max_per_second", None)
+            if rate:
+                self._pace[channel] = _Pace(float(rate))
 
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (after a commit that queued notices)."""
@@ -59,9 +73,12 @@ class OutboxSender:
     def _claim(self) -> list[Outgoing]:
         with UnitOfWork(self.engine) as uow:
             rows = outbox.claim_due(
-                uow.session, channels=list(self.senders), now=self.clock.now(), limit=self.batch
+                uow.session, channels=list(self.senders), now=self.clock.now(), limit=self.batch,
+                lease=self.lease,
             )
-            return [Outgoing(r.id or 0, r.channel, r.address, r.text, r.buttons) for r in rows]
+            claimed = [Outgoing(r.id or 0, r.channel, r.address, r.text, r.buttons) for r in rows]
+            uow.commit()  # the lease must be visible to other senders before anything is sent
+            return claimed
 
     def _mark(self, results: list[tuple[Outgoing, SendResult]]) -> None:
         with UnitOfWork(self.engine) as uow:
@@ -76,10 +93,9 @@ class OutboxSender:
                     outbox.mark_unreachable(uow.session, row, now, result.error)
                     _mark_identity_unreachable(uow, row, result.error)
                 elif result.retry_after is not None and not result.error:
-                    outbox.postpone_recipient(
-                        uow.session, row.channel, row.address,
-                        now + dt.timedelta(seconds=result.retry_after),
-                    )
+                    until = now + dt.timedelta(seconds=result.retry_after)
+                    row.next_attempt_at = until  # replaces this row's lease
+                    outbox.postpone_recipient(uow.session, row.channel, row.address, until)
                 else:
                     delay = (
                         dt.timedelta(seconds=result.retry_after)
@@ -103,6 +119,9 @@ class OutboxSender:
 
     async def _send(self, message: Outgoing) -> SendResult:
         sender = self.senders[message.channel]
+        pace = self._pace.get(message.channel)
+        if pace is not None:
+            await pace.wait()
         try:
             return await sender.send(message)
         except Exception as exc:  # a channel bug must not stop the others
@@ -142,3 +161,20 @@ def _mark_identity_unreachable(uow: UnitOfWork, row: Outbox, reason: str) -> Non
     if ident is not None:
         ident.reachable = False
         ident.unreachable_reason = reason[:200]
+
+
+class _Pace:
+    """At most `per_second` sends per second on one channel in this process (wall-clock time)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+                now = self._next
+            self._next = now + self.interval

@@ -7,15 +7,17 @@ SQLite file under ./var/, in-process state, the example community, no channel cr
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
 EXAMPLE_REGISTRY = Path("config/example-community.yaml")
+ESCALATION_STEPS = ("b", "duty_leader", "director")
 PLACEHOLDERS = {"", "changeme", "change-me", "secret", "123456:TEST"}
 
 
@@ -52,6 +54,24 @@ class Settings(BaseSettings):
     send_batch: int = Field(default=50, ge=1)
     send_max_attempts: int = Field(default=8, ge=1)
     send_idle_seconds: float = Field(default=0.5, gt=0)
+    # A claimed notice is invisible to other senders for this long; a sender that dies
+    # mid-send leaves it to be retried after the lease.
+    send_lease_seconds: float = Field(default=60.0, gt=0)
+
+    # Deadline watch (handlers/escalation.py): reminders, escalation, follow-up, digests
+    watch_tick_seconds: float = Field(default=30.0, gt=0)
+    watch_batch: int = Field(default=500, ge=1)
+    # Remind when this share of the window is left (0.25: with a quarter of the time left).
+    watch_reminder_lead: float = Field(default=0.25, gt=0, lt=1)
+    # 回访: hours after resolution without a rating; then hours after the follow-up to close.
+    watch_follow_up_hours: float = Field(default=48.0, gt=0)
+    watch_close_unrated_hours: float = Field(default=72.0, gt=0)
+    # Local time of the morning digest on working days.
+    watch_digest_time: dt.time = dt.time(8, 30)
+    # Escalation steps when a case is not acknowledged in time: b (the post's B holder),
+    # duty_leader (today's 带班领导), director. Urgent cases climb on minutes, at any hour.
+    watch_chain: str = "b,director"
+    watch_urgent_chain: str = "b,duty_leader,director"
 
     # Telegram
     telegram_bot_token: str | None = None
@@ -70,6 +90,22 @@ class Settings(BaseSettings):
     wechat_previous_encoding_aes_key: str | None = None
     wechat_api_base: str | None = None
     wechat_template_notice: str | None = None
+    # The template's data slots for: heading, case number, details, remark (see README, WeChat).
+    wechat_template_fields: str = "first,keyword1,keyword2,remark"
+    # WeChat waits 5 s for a passive reply; past this budget the answer goes out as a
+    # customer-service message instead.
+    wechat_reply_budget_seconds: float = Field(default=4.0, gt=0, le=4.5)
+    # How long a notice waits for the resident's next message when no window or template is left.
+    wechat_hold_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+
+    @field_validator("watch_chain", "watch_urgent_chain")
+    @classmethod
+    def _known_steps(cls, value: str) -> str:
+        steps = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = [s for s in steps if s not in ESCALATION_STEPS]
+        if not steps or unknown:
+            raise ValueError(f"escalation steps must be among {', '.join(ESCALATION_STEPS)}; got {value!r}")
+        return ",".join(steps)
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Settings:

@@ -452,6 +452,10 @@ def resolve(session: Session, case: t.Case, person: t.Person, note: str, now: dt
     case.state = CaseState.RESOLVED
     case.resolved_at = now
     record(session, case, "resolved", now, person=person, note=note)
+    if case.proposal_id is not None:
+        from handlers import council  # the council imports this module
+
+        council.execution_resolved(session, case, person, now)
     _tell_resident(session, case, "case.resolved", now, buttons=rating_buttons(case), name=person.name,
                    note=note)
     _tell_first_responder(session, case, person, now, "resolved", note)

@@ -35,8 +35,8 @@ from handlers.routing import seat_holder
 from storage import tables as t
 from storage.tables import OPEN_PROPOSAL_STAGES, MeetingKind, ProposalStage
 
-# Cosine similarity of character-bigram TF-IDF vectors above which two proposals read as the
-# same matter; tuned on short Chinese proposals where one shared phrase is not enough.
+# Cosine similarity (TF-IDF over characters and character bigrams) above which two proposals
+# read as the same matter; tuned on short Chinese proposals where one shared word is not enough.
 SIMILAR_ABOVE = 0.35
 MAX_SIMILAR = 3
 TITLE_CHARS = 24
@@ -125,14 +125,17 @@ def next_number(session: Session, community: t.Community, now: dt.datetime) -> s
     return f"{community.code}-P-{year}-{seq:04d}"
 
 
-_LEADS = re.compile(r"^(我们|我)?(想|希望)?(建议|提议|提个建议|提一个建议|提案)[：:，,\s]*|"
-                    r"^(i\s+)?(would\s+like\s+to\s+)?(propose|suggest)(\s+that)?[:,\s]*", re.I)
+_LEADS = re.compile(
+    r"^(我们|我)?(想|希望)?(建议|提议|提个建议|提一个建议|提案)[：:，,\s]*|"
+    r"^(i\s+)?(would\s+like\s+to\s+)?(propose|suggest)(\s+that)?[:,\s]*",
+    re.IGNORECASE,
+)
 
 
 def derive_title(text: str) -> str:
-    """A short title from the first clause of the text, without the 我建议 lead-in."""
-    first = re.split(r"[。！？!?；;\n]", text.strip(), maxsplit=1)[0].strip()
-    first = _LEADS.sub("", first).strip() or text.strip()
+    """A short title: the first clause of the text, without the 我建议 lead-in."""
+    body = _LEADS.sub("", text.strip()).strip() or text.strip()
+    first = re.split(r"[。！？!?；;，,\n]|\.\s", body, maxsplit=1)[0].strip() or body
     return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
 
 
@@ -156,8 +159,11 @@ def is_secretary(session: Session, person: t.Person) -> bool:
     if not community.council_secretary_post:
         return False
     post = session.scalars(
-        select(t.Post).where(t.Post.code == community.council_secretary_post,
-                             t.Post.community_id == community.id, t.Post.active.is_(True))
+        select(t.Post).where(
+            t.Post.code == community.council_secretary_post,
+            t.Post.community_id == community.id,
+            t.Post.active.is_(True),
+        )
     ).first()
     return post is not None and person.id in (post.a_holder_id, post.b_holder_id)
 
@@ -188,16 +194,21 @@ def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
     if text.isdigit():
         proposal = session.get(t.Proposal, int(text))
     else:
-        proposal = session.scalars(select(t.Proposal).where(t.Proposal.number == text.upper())).first()
+        proposal = session.scalars(
+            select(t.Proposal).where(t.Proposal.number == text.upper())
+        ).first()
     if proposal is None or proposal.community_id != community_id:
         raise NotFound(what=text)
     return proposal
 
 
 def co_sign_count(session: Session, proposal: t.Proposal) -> int:
-    return session.scalar(
-        select(func.count()).select_from(t.CoSign).where(t.CoSign.proposal_id == proposal.id)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(t.CoSign).where(t.CoSign.proposal_id == proposal.id)
+        )
+        or 0
+    )
 
 
 def co_signers(session: Session, proposal: t.Proposal) -> list[t.Resident]:
@@ -218,23 +229,50 @@ def supporters(session: Session, proposal: t.Proposal) -> list[t.Resident]:
     return [proposer] + [r for r in co_signers(session, proposal) if r.id != proposer.id]
 
 
-def _tell_supporters(session: Session, proposal: t.Proposal, key: str, now: dt.datetime,
-                     buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: object) -> None:
+def _tell_supporters(
+    session: Session,
+    proposal: t.Proposal,
+    key: str,
+    now: dt.datetime,
+    buttons: Sequence[Sequence[tuple[str, str]]] = (),
+    **values: object,
+) -> None:
     for resident in supporters(session, proposal):
-        tell(session, now, key, resident=resident, prefer=proposal.channel, buttons=buttons,
-             topic=key, number=proposal.number, title=proposal.title, **values)
+        tell(
+            session,
+            now,
+            key,
+            resident=resident,
+            prefer=proposal.channel,
+            buttons=buttons,
+            topic=key,
+            number=proposal.number,
+            title=proposal.title,
+            **values,
+        )
 
 
 def meeting_label(lang: str, meeting: t.Meeting, timezone: str) -> str:
-    return say(lang, "council.meeting_label", kind=say(lang, f"meeting.{meeting.kind}"),
-               at=when(lang, meeting.starts_at, timezone), place=meeting.place)
+    return say(
+        lang,
+        "council.meeting_label",
+        kind=say(lang, f"meeting.{meeting.kind}"),
+        at=when(lang, meeting.starts_at, timezone),
+        place=meeting.place,
+    )
 
 
-def next_meeting(session: Session, community_id: int, kind: str, now: dt.datetime) -> t.Meeting | None:
+def next_meeting(
+    session: Session, community_id: int, kind: str, now: dt.datetime
+) -> t.Meeting | None:
     """The earliest meeting of this kind that has not started yet."""
     return session.scalars(
         select(t.Meeting)
-        .where(t.Meeting.community_id == community_id, t.Meeting.kind == kind, t.Meeting.starts_at > now)
+        .where(
+            t.Meeting.community_id == community_id,
+            t.Meeting.kind == kind,
+            t.Meeting.starts_at > now,
+        )
         .order_by(t.Meeting.starts_at, t.Meeting.id)
     ).first()
 
@@ -242,7 +280,8 @@ def next_meeting(session: Session, community_id: int, kind: str, now: dt.datetim
 def meetings_of(session: Session, community_id: int) -> list[t.Meeting]:
     return list(
         session.scalars(
-            select(t.Meeting).where(t.Meeting.community_id == community_id)
+            select(t.Meeting)
+            .where(t.Meeting.community_id == community_id)
             .order_by(t.Meeting.starts_at, t.Meeting.id)
         )
     )
@@ -266,22 +305,33 @@ def _t2s() -> Any:
     return opencc.OpenCC("t2s")
 
 
+# Words every proposal shares (the lead-in and the place itself); left in, they make any two
+# proposals look alike.
+_COMMON = re.compile(r"我们|我|建议|提议|希望|能否|可否|可以|一下|一个|一组|社区|小区")
+
+
 def normalise(text: str) -> str:
-    """Simplified, lower-case, without spaces and punctuation: what two phrasings share."""
-    simplified = _t2s().convert(text).lower()
+    """Simplified, lower-case, without the common words, spaces and punctuation."""
+    simplified = _COMMON.sub("", _t2s().convert(text).lower())
     return "".join(ch for ch in simplified if ch.isalnum())
 
 
 def similarities(texts: Sequence[str], against: Sequence[str]) -> list[list[float]]:
-    """Cosine similarity of each text to each of `against` (TF-IDF over character bigrams)."""
+    """Cosine similarity of each text to each of `against`.
+
+    TF-IDF over characters and character bigrams: single characters catch paraphrases
+    (增设健身器材 / 健身器材增设), bigrams keep unrelated proposals apart.
+    """
     if not texts or not against:
         return [[0.0] * len(against) for _ in texts]
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
     docs = [normalise(x) or " " for x in list(texts) + list(against)]
-    vectors = TfidfVectorizer(analyzer="char", ngram_range=(2, 2), lowercase=False).fit_transform(docs)
-    scores = cosine_similarity(vectors[: len(texts)], vectors[len(texts):])
+    vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), lowercase=False).fit_transform(
+        docs
+    )
+    scores = cosine_similarity(vectors[: len(texts)], vectors[len(texts) :])
     return [[float(v) for v in row] for row in scores]
 
 
@@ -289,7 +339,9 @@ def open_proposals(session: Session, community_id: int) -> list[t.Proposal]:
     return list(
         session.scalars(
             select(t.Proposal)
-            .where(t.Proposal.community_id == community_id, t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES))
+            .where(
+                t.Proposal.community_id == community_id, t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES)
+            )
             .order_by(t.Proposal.id)
         )
     )
@@ -314,7 +366,9 @@ def duplicates(items: Sequence[t.Proposal]) -> dict[int, list[t.Proposal]]:
     scores = similarities(texts, texts)
     found: dict[int, list[t.Proposal]] = {}
     for i, item in enumerate(items):
-        found[item.id or 0] = [other for j, other in enumerate(items) if j != i and scores[i][j] >= SIMILAR_ABOVE]
+        found[item.id or 0] = [
+            other for j, other in enumerate(items) if j != i and scores[i][j] >= SIMILAR_ABOVE
+        ]
     return found
 
 
@@ -327,8 +381,16 @@ class Filed:
     meeting: t.Meeting | None
 
 
-def propose(session: Session, resident: t.Resident, text: str, category: str, *, lang: str, channel: str,
-            now: dt.datetime) -> Filed:
+def propose(
+    session: Session,
+    resident: t.Resident,
+    text: str,
+    category: str,
+    *,
+    lang: str,
+    channel: str,
+    now: dt.datetime,
+) -> Filed:
     """File a proposal for the next collection meeting of the resident's council (if scheduled)."""
     text = text.strip()
     if not text:
@@ -350,13 +412,27 @@ def propose(session: Session, resident: t.Resident, text: str, category: str, *,
     )
     session.add(proposal)
     session.flush()
-    record(session, proposal, "collected", now, resident=resident, category=proposal.category,
-           channel=channel)
+    record(
+        session,
+        proposal,
+        "collected",
+        now,
+        resident=resident,
+        category=proposal.category,
+        channel=channel,
+    )
     if upcoming is not None:
         record(session, proposal, "on_agenda", now, meeting=upcoming.id)
     for secretary in secretaries(session, community, now):
-        tell(session, now, "council.new_for_secretary", person=secretary, number=proposal.number,
-             title=proposal.title, text=proposal.text)
+        tell(
+            session,
+            now,
+            "council.new_for_secretary",
+            person=secretary,
+            number=proposal.number,
+            title=proposal.title,
+            text=proposal.text,
+        )
     return Filed(proposal, upcoming)
 
 
@@ -372,7 +448,9 @@ def co_sign(session: Session, proposal: t.Proposal, resident: t.Resident, now: d
     _check_can_sign(proposal)
     if proposal.proposer_id == resident.id or _signed(session, proposal, resident.id or 0):
         return False
-    session.add(t.CoSign(proposal_id=proposal.id or 0, resident_id=resident.id or 0, created_at=now))
+    session.add(
+        t.CoSign(proposal_id=proposal.id or 0, resident_id=resident.id or 0, created_at=now)
+    )
     session.flush()
     record(session, proposal, "co_signed", now, resident=resident)
     check_threshold(session, proposal, now)
@@ -380,17 +458,26 @@ def co_sign(session: Session, proposal: t.Proposal, resident: t.Resident, now: d
 
 
 def _signed(session: Session, proposal: t.Proposal, resident_id: int) -> bool:
-    return session.scalars(
-        select(t.CoSign).where(t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident_id)
-    ).first() is not None
+    return (
+        session.scalars(
+            select(t.CoSign).where(
+                t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident_id
+            )
+        ).first()
+        is not None
+    )
 
 
-def withdraw(session: Session, proposal: t.Proposal, resident: t.Resident, now: dt.datetime) -> None:
+def withdraw(
+    session: Session, proposal: t.Proposal, resident: t.Resident, now: dt.datetime
+) -> None:
     """Take back a co-signature while the proposal is still open."""
     if proposal.community_id != resident.community_id:
         raise NotFound(what=proposal.number)
     row = session.scalars(
-        select(t.CoSign).where(t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident.id)
+        select(t.CoSign).where(
+            t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident.id
+        )
     ).first()
     if row is None:
         raise WrongStage(number=proposal.number)
@@ -400,30 +487,58 @@ def withdraw(session: Session, proposal: t.Proposal, resident: t.Resident, now: 
     record(session, proposal, "co_sign_withdrawn", now, resident=resident)
 
 
-def retitle(session: Session, proposal: t.Proposal, title: str, now: dt.datetime, *,
-            person: t.Person | None = None, resident: t.Resident | None = None) -> None:
+def retitle(
+    session: Session,
+    proposal: t.Proposal,
+    title: str,
+    now: dt.datetime,
+    *,
+    person: t.Person | None = None,
+    resident: t.Resident | None = None,
+) -> None:
     """Edit the title: the proposer while it is open, or the secretary."""
     title = title.strip()
     if not title:
         raise BadInput("no title", reason="usage")
     if person is not None:
         check_secretary(session, person)
-    elif resident is None or resident.id != proposal.proposer_id or proposal.stage not in OPEN_PROPOSAL_STAGES:
+    elif (
+        resident is None
+        or resident.id != proposal.proposer_id
+        or proposal.stage not in OPEN_PROPOSAL_STAGES
+    ):
         raise NotYours(number=proposal.number)
     old = proposal.title
     proposal.title = title[:120]
-    record(session, proposal, "retitled", now, person=person, resident=resident, note=proposal.title, old=old)
+    record(
+        session,
+        proposal,
+        "retitled",
+        now,
+        person=person,
+        resident=resident,
+        note=proposal.title,
+        old=old,
+    )
 
 
-def of_community(session: Session, community_id: int, *, open_only: bool = False) -> list[t.Proposal]:
+def of_community(
+    session: Session, community_id: int, *, open_only: bool = False
+) -> list[t.Proposal]:
     stmt = select(t.Proposal).where(t.Proposal.community_id == community_id)
     if open_only:
         stmt = stmt.where(t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES))
     return list(session.scalars(stmt.order_by(t.Proposal.id.desc())))
 
 
-def evaluate(session: Session, proposal: t.Proposal, resident: t.Resident, rating: str, comment: str,
-             now: dt.datetime) -> t.Evaluation:
+def evaluate(
+    session: Session,
+    proposal: t.Proposal,
+    resident: t.Resident,
+    rating: str,
+    comment: str,
+    now: dt.datetime,
+) -> t.Evaluation:
     """述职评议: one evaluation per supporter; a second one replaces the first."""
     rating = RATINGS.get(rating, rating)
     if rating not in RATINGS.values():
@@ -435,12 +550,18 @@ def evaluate(session: Session, proposal: t.Proposal, resident: t.Resident, ratin
     if resident.id not in {r.id for r in supporters(session, proposal)}:
         raise NotYours(number=proposal.number)
     row = session.scalars(
-        select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id,
-                                   t.Evaluation.resident_id == resident.id)
+        select(t.Evaluation).where(
+            t.Evaluation.proposal_id == proposal.id, t.Evaluation.resident_id == resident.id
+        )
     ).first()
     if row is None:
-        row = t.Evaluation(proposal_id=proposal.id or 0, resident_id=resident.id or 0, rating=rating,
-                           comment=comment, created_at=now)
+        row = t.Evaluation(
+            proposal_id=proposal.id or 0,
+            resident_id=resident.id or 0,
+            rating=rating,
+            comment=comment,
+            created_at=now,
+        )
         session.add(row)
     else:
         row.rating, row.comment, row.created_at = rating, comment or row.comment, now
@@ -450,11 +571,14 @@ def evaluate(session: Session, proposal: t.Proposal, resident: t.Resident, ratin
     return row
 
 
-def comment(session: Session, proposal: t.Proposal, resident: t.Resident, text: str, now: dt.datetime) -> None:
+def comment(
+    session: Session, proposal: t.Proposal, resident: t.Resident, text: str, now: dt.datetime
+) -> None:
     """Add the comment that follows an evaluation button."""
     row = session.scalars(
-        select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id,
-                                   t.Evaluation.resident_id == resident.id)
+        select(t.Evaluation).where(
+            t.Evaluation.proposal_id == proposal.id, t.Evaluation.resident_id == resident.id
+        )
     ).first()
     if row is None:
         raise WrongStage(number=proposal.number)
@@ -477,8 +601,16 @@ def _check_open(proposal: t.Proposal) -> None:
         raise WrongStage(number=proposal.number)
 
 
-def schedule(session: Session, person: t.Person, kind: str, starts_at: dt.datetime, place: str,
-             now: dt.datetime, *, notify: bool = False) -> tuple[t.Meeting, list[t.Proposal]]:
+def schedule(
+    session: Session,
+    person: t.Person,
+    kind: str,
+    starts_at: dt.datetime,
+    place: str,
+    now: dt.datetime,
+    *,
+    notify: bool = False,
+) -> tuple[t.Meeting, list[t.Proposal]]:
     """Schedule a meeting and pick up what waits for one of its kind.
 
     A collection meeting takes the collected proposals that have no meeting; a discussion or
@@ -492,8 +624,14 @@ def schedule(session: Session, person: t.Person, kind: str, starts_at: dt.dateti
     if starts_at <= now:
         raise BadInput("past", reason="council_past")
     community = _community(session, person.community_id)
-    row = t.Meeting(community_id=community.id or 0, kind=kind, starts_at=starts_at, place=place.strip(),
-                    created_by_id=person.id, created_at=now)
+    row = t.Meeting(
+        community_id=community.id or 0,
+        kind=kind,
+        starts_at=starts_at,
+        place=place.strip(),
+        created_by_id=person.id,
+        created_at=now,
+    )
     session.add(row)
     session.flush()
     column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(kind)])
@@ -503,10 +641,17 @@ def schedule(session: Session, person: t.Person, kind: str, starts_at: dt.dateti
         MeetingKind.DECISION: (ProposalStage.DECISION,),
         MeetingKind.EVALUATION: DONE_STAGES,
     }[MeetingKind(kind)]
-    picked = list(session.scalars(
-        select(t.Proposal).where(t.Proposal.community_id == community.id, t.Proposal.stage.in_(waiting_stage),
-                                 column.is_(None)).order_by(t.Proposal.id)
-    ))
+    picked = list(
+        session.scalars(
+            select(t.Proposal)
+            .where(
+                t.Proposal.community_id == community.id,
+                t.Proposal.stage.in_(waiting_stage),
+                column.is_(None),
+            )
+            .order_by(t.Proposal.id)
+        )
+    )
     for proposal in picked:
         setattr(proposal, MEETING_OF_KIND[MeetingKind(kind)], row.id)
         if kind == MeetingKind.COLLECTION:
@@ -523,59 +668,107 @@ def schedule(session: Session, person: t.Person, kind: str, starts_at: dt.dateti
     return row, picked
 
 
-def _notify_residents(session: Session, community: t.Community, row: t.Meeting, now: dt.datetime) -> None:
+def _notify_residents(
+    session: Session, community: t.Community, row: t.Meeting, now: dt.datetime
+) -> None:
     """Residents of the community who can be reached on a channel they already use."""
     reachable = session.scalars(
         select(t.Resident)
-        .where(t.Resident.community_id == community.id,
-               t.Resident.id.in_(select(t.Identity.resident_id).where(t.Identity.resident_id.is_not(None))))
+        .where(
+            t.Resident.community_id == community.id,
+            t.Resident.id.in_(
+                select(t.Identity.resident_id).where(t.Identity.resident_id.is_not(None))
+            ),
+        )
         .order_by(t.Resident.id)
     )
     for resident in reachable:
-        tell(session, now, "council.meeting_notice", resident=resident,
-             council=council_name(community), kind=say(resident.language, f"meeting.{row.kind}"),
-             at=when(resident.language, row.starts_at, community.timezone), place=row.place,
-             dedupe_key=f"meeting:{row.id}:{resident.id}")
+        tell(
+            session,
+            now,
+            "council.meeting_notice",
+            resident=resident,
+            council=council_name(community),
+            kind=say(resident.language, f"meeting.{row.kind}"),
+            at=when(resident.language, row.starts_at, community.timezone),
+            place=row.place,
+            dedupe_key=f"meeting:{row.id}:{resident.id}",
+        )
 
 
-def _tell_stage(session: Session, proposal: t.Proposal, row: t.Meeting | None, now: dt.datetime) -> None:
+def _tell_stage(
+    session: Session, proposal: t.Proposal, row: t.Meeting | None, now: dt.datetime
+) -> None:
     """Supporters hear where their proposal goes next (with the meeting when one is scheduled)."""
     tz = _tz(session, proposal)
     for resident in supporters(session, proposal):
         lang = resident.language
         where = meeting_label(lang, row, tz) if row else say(lang, "council.meeting_unscheduled")
-        tell(session, now, f"council.stage_{proposal.stage}", resident=resident, prefer=proposal.channel,
-             number=proposal.number, title=proposal.title, meeting=where)
+        tell(
+            session,
+            now,
+            f"council.stage_{proposal.stage}",
+            resident=resident,
+            prefer=proposal.channel,
+            number=proposal.number,
+            title=proposal.title,
+            meeting=where,
+        )
 
 
-def _move(session: Session, proposal: t.Proposal, stage: ProposalStage, kind: MeetingKind,
-          now: dt.datetime, *, person: t.Person | None, note: str = "", **data: Any) -> t.Meeting | None:
+def _move(
+    session: Session,
+    proposal: t.Proposal,
+    stage: ProposalStage,
+    kind: MeetingKind,
+    now: dt.datetime,
+    *,
+    person: t.Person | None,
+    note: str = "",
+    **data: Any,
+) -> t.Meeting | None:
     """Place a proposal on the next meeting of `kind` (or mark it for one) and tell its supporters."""
     upcoming = next_meeting(session, proposal.community_id, kind, now)
     proposal.stage = stage
     setattr(proposal, MEETING_OF_KIND[kind], upcoming.id if upcoming else None)
-    record(session, proposal, str(stage), now, person=person, note=note,
-           meeting=upcoming.id if upcoming else None, **data)
+    record(
+        session,
+        proposal,
+        str(stage),
+        now,
+        person=person,
+        note=note,
+        meeting=upcoming.id if upcoming else None,
+        **data,
+    )
     _tell_stage(session, proposal, upcoming, now)
     return upcoming
 
 
-def to_discussion(session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime) -> t.Meeting | None:
+def to_discussion(
+    session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime
+) -> t.Meeting | None:
     """Select a collected proposal for the next discussion meeting (议题讨论会)."""
     check_secretary(session, person)
     _same_community(proposal, person)
     if proposal.stage not in (ProposalStage.COLLECTED, ProposalStage.ON_AGENDA):
         raise WrongStage(number=proposal.number)
-    return _move(session, proposal, ProposalStage.DISCUSSION, MeetingKind.DISCUSSION, now, person=person)
+    return _move(
+        session, proposal, ProposalStage.DISCUSSION, MeetingKind.DISCUSSION, now, person=person
+    )
 
 
-def to_decision(session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime) -> t.Meeting | None:
+def to_decision(
+    session: Session, proposal: t.Proposal, person: t.Person, now: dt.datetime
+) -> t.Meeting | None:
     """Put a discussed proposal before the next decision meeting (议事决策会)."""
     check_secretary(session, person)
     _same_community(proposal, person)
     if proposal.stage != ProposalStage.DISCUSSION:
         raise WrongStage(number=proposal.number)
-    return _move(session, proposal, ProposalStage.DECISION, MeetingKind.DECISION, now, person=person)
+    return _move(
+        session, proposal, ProposalStage.DECISION, MeetingKind.DECISION, now, person=person
+    )
 
 
 def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) -> bool:
@@ -587,17 +780,36 @@ def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) ->
     if count < community.co_sign_threshold:
         return False
     dedupe = f"threshold:{proposal.id}"
-    if session.scalars(select(t.Outbox.id).where(t.Outbox.dedupe_key == dedupe)).first() is not None:
+    if (
+        session.scalars(select(t.Outbox.id).where(t.Outbox.dedupe_key == dedupe)).first()
+        is not None
+    ):
         return False
-    upcoming = _move(session, proposal, ProposalStage.DISCUSSION, MeetingKind.DISCUSSION, now, person=None,
-                     note="threshold", co_signs=count)
+    upcoming = _move(
+        session,
+        proposal,
+        ProposalStage.DISCUSSION,
+        MeetingKind.DISCUSSION,
+        now,
+        person=None,
+        note="threshold",
+        co_signs=count,
+    )
     for i, secretary in enumerate(secretaries(session, community, now)):
         lang = secretary.language
-        tell(session, now, "council.threshold_for_secretary", person=secretary,
-             dedupe_key=dedupe if i == 0 else f"{dedupe}:{secretary.id}",
-             number=proposal.number, title=proposal.title, count=count,
-             meeting=meeting_label(lang, upcoming, community.timezone) if upcoming
-             else say(lang, "council.meeting_unscheduled"))
+        tell(
+            session,
+            now,
+            "council.threshold_for_secretary",
+            person=secretary,
+            dedupe_key=dedupe if i == 0 else f"{dedupe}:{secretary.id}",
+            number=proposal.number,
+            title=proposal.title,
+            count=count,
+            meeting=meeting_label(lang, upcoming, community.timezone)
+            if upcoming
+            else say(lang, "council.meeting_unscheduled"),
+        )
     return True
 
 
@@ -606,7 +818,9 @@ def _same_community(proposal: t.Proposal, person: t.Person) -> None:
         raise NotFound(what=proposal.number)
 
 
-def merge(session: Session, source: t.Proposal, target: t.Proposal, person: t.Person, now: dt.datetime) -> int:
+def merge(
+    session: Session, source: t.Proposal, target: t.Proposal, person: t.Person, now: dt.datetime
+) -> int:
     """Fold a duplicate into another proposal; its proposer and co-signers now support the target.
 
     Returns the target's co-sign count. A resident who supported both counts once.
@@ -622,21 +836,40 @@ def merge(session: Session, source: t.Proposal, target: t.Proposal, person: t.Pe
     for resident in supporters(session, source):
         if resident.id == target.proposer_id or _signed(session, target, resident.id or 0):
             continue
-        session.add(t.CoSign(proposal_id=target.id or 0, resident_id=resident.id or 0, created_at=now))
+        session.add(
+            t.CoSign(proposal_id=target.id or 0, resident_id=resident.id or 0, created_at=now)
+        )
         moved += 1
     session.flush()
     source.stage = ProposalStage.MERGED
     source.merged_into_id = target.id
     record(session, source, "merged", now, person=person, note=target.number, into=target.id)
-    record(session, target, "merged_in", now, person=person, note=source.number, source=source.id,
-           signatures_added=moved)
-    _tell_supporters(session, source, "council.merged", now, into=target.number, into_title=target.title)
+    record(
+        session,
+        target,
+        "merged_in",
+        now,
+        person=person,
+        note=source.number,
+        source=source.id,
+        signatures_added=moved,
+    )
+    _tell_supporters(
+        session, source, "council.merged", now, into=target.number, into_title=target.title
+    )
     check_threshold(session, target, now)
     return co_sign_count(session, target)
 
 
-def reject(session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime,
-           *, case: t.Case | None = None) -> None:
+def reject(
+    session: Session,
+    proposal: t.Proposal,
+    person: t.Person,
+    reason: str,
+    now: dt.datetime,
+    *,
+    case: t.Case | None = None,
+) -> None:
     """Out of the council's scope: the proposer and co-signers are told why."""
     check_secretary(session, person)
     _same_community(proposal, person)
@@ -648,16 +881,31 @@ def reject(session: Session, proposal: t.Proposal, person: t.Person, reason: str
     proposal.decided_at = now
     if case is not None:
         proposal.case_id = case.id
-        record(session, proposal, "rejected", now, person=person, note=proposal.reason, case=case.number)
-        _tell_supporters(session, proposal, "council.rejected_as_case", now, reason=proposal.reason,
-                         case=case.number)
+        record(
+            session,
+            proposal,
+            "rejected",
+            now,
+            person=person,
+            note=proposal.reason,
+            case=case.number,
+        )
+        _tell_supporters(
+            session,
+            proposal,
+            "council.rejected_as_case",
+            now,
+            reason=proposal.reason,
+            case_number=case.number,
+        )
     else:
         record(session, proposal, "rejected", now, person=person, note=proposal.reason)
         _tell_supporters(session, proposal, "council.rejected", now, reason=proposal.reason)
 
 
-def to_case(session: Session, proposal: t.Proposal, person: t.Person, kind: str, note: str,
-            now: dt.datetime) -> cases.Opened:
+def to_case(
+    session: Session, proposal: t.Proposal, person: t.Person, kind: str, note: str, now: dt.datetime
+) -> cases.Opened:
     """A request or complaint filed as a proposal: open it as the proposer's case, reject the proposal."""
     check_secretary(session, person)
     _same_community(proposal, person)
@@ -666,8 +914,17 @@ def to_case(session: Session, proposal: t.Proposal, person: t.Person, kind: str,
         raise BadInput("kind", reason="usage")
     proposer = session.get(t.Resident, proposal.proposer_id)
     assert proposer is not None
-    opened = cases.open_case(session, resident=proposer, kind=kind, category=proposal.category, urgent=False,
-                             text=proposal.text, lang=proposal.lang, channel=proposal.channel, now=now)
+    opened = cases.open_case(
+        session,
+        resident=proposer,
+        kind=kind,
+        category=proposal.category,
+        urgent=False,
+        text=proposal.text,
+        lang=proposal.lang,
+        channel=proposal.channel,
+        now=now,
+    )
     reason = note.strip() or say(proposal.lang, "council.reason_is_a_case")
     reject(session, proposal, person, reason, now, case=opened.case)
     return opened
@@ -679,8 +936,16 @@ def _deadline(community: t.Community, day: dt.date) -> dt.datetime:
     return calendar.to_utc(dt.datetime.combine(day, community.work_end))
 
 
-def adopt(session: Session, proposal: t.Proposal, person: t.Person, decision: str, due: dt.date,
-          now: dt.datetime, *, post_code: str | None = None) -> cases.Opened:
+def adopt(
+    session: Session,
+    proposal: t.Proposal,
+    person: t.Person,
+    decision: str,
+    due: dt.date,
+    now: dt.datetime,
+    *,
+    post_code: str | None = None,
+) -> cases.Opened:
     """Record an adoption and open the execution case for the executing post (default: service)."""
     check_secretary(session, person)
     _same_community(proposal, person)
@@ -695,37 +960,97 @@ def adopt(session: Session, proposal: t.Proposal, person: t.Person, decision: st
     proposal.executing_post_id = post.id
     proposal.execution_due = _deadline(community, due)
     proposal.decided_at = now
-    record(session, proposal, "adopted", now, person=person, note=proposal.decision_text, post=post.code,
-           due=due.isoformat())
-    _tell_supporters_each(session, proposal, "council.adopted", now,
-                          lambda lang: {"decision": proposal.decision_text,
-                                        "due": when(lang, proposal.execution_due or now, community.timezone)})
+    record(
+        session,
+        proposal,
+        "adopted",
+        now,
+        person=person,
+        note=proposal.decision_text,
+        post=post.code,
+        due=due.isoformat(),
+    )
+    _tell_supporters_each(
+        session,
+        proposal,
+        "council.adopted",
+        now,
+        lambda lang: {
+            "decision": proposal.decision_text,
+            "due": when(lang, proposal.execution_due or now, community.timezone),
+        },
+    )
     proposer = session.get(t.Resident, proposal.proposer_id)
     assert proposer is not None
     opened = cases.open_case(
-        session, resident=proposer, kind=t.CaseKind.SERVICE_REQUEST, category=proposal.category, urgent=False,
-        text=say(proposal.lang, "council.execution_case_text", number=proposal.number,
-                 title=proposal.title, decision=proposal.decision_text,
-                 due=when(proposal.lang, proposal.execution_due, community.timezone)),
-        lang=proposal.lang, channel=proposal.channel, now=now, proposal_id=proposal.id, post_code=post.code,
+        session,
+        resident=proposer,
+        kind=t.CaseKind.SERVICE_REQUEST,
+        category=proposal.category,
+        urgent=False,
+        text=say(
+            proposal.lang,
+            "council.execution_case_text",
+            number=proposal.number,
+            title=proposal.title,
+            decision=proposal.decision_text,
+            due=when(proposal.lang, proposal.execution_due, community.timezone),
+        ),
+        lang=proposal.lang,
+        channel=proposal.channel,
+        now=now,
+        proposal_id=proposal.id,
+        post_code=post.code,
     )
     proposal.case_id = opened.case.id
     proposal.stage = ProposalStage.IN_EXECUTION
-    record(session, proposal, "in_execution", now, person=person, case=opened.case.number, post=post.code,
-           holder=opened.holder.code)
-    _tell_supporters_each(session, proposal, "council.in_execution", now,
-                          lambda lang: {"post": post.name, "name": opened.holder.name,
-                                        "due": when(lang, proposal.execution_due or now, community.timezone),
-                                        "case": opened.case.number})
+    record(
+        session,
+        proposal,
+        "in_execution",
+        now,
+        person=person,
+        case=opened.case.number,
+        post=post.code,
+        holder=opened.holder.code,
+    )
+    _tell_supporters_each(
+        session,
+        proposal,
+        "council.in_execution",
+        now,
+        lambda lang: {
+            "post": post.name,
+            "name": opened.holder.name,
+            "due": when(lang, proposal.execution_due or now, community.timezone),
+            "case_number": opened.case.number,
+        },
+    )
     return opened
 
 
-def _tell_supporters_each(session: Session, proposal: t.Proposal, key: str, now: dt.datetime,
-                          values: Any, buttons: Sequence[Sequence[tuple[str, str]]] = ()) -> None:
+def _tell_supporters_each(
+    session: Session,
+    proposal: t.Proposal,
+    key: str,
+    now: dt.datetime,
+    values: Any,
+    buttons: Sequence[Sequence[tuple[str, str]]] = (),
+) -> None:
     """Like _tell_supporters, with values that depend on the recipient's language (dates)."""
     for resident in supporters(session, proposal):
-        tell(session, now, key, resident=resident, prefer=proposal.channel, buttons=buttons, topic=key,
-             number=proposal.number, title=proposal.title, **values(resident.language))
+        tell(
+            session,
+            now,
+            key,
+            resident=resident,
+            prefer=proposal.channel,
+            buttons=buttons,
+            topic=key,
+            number=proposal.number,
+            title=proposal.title,
+            **values(resident.language),
+        )
 
 
 def _executing_post(session: Session, community: t.Community, post_code: str | None) -> t.Post:
@@ -734,16 +1059,21 @@ def _executing_post(session: Session, community: t.Community, post_code: str | N
         if post.community_id != community.id:
             raise NotFound(what=post_code)
         return post
-    post = session.scalars(
-        select(t.Post).where(t.Post.community_id == community.id, t.Post.kind == "service",
-                             t.Post.active.is_(True)).order_by(t.Post.code)
+    service = session.scalars(
+        select(t.Post)
+        .where(
+            t.Post.community_id == community.id, t.Post.kind == "service", t.Post.active.is_(True)
+        )
+        .order_by(t.Post.code)
     ).first()
-    if post is None:
+    if service is None:
         raise NotFound(what="service")
-    return post
+    return service
 
 
-def not_adopt(session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime) -> None:
+def not_adopt(
+    session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime
+) -> None:
     """Record that the council decided against the proposal, with the reason supporters are given."""
     check_secretary(session, person)
     _same_community(proposal, person)
@@ -779,8 +1109,15 @@ def execution_resolved(session: Session, case: t.Case, person: t.Person, now: dt
     _tell_supporters(session, proposal, "council.done", now, buttons=evaluation_buttons(proposal))
     community = _community(session, proposal.community_id)
     for secretary in secretaries(session, community, now):
-        tell(session, now, "council.done_for_secretary", person=secretary, number=proposal.number,
-             title=proposal.title, case=case.number)
+        tell(
+            session,
+            now,
+            "council.done_for_secretary",
+            person=secretary,
+            number=proposal.number,
+            title=proposal.title,
+            case_number=case.number,
+        )
 
 
 # --------------------------------------------------------------------------- agenda
@@ -796,16 +1133,23 @@ class AgendaItem:
 def agenda(session: Session, row: t.Meeting) -> list[AgendaItem]:
     """The proposals of a meeting, most supported first, with possible duplicates flagged."""
     column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(row.kind)])
-    items = list(session.scalars(select(t.Proposal).where(column == row.id).order_by(t.Proposal.id)))
+    items = list(
+        session.scalars(select(t.Proposal).where(column == row.id).order_by(t.Proposal.id))
+    )
     return _ranked(session, items)
 
 
 def unplaced(session: Session, community_id: int) -> list[AgendaItem]:
     """Collected proposals waiting for a collection meeting to be scheduled."""
-    items = list(session.scalars(
-        select(t.Proposal).where(t.Proposal.community_id == community_id,
-                                 t.Proposal.stage == ProposalStage.COLLECTED).order_by(t.Proposal.id)
-    ))
+    items = list(
+        session.scalars(
+            select(t.Proposal)
+            .where(
+                t.Proposal.community_id == community_id, t.Proposal.stage == ProposalStage.COLLECTED
+            )
+            .order_by(t.Proposal.id)
+        )
+    )
     return _ranked(session, items)
 
 
@@ -817,13 +1161,16 @@ def _ranked(session: Session, items: list[t.Proposal]) -> list[AgendaItem]:
     return [AgendaItem(p, counts[p.id], tuple(dups.get(p.id or 0, ()))) for p in ranked]
 
 
-def current_collection_meeting(session: Session, community_id: int, now: dt.datetime) -> t.Meeting | None:
+def current_collection_meeting(
+    session: Session, community_id: int, now: dt.datetime
+) -> t.Meeting | None:
     """The next collection meeting, else the latest one held."""
     upcoming = next_meeting(session, community_id, MeetingKind.COLLECTION, now)
     if upcoming is not None:
         return upcoming
     return session.scalars(
-        select(t.Meeting).where(t.Meeting.community_id == community_id, t.Meeting.kind == MeetingKind.COLLECTION)
+        select(t.Meeting)
+        .where(t.Meeting.community_id == community_id, t.Meeting.kind == MeetingKind.COLLECTION)
         .order_by(t.Meeting.starts_at.desc(), t.Meeting.id.desc())
     ).first()
 
@@ -831,7 +1178,10 @@ def current_collection_meeting(session: Session, community_id: int, now: dt.date
 def proposals_of_resident(session: Session, resident: t.Resident) -> list[t.Proposal]:
     """What the resident proposed or co-signed."""
     signed = select(t.CoSign.proposal_id).where(t.CoSign.resident_id == resident.id)
-    return list(session.scalars(
-        select(t.Proposal).where(or_(t.Proposal.proposer_id == resident.id, t.Proposal.id.in_(signed)))
-        .order_by(t.Proposal.id.desc())
-    ))
+    return list(
+        session.scalars(
+            select(t.Proposal)
+            .where(or_(t.Proposal.proposer_id == resident.id, t.Proposal.id.in_(signed)))
+            .order_by(t.Proposal.id.desc())
+        )
+    )

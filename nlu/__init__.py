@@ -35,7 +35,7 @@ DATA_DIR = PACKAGE_DIR / "data"
 
 # Below this kind (or intent) confidence the bot asks one clarifying question with buttons
 # instead of acting on its guess. Chosen on the held-out split (nlu/README.md, "Confidence").
-CLARIFY_BELOW = 0.55
+CLARIFY_BELOW = 0.6
 
 
 @runtime_checkable

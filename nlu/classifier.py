@@ -8,11 +8,15 @@ confidence of 0.8 is right about 80% of the time on data the head did not see.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.model_selection import StratifiedKFold
-from sklearn.svm import LinearSVC
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+# scikit-learn is imported where a head is fitted, not at module level: parsing never needs
+# it, and importing it costs seconds on a busy machine.
 
 TEMPERATURES = np.geomspace(0.02, 5.0, 60)
 
@@ -38,11 +42,13 @@ class LinearHead:
         self.balanced = balanced
         self.random_state = random_state
 
-    def _svm(self) -> LinearSVC:
+    def _svm(self) -> Any:
+        from sklearn.svm import LinearSVC
+
         return LinearSVC(C=self.C, class_weight="balanced" if self.balanced else None,
                          random_state=self.random_state)
 
-    def _scores(self, svm: LinearSVC, X: sp.csr_matrix) -> np.ndarray:
+    def _scores(self, svm: Any, X: sp.csr_matrix) -> np.ndarray:
         scores = np.asarray(svm.decision_function(X))
         if scores.ndim == 1:  # binary: one column of scores for classes_[1]
             scores = np.column_stack([-scores / 2, scores / 2])
@@ -62,6 +68,8 @@ class LinearHead:
         return self
 
     def _fit_temperature(self, X: sp.csr_matrix, labels: np.ndarray) -> float:
+        from sklearn.model_selection import StratifiedKFold
+
         _, counts = np.unique(labels, return_counts=True)
         folds = min(self.folds, int(counts.min()))
         if folds < 2:

@@ -28,6 +28,8 @@ PRIORITY = ("case_number", "phone", "datetime", "building", "unit", "room")
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
            "七": 7, "八": 8, "九": 9}
 _PM_PARTS = {"afternoon", "evening", "pm"}
+# What may stand between two pieces of one date and time: 3月5日 的 下午, March 5 at 2pm.
+_JOINERS = {"", "at", "的", "on"}
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
@@ -129,10 +131,11 @@ class EntityExtractor:
 
     def _merge_datetimes(self, ents: list[Entity], folded: str, text: str) -> list[Entity]:
         """Adjacent datetime pieces (明天 + 上午 + 9点) become one entity."""
+        # Overlapping pieces (start < previous end) merge too: the gap slice is then empty.
         spans = sorted((e.start, e.end) for e in ents if e.type == "datetime")
         merged: list[list[int]] = []
         for start, end in spans:
-            if merged and start <= merged[-1][1] + 1 and not folded[merged[-1][1]:start].strip():
+            if merged and folded[merged[-1][1]:start].strip().lower() in _JOINERS:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])

@@ -14,25 +14,60 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
-@lru_cache(maxsize=1)
-def _cut() -> Callable[..., list[str]]:
-    """jieba's cutter, imported on first use: `import nlu` stays cheap for code that only
-    needs the value types, and jieba's invalid-escape warnings stay out of strict test runs."""
+Cut = Callable[..., list[str]]
+
+
+def _import_jieba() -> Any:
+    """jieba, imported on first use, with its invalid-escape warnings kept out of strict runs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import jieba
 
         jieba.setLogLevel(60)
-        jieba.initialize()
-    cut: Callable[..., list[str]] = jieba.lcut
+    return jieba
+
+
+@lru_cache(maxsize=1)
+def _full_tokenizer() -> Any:
+    """jieba's default tokenizer with its whole dictionary (used for training only)."""
+    jieba = _import_jieba()
+    jieba.initialize()
+    return jieba.dt
+
+
+def _cut() -> Cut:
+    cut: Cut = _full_tokenizer().lcut
     return cut
+
+
+def small_tokenizer(dictionary: Mapping[str, int], total: int) -> Any:
+    """A jieba tokenizer knowing only `dictionary`, with the full dictionary's total.
+
+    Loading jieba's whole dictionary takes a second or more; a model needs only the words its
+    training texts were cut into. jieba picks the most probable path through the candidate
+    words at each position, so dropping candidates that were never on a chosen path leaves the
+    training texts' segmentation unchanged (tests/unit/test_nlu_training.py checks it).
+    """
+    jieba = _import_jieba()
+    freq: dict[str, int] = {}
+    for word, count in dictionary.items():
+        freq[word] = count
+        for end in range(1, len(word)):
+            freq.setdefault(word[:end], 0)
+    tokenizer = jieba.Tokenizer()
+    tokenizer.FREQ, tokenizer.total, tokenizer.initialized = freq, total, True
+    return tokenizer
 
 
 def char_ngrams(text: str, n_max: int) -> Counter[str]:
@@ -44,23 +79,23 @@ def char_ngrams(text: str, n_max: int) -> Counter[str]:
     return counts
 
 
-def words(text: str) -> Counter[str]:
-    tokens = [t for t in _cut()(text, HMM=False) if t.strip()]
+def words(text: str, cut: Cut | None = None) -> Counter[str]:
+    tokens = [t for t in (cut or _cut())(text, HMM=False) if t.strip()]
     counts: Counter[str] = Counter(tokens)
     # Word bigrams keep short negations and objects together: 没有 + 路灯, not + working.
-    counts.update(a + "|" + b for a, b in zip(tokens, tokens[1:]))
+    counts.update(a + "|" + b for a, b in pairwise(tokens))
     return counts
 
 
 class Vectoriser:
-    """Sublinear TF-IDF over two blocks (characters, words); fitted state ends in `_`.
+    """Sublinear TF-IDF over three blocks (characters, words, opening); fitted state ends in `_`.
 
     `fit` keeps n-grams seen in at least `min_df` documents; `transform` returns rows whose
     character block and word block each have unit L2 norm, scaled by `word_weight` for words.
     """
 
     def __init__(self, char_max: int = 4, min_df: int = 2, word_weight: float = 1.0,
-                 head_chars: int = 40, head_weight: float = 0.5,
+                 head_chars: int = 40, head_weight: float = 0.7,
                  max_features: int = 400_000) -> None:
         self.char_max = char_max
         self.min_df = min_df
@@ -68,17 +103,24 @@ class Vectoriser:
         self.head_chars = head_chars
         self.head_weight = head_weight
         self.max_features = max_features
+        self._cut_fn: Cut | None = None
 
     def _blocks(self, text: str) -> tuple[Counter[str], Counter[str], Counter[str]]:
-        return (char_ngrams(text, self.char_max), words(text),
-                char_ngrams(text[:self.head_chars], 3))
+        chars = char_ngrams(text, self.char_max)
+        if len(text) <= self.head_chars:
+            head = Counter({k: v for k, v in chars.items() if len(k) <= 3})
+        else:
+            head = char_ngrams(text[:self.head_chars], 3)
+        return chars, words(text, self._cut_fn), head
 
     def fit(self, texts: Iterable[str]) -> Vectoriser:
+        self._cut_fn = None
         self._fit_blocks([self._blocks(t) for t in texts])
         return self
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """`fit` then `transform`, segmenting each text once."""
+        self._cut_fn = None
         blocks = [self._blocks(t) for t in texts]
         self._fit_blocks(blocks)
         return self._matrix(blocks)
@@ -112,26 +154,28 @@ class Vectoriser:
         idf += [math.log((1 + n_docs) / (1 + word_df[k])) + 1 for k in word_keys]
         idf += [math.log((1 + n_docs) / (1 + head_df[k])) + 1 for k in head_keys]
         self.idf_ = np.asarray(idf, dtype=np.float64)
+        self._idf_list = idf
         self.n_features_ = len(idf)
+        full = _full_tokenizer()
+        self.dictionary_ = {w: full.FREQ[w] for w in sorted(word_df)
+                            if "|" not in w and full.FREQ.get(w, 0) > 0}
+        self.dictionary_total_ = int(full.total)
+        self._cut_fn = small_tokenizer(self.dictionary_, self.dictionary_total_).lcut
 
     def _row(self, blocks: tuple[Counter[str], ...]) -> tuple[list[int], list[float]]:
-        chars, toks, head = blocks
         indices: list[int] = []
         values: list[float] = []
-        idf = self.idf_
-        for counts, vocab, weight in ((chars, self.char_vocab_, 1.0),
-                                      (toks, self.word_vocab_, self.word_weight),
-                                      (head, self.head_vocab_, self.head_weight)):
-            start = len(indices)
-            for key, count in counts.items():
-                j = vocab.get(key)
-                if j is not None:
-                    indices.append(j)
-                    values.append((1.0 + math.log(count)) * idf[j])
-            block = values[start:]
-            if block:
-                norm = weight / math.sqrt(sum(v * v for v in block))
-                values[start:] = [v * norm for v in block]
+        idf = self._idf_list
+        log = math.log
+        for counts, vocab, weight in zip(blocks, (self.char_vocab_, self.word_vocab_, self.head_vocab_),
+                                         (1.0, self.word_weight, self.head_weight)):
+            found = [(j, c) for j, c in zip(map(vocab.get, counts), counts.values()) if j is not None]
+            if not found:
+                continue
+            block = [(1.0 + log(c)) * idf[j] if c > 1 else idf[j] for j, c in found]
+            norm = weight / math.sqrt(sum(v * v for v in block))
+            indices.extend(j for j, _ in found)
+            values.extend(v * norm for v in block)
         return indices, values
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +187,8 @@ class Vectoriser:
         return self._matrix([self._blocks(t) for t in texts])
 
     def _matrix(self, all_blocks: Sequence[tuple[Counter[str], ...]]) -> sp.csr_matrix:
+        import scipy.sparse as sp
+
         indptr = [0]
         all_indices: list[int] = []
         all_values: list[float] = []
@@ -162,6 +208,7 @@ class Vectoriser:
                            "head_weight": self.head_weight, "max_features": self.max_features},
                 "char_keys": list(self.char_vocab_), "word_keys": list(self.word_vocab_),
                 "head_keys": list(self.head_vocab_),
+                "dictionary": self.dictionary_, "dictionary_total": self.dictionary_total_,
                 "idf": self.idf_}
 
     @classmethod
@@ -177,5 +224,9 @@ class Vectoriser:
         offset = len(char_keys) + len(word_keys)
         vec.head_vocab_ = {k: offset + i for i, k in enumerate(head_keys)}
         vec.idf_ = np.asarray(state["idf"], dtype=np.float64)
+        vec._idf_list = vec.idf_.tolist()
+        vec.dictionary_ = dict(state["dictionary"])  # type: ignore[call-overload]
+        vec.dictionary_total_ = int(state["dictionary_total"])  # type: ignore[call-overload]
+        vec._cut_fn = small_tokenizer(vec.dictionary_, vec.dictionary_total_).lcut
         vec.n_features_ = len(vec.idf_)
         return vec

@@ -1,7 +1,8 @@
 """The files of a trained model, and reading them back.
 
     manifest.json   format version, training data hash, library versions, heads and labels
-    vocab.json      the character, word and opening features, in column order
+    vocab.json      the character, word and opening features, in column order, and the
+                    word segmenter's dictionary (the words the training texts were cut into)
     weights.npz     idf, and per head: coef (float32, features x labels), intercept, temperature
     entities.json   the regexes, synonyms and lookup tables of entities.yml
 """
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
 
 from nlu.classifier import LinearHead
 from nlu.errors import ModelError
@@ -35,6 +35,8 @@ class ModelFiles:
 
 
 def save(model: ModelFiles, out_dir: str | Path) -> Path:
+    import sklearn
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = model.vectoriser.state()
@@ -50,7 +52,8 @@ def save(model: ModelFiles, out_dir: str | Path) -> Path:
     })
     (out / "vocab.json").write_text(
         json.dumps({"char": state["char_keys"], "word": state["word_keys"],
-                    "head": state["head_keys"]}, ensure_ascii=False),
+                    "head": state["head_keys"], "dictionary": state["dictionary"],
+                    "dictionary_total": state["dictionary_total"]}, ensure_ascii=False),
         encoding="utf-8")
     arrays: dict[str, np.ndarray] = {"idf": np.asarray(state["idf"], dtype=np.float64)}
     for name, head in model.heads.items():
@@ -80,6 +83,8 @@ def read(model_dir: str | Path) -> ModelFiles:
                          f"this code reads {FORMAT_VERSION}; retrain with `griddesk nlu train`")
     vectoriser = Vectoriser.from_state({"params": manifest["vectoriser"], "char_keys": vocab["char"],
                                         "word_keys": vocab["word"], "head_keys": vocab["head"],
+                                        "dictionary": vocab["dictionary"],
+                                        "dictionary_total": vocab["dictionary_total"],
                                         "idf": arrays["idf"]})
     heads = {}
     for name in HEADS:

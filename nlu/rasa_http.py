@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -60,7 +60,7 @@ class RasaClassifier:
         """Close the HTTP connection pool."""
         self._client.close()
 
-    def __enter__(self) -> RasaClassifier:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -111,8 +111,8 @@ class RasaClassifier:
             urgent = str(heads["urgent"].get("value")).lower() in _TRUE
             confidence["urgent"] = float(heads["urgent"].get("confidence_entity") or 0.0)
 
-        entities = [_entity(text, e) for e in rasa_entities if e.get("entity") not in _HEAD_ENTITIES]
-        entities = [e for e in entities if e is not None]
+        entities = [ent for raw in rasa_entities if raw.get("entity") not in _HEAD_ENTITIES
+                    if (ent := _entity(text, raw)) is not None]
         embedded = self._embedded_parse(text)
         if category is None:
             category = embedded.category

@@ -3,6 +3,11 @@
 A sender (bot/sender.py) claims due rows, sends them through their channel and marks them. A
 crash between commit and send loses nothing (the row is still pending); a crash between send and
 mark can at worst repeat one notice, never lose it.
+
+Several senders may drain one database. Claiming takes a lease: the claim transaction moves the
+row's `next_attempt_at` to `now + lease` and commits before anything is sent, so no other sender
+sees the row as due while it is in flight; marking it afterwards ends the lease. A sender that
+dies mid-send leaves the row to be retried when the lease runs out.
 """
 
 from __future__ import annotations
@@ -50,12 +55,22 @@ def enqueue(
 
 
 def claim_due(
-    session: Session, *, channels: Sequence[str], now: dt.datetime, limit: int
+    session: Session,
+    *,
+    channels: Sequence[str],
+    now: dt.datetime,
+    limit: int,
+    lease: dt.timedelta | None = None,
 ) -> list[Outbox]:
     """Due rows in per-recipient order, locked against other senders where the database can.
 
     Only the oldest pending row of each recipient is eligible, so one recipient's notices go out
     in the order they were written even when an earlier one is waiting for a retry.
+
+    With a `lease`, each returned row has been moved to `now + lease` by a conditional UPDATE
+    that re-checks it is still pending and due: on PostgreSQL the rows are also locked with
+    FOR UPDATE SKIP LOCKED, on SQLite the UPDATE runs under the database's single writer lock,
+    so of two senders that read the same row only one gets it. Commit before sending.
     """
     oldest = (
         select(Outbox.channel, Outbox.address, func.min(Outbox.id).label("first_id"))
@@ -72,7 +87,24 @@ def claim_due(
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Outbox)
-    return list(session.scalars(stmt))
+    rows = list(session.scalars(stmt))
+    if lease is None:
+        return rows
+    claimed = []
+    for row in rows:
+        result = session.execute(
+            update(Outbox)
+            .where(
+                Outbox.id == row.id,
+                Outbox.state == OutboxState.PENDING,
+                Outbox.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            claimed.append(row)
+    return claimed
 
 
 def mark_sent(session: Session, row: Outbox, now: dt.datetime) -> None:
@@ -110,3 +142,25 @@ def postpone_recipient(session: Session, channel: str, address: str, until: dt.d
         )
         .values(next_attempt_at=until)
     )
+
+
+def release_recipient(session: Session, channel: str, address: str, now: dt.datetime,
+                      beyond: dt.timedelta = dt.timedelta(hours=1)) -> int:
+    """Make a recipient's held pending rows due now (they wrote again, so a channel that needs
+    their interaction, such as WeChat's 48-hour window, can deliver them); returns how many.
+
+    Only rows held further than `beyond` are touched: a sender's lease on a row it is sending,
+    or a short retry backoff, must not be cut short (that could send a notice twice).
+    """
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.channel == channel,
+            Outbox.address == address,
+            Outbox.state == OutboxState.PENDING,
+            Outbox.next_attempt_at > now + beyond,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

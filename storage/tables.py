@@ -497,3 +497,72 @@ class ProposalCounter(SQLModel, table=True):
     community_id: int = Field(foreign_key="community.id")
     year: int
     last: int = 0
+
+
+# ----- deadline watch
+
+
+class DueActionState(StrEnum):
+    """Where one due action of the deadline watch stands.
+
+    - pending: waiting for its time (due_at) and for a scheduler to claim it.
+    - done: carried out, together with its case event and notices, in one transaction.
+    - skipped: no longer needed when it fell due (the deadline was met or moved); kept so that
+      the same action can never be recorded again.
+    - failed: raised an error `attempts` times; left for a person to look at.
+    """
+
+    PENDING = "pending"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class DueAction(SQLModel, table=True):
+    """One thing the deadline watch must do at a time: remind, escalate, follow up, digest.
+
+    `key` ("escalate_ack:42:20261123T030000", "digest:7:2026-11-23") is UNIQUE: an action can be
+    recorded only once, whichever process plans or performs it.
+    """
+
+    __table_args__ = (Index("ix_due_action_due", "state", "due_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=160)
+    kind: str = Field(max_length=32)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    ref_at: dt.datetime | None = None
+    due_at: dt.datetime
+    state: str = Field(default=DueActionState.PENDING, max_length=16)
+    attempts: int = 0
+    created_at: dt.datetime
+    done_at: dt.datetime | None = None
+    outcome: str = Field(default="", max_length=500)
+
+
+class WatchCursor(SQLModel, table=True):
+    """How far the deadline watch has read the case history (CaseEvent ids)."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_id: int = 0
+    updated_at: dt.datetime | None = None
+
+
+# ----- staff invites (Telegram deep links that tie a chat account to a registry person)
+
+
+class StaffInvite(SQLModel, table=True):
+    """A one-time invite for a staff member to bind a chat account (`/start s_<token>`).
+
+    Only the token's SHA-256 is kept, so a database dump cannot be replayed as invites. An invite
+    is used once (`used_at`), and refused after `expires_at`.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None = None
+    used_channel: str = Field(default="", max_length=16)
+    used_address: str = Field(default="", max_length=128)

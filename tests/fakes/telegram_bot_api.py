@@ -31,6 +31,7 @@ import dataclasses
 import io
 import itertools
 import json
+import logging
 import math
 import re
 import threading
@@ -93,9 +94,19 @@ REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unava
            504: "Gateway Timeout"}
 
 # Returned from the ASGI callable to make uvicorn close the connection without writing a
-# response (h11_impl.run_asgi: a non-None result closes the transport). uvicorn logs it as an
-# error; the client sees the connection drop, which is the fault being injected.
+# response (h11_impl.run_asgi: a non-None result closes the transport). The client sees the
+# connection drop, which is the fault being injected.
 _DROP_CONNECTION = "drop the connection"
+
+
+class _QuietDrop(logging.Filter):
+    """Hides the error line uvicorn writes for a connection the fake drops on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.args, tuple) and _DROP_CONNECTION in record.args)
+
+
+_QUIET_DROP = _QuietDrop()
 
 
 class ApiError(Exception):
@@ -153,12 +164,17 @@ class AnsweredCallback:
 
 @dataclass(frozen=True)
 class DeliveryAttempt:
-    """One POST of an update to the webhook. ``status`` is None when no answer came back."""
+    """One POST of an update to the webhook.
+
+    ``status`` is None when no answer came back. ``retry_in`` is the wait before the next
+    attempt in Telegram's seconds (before ``time_scale``); None once acknowledged or dropped.
+    """
 
     update_id: int
     chat_id: int | None
     status: int | None
     error: str | None
+    retry_in: float | None
     executed_method: str | None
     date: int
 
@@ -686,6 +702,7 @@ class FakeTelegram:
             else:
                 response = self._error(ApiError(404, "Not Found"))
         except _Drop:
+            logging.getLogger("uvicorn.error").addFilter(_QUIET_DROP)
             return _DROP_CONNECTION
         await response(scope, receive, send)
         return None
@@ -699,7 +716,6 @@ class FakeTelegram:
                     self._loop = asyncio.get_running_loop()
                     self._loop_thread = threading.get_ident()
                     self._closing = False
-                    self._client = httpx.AsyncClient()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._shutdown()
@@ -1245,7 +1261,9 @@ class FakeTelegram:
         error: str | None = None
         retry_after: float | None = None
         reply: Any = None
-        assert self._client is not None
+        if self._client is None:
+            # Made on first use: building its TLS context costs more than a whole test's traffic.
+            self._client = httpx.AsyncClient()
         try:
             response = await self._client.post(hook.url, content=json.dumps(update.payload),
                                                headers=headers, timeout=self.webhook_timeout)
@@ -1266,20 +1284,23 @@ class FakeTelegram:
                     retry_after = min(float(header), MAX_RETRY_AFTER)
         with self._lock:
             update.in_flight = False
-            executed = None
+            executed = retry_in = None
             if error is None:
                 if update in bot.updates:
                     bot.updates.remove(update)
                 executed = self._execute_reply(bot, reply)
             else:
-                self._schedule_retry(bot, update, error, retry_after)
+                retry_in = self._schedule_retry(bot, update, error, retry_after)
             bot.attempts.append(DeliveryAttempt(update.update_id, update.chat_id, status, error,
-                                                executed, self._now()))
+                                                retry_in, executed, self._now()))
             self._notify()
 
     def _schedule_retry(self, bot: _Bot, update: _Update, error: str,
-                        retry_after: float | None) -> None:
-        """Retry the same update: at once, then 2, 4, 8 s ... capped (PROTOCOLS.md §1.1)."""
+                        retry_after: float | None) -> float | None:
+        """Retry the same update: at once, then 2, 4, 8 s ... capped (PROTOCOLS.md §1.1).
+
+        Returns the delay, or None when the update would outlive its 24 h and is dropped.
+        """
         bot.last_error_date = self._now()
         bot.last_error_message = error
         update.failures += 1
@@ -1292,9 +1313,10 @@ class FakeTelegram:
         if self.clock() + delay > update.created + UPDATE_TTL:
             if update in bot.updates:
                 bot.updates.remove(update)
-            return
+            return None
         loop = asyncio.get_running_loop()
         update.due = loop.time() + delay * self.time_scale
+        return delay
 
     def _execute_reply(self, bot: _Bot, reply: Any) -> str | None:
         """Run a method call found in a 2xx webhook answer; the bot never learns the result."""

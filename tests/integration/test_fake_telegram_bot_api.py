@@ -7,11 +7,13 @@ with the client griddesk actually uses (aiogram 3) and, for the control API, pla
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from aiogram import Bot
 from aiogram.exceptions import (
     TelegramBadRequest,
@@ -46,6 +48,9 @@ from tests.fakes.telegram_bot_api import (
     ManualClock,
 )
 
+# One server and one Bot serve the whole module, so the tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 TOKEN = "123456:TEST"
 RESIDENT = 1001
 WORKER = 2002
@@ -57,18 +62,28 @@ def keyboard(*data: str) -> InlineKeyboardMarkup:
     ])
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTelegram]:
+@pytest.fixture(scope="module")
+def served() -> Iterator[FakeTelegram]:
     # time_scale makes the webhook's 2, 4, 8 s retries take 20, 40, 80 ms.
     with FakeTelegram(tokens=[TOKEN], time_scale=0.01) as fake:
-        fake.user(RESIDENT, "王芳")
-        fake.user(WORKER, "李强", username="liqiang")
         yield fake
 
 
-@pytest.fixture
-async def bot(fake: FakeTelegram) -> AsyncIterator[Bot]:
-    bot = fake.bot()
+@pytest.fixture(autouse=True)
+def fake(served: FakeTelegram) -> FakeTelegram:
+    """The module's fake, emptied, with default settings and two known users."""
+    served.reset()
+    served.clock = time.time
+    served.per_chat_per_second = served.per_group_per_minute = served.global_per_second = None
+    served.user(RESIDENT, "王芳")
+    served.user(WORKER, "李强", username="liqiang")
+    return served
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bot(served: FakeTelegram) -> AsyncIterator[Bot]:
+    # One Bot for the module: closing an aiogram session waits 250 ms on purpose.
+    bot = served.bot()
     yield bot
     await bot.session.close()
 
@@ -301,25 +316,21 @@ async def test_a_callback_query_comes_from_the_bots_message_and_is_answered_once
     assert error.value.message == QUERY_TOO_OLD
 
 
-async def test_a_callback_query_answered_too_late_is_too_old() -> None:
-    clock = ManualClock()
-    with FakeTelegram(tokens=[TOKEN], clock=clock) as fake:
-        bot = fake.bot()
-        try:
-            fake.start_bot(WORKER)
-            message = await bot.send_message(WORKER, "新工单", reply_markup=keyboard("c:7:ack"))
-            query = fake.inject_callback_query(WORKER, message.message_id, "c:7:ack")
-            clock.advance(16)
+async def test_a_callback_query_answered_too_late_is_too_old(
+        fake: FakeTelegram, bot: Bot) -> None:
+    fake.clock = clock = ManualClock()
+    fake.start_bot(WORKER)
+    message = await bot.send_message(WORKER, "新工单", reply_markup=keyboard("c:7:ack"))
+    query = fake.inject_callback_query(WORKER, message.message_id, "c:7:ack")
+    clock.advance(16)
 
-            with pytest.raises(TelegramBadRequest) as error:
-                await bot.answer_callback_query(query["callback_query"]["id"])
-        finally:
-            await bot.session.close()
+    with pytest.raises(TelegramBadRequest) as error:
+        await bot.answer_callback_query(query["callback_query"]["id"])
 
     assert error.value.message == QUERY_TOO_OLD
 
 
-def test_a_callback_query_needs_a_button_the_bot_sent(fake: FakeTelegram) -> None:
+async def test_a_callback_query_needs_a_button_the_bot_sent(fake: FakeTelegram) -> None:
     fake.start_bot(RESIDENT)
 
     with pytest.raises(ValueError, match="no message"):
@@ -375,44 +386,38 @@ async def test_a_dropped_connection_is_a_network_error(fake: FakeTelegram, bot: 
     await bot.send_message(RESIDENT, "通知")
 
 
-async def test_a_chat_over_its_rate_limit_gets_429_and_others_do_not() -> None:
-    clock = ManualClock()
-    with FakeTelegram(tokens=[TOKEN], clock=clock, per_chat_per_second=1) as fake:
-        bot = fake.bot()
-        try:
-            fake.start_bot(RESIDENT)
-            fake.start_bot(WORKER)
-            await bot.send_message(RESIDENT, "一")
+async def test_a_chat_over_its_rate_limit_gets_429_and_others_do_not(
+        fake: FakeTelegram, bot: Bot) -> None:
+    fake.clock = clock = ManualClock()
+    fake.per_chat_per_second = 1
+    fake.start_bot(RESIDENT)
+    fake.start_bot(WORKER)
+    await bot.send_message(RESIDENT, "一")
 
-            with pytest.raises(TelegramRetryAfter) as error:
-                await bot.send_message(RESIDENT, "二")
-            await bot.send_message(WORKER, "一")
-            clock.advance(1.0)
-            await bot.send_message(RESIDENT, "二")
-        finally:
-            await bot.session.close()
+    with pytest.raises(TelegramRetryAfter) as error:
+        await bot.send_message(RESIDENT, "二")
+    await bot.send_message(WORKER, "一")
+    clock.advance(1.0)
+    await bot.send_message(RESIDENT, "二")
 
     assert error.value.retry_after == 1
     assert [m.text for m in fake.sent(RESIDENT)] == ["一", "二"]
 
 
-async def test_the_global_and_group_limits_answer_429() -> None:
-    clock = ManualClock()
-    with FakeTelegram(tokens=[TOKEN], clock=clock, global_per_second=2,
-                      per_group_per_minute=1) as fake:
-        bot = fake.bot()
-        try:
-            fake.start_bot(RESIDENT)
-            fake.start_bot(WORKER)
-            fake.group(-100200, "3号楼网格群")
-            await bot.send_message(-100200, "通知")
-            with pytest.raises(TelegramRetryAfter) as group_error:
-                await bot.send_message(-100200, "再通知")
-            await bot.send_message(RESIDENT, "一")
-            with pytest.raises(TelegramRetryAfter):
-                await bot.send_message(WORKER, "一")
-        finally:
-            await bot.session.close()
+async def test_the_global_and_group_limits_answer_429(fake: FakeTelegram, bot: Bot) -> None:
+    fake.clock = ManualClock()
+    fake.global_per_second = 2
+    fake.per_group_per_minute = 1
+    fake.start_bot(RESIDENT)
+    fake.start_bot(WORKER)
+    fake.group(-100200, "3号楼网格群")
+    await bot.send_message(-100200, "通知")
+
+    with pytest.raises(TelegramRetryAfter) as group_error:
+        await bot.send_message(-100200, "再通知")
+    await bot.send_message(RESIDENT, "一")
+    with pytest.raises(TelegramRetryAfter):
+        await bot.send_message(WORKER, "一")
 
     assert group_error.value.retry_after == 60
 
@@ -462,29 +467,30 @@ async def test_a_second_poller_ends_the_first_with_409(fake: FakeTelegram, bot: 
     assert len(await asyncio.wait_for(second, timeout=5)) == 1
 
 
-async def test_get_updates_conflicts_while_a_webhook_is_set(bot: Bot) -> None:
+async def test_get_updates_conflicts_while_a_webhook_is_set(
+        fake: FakeTelegram, bot: Bot) -> None:
+    fake.inject_text(RESIDENT, "楼道灯坏了")
+    # Nothing listens on port 9, so the update stays pending while the webhook is set.
     await bot.set_webhook("http://127.0.0.1:9/hook")
 
     with pytest.raises(TelegramConflictError) as error:
         await bot.get_updates()
 
     assert error.value.message == CONFLICT_WEBHOOK
-    assert await bot.delete_webhook()
+    await fake.wait_for(fake.webhook_attempts)
+    assert (await bot.get_webhook_info()).last_error_message == "Connection refused"
+    assert await bot.delete_webhook(drop_pending_updates=True)
     assert await bot.get_updates() == []
 
 
-async def test_updates_expire_after_24_hours() -> None:
-    clock = ManualClock()
-    with FakeTelegram(tokens=[TOKEN], clock=clock) as fake:
-        bot = fake.bot()
-        try:
-            fake.inject_text(RESIDENT, "昨天的消息")
-            clock.advance(24 * 3600 - 1)
-            kept = await bot.get_updates()
-            clock.advance(2)
-            expired = await bot.get_updates()
-        finally:
-            await bot.session.close()
+async def test_updates_expire_after_24_hours(fake: FakeTelegram, bot: Bot) -> None:
+    fake.clock = clock = ManualClock()
+    fake.inject_text(RESIDENT, "昨天的消息")
+
+    clock.advance(24 * 3600 - 1)
+    kept = await bot.get_updates()
+    clock.advance(2)
+    expired = await bot.get_updates()
 
     assert len(kept) == 1
     assert expired == []
@@ -565,6 +571,22 @@ async def test_a_chat_stuck_on_a_failing_update_does_not_block_other_chats(
     assert behind not in receiver.update_ids()
     assert info.pending_update_count == 2
     assert info.max_connections == 2
+    retries = [a.retry_in for a in fake.webhook_attempts() if a.update_id == stuck]
+    assert retries[:3] == [0.0, 2.0, 4.0]
+
+
+async def test_a_retry_after_header_from_the_webhook_sets_the_next_attempt(
+        fake: FakeTelegram, bot: Bot) -> None:
+    receiver = Receiver(lambda u: Response(status_code=429, headers={"Retry-After": "30"}))
+    update_id = fake.inject_text(RESIDENT, "楼道灯坏了")["update_id"]
+    with serve(receiver.app) as url:
+        await bot.set_webhook(f"{url}/hook")
+        await fake.wait_for(fake.webhook_attempts)
+        await bot.delete_webhook()
+
+    attempt = fake.webhook_attempts()[0]
+    assert (attempt.update_id, attempt.status, attempt.retry_in) == (update_id, 429, 30.0)
+    assert attempt.error == "Wrong response from the webhook: 429 Too Many Requests"
 
 
 async def test_a_method_in_the_webhook_answer_is_executed(fake: FakeTelegram, bot: Bot) -> None:
@@ -624,6 +646,8 @@ async def test_the_control_api_over_http_plays_the_users_side(
     assert after_reset["result"] == []
 
 
-def test_waiting_without_the_condition_ends_at_the_deadline(fake: FakeTelegram) -> None:
+async def test_waiting_without_the_condition_ends_at_the_deadline(fake: FakeTelegram) -> None:
+    with pytest.raises(TimeoutError):
+        await fake.wait_for(lambda: fake.sent(RESIDENT), timeout=0.05)
     with pytest.raises(TimeoutError):
         fake.wait_for_sync(lambda: fake.sent(RESIDENT), timeout=0.05)

@@ -85,7 +85,7 @@ def test_rasa_down_raises_nlu_unavailable(embedded: nlu.Classifier) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Nothing listens on the port any more.
-    with RasaClassifier(f"http://127.0.0.1:{port}", timeout=1.0, embedded=embedded) as clf:
-        with pytest.raises(NLUUnavailable) as info:
-            clf.parse("你好")
+    with (RasaClassifier(f"http://127.0.0.1:{port}", timeout=1.0, embedded=embedded) as clf,
+          pytest.raises(NLUUnavailable) as info):
+        clf.parse("你好")
     assert isinstance(info.value, nlu.NLUError)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 00:13:13.392053
+Create Date: 2026-11-22 00:41:11.068942
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def upgrade() -> None:
     sa.Column('done_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('channel', 'key')
+    )
+    op.create_table('watchcursor',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('last_id', sa.Integer(), nullable=False),
+    sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('name')
     )
     op.create_table('casecounter',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -167,6 +173,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('meeting', schema=None) as batch_op:
         batch_op.create_index('ix_meeting_community_kind', ['community_id', 'kind', 'starts_at'], unique=False)
+
+    op.create_table('staffinvite',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('used_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('used_channel', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('used_address', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('token_hash')
+    )
+    with op.batch_alter_table('staffinvite', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_staffinvite_person_id'), ['person_id'], unique=False)
 
     op.create_table('building',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -322,6 +344,28 @@ def upgrade() -> None:
     with op.batch_alter_table('caseevent', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_caseevent_case_id'), ['case_id'], unique=False)
 
+    op.create_table('dueaction',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=160), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('case_id', sa.Integer(), nullable=True),
+    sa.Column('person_id', sa.Integer(), nullable=True),
+    sa.Column('ref_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('due_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('done_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+    sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('key')
+    )
+    with op.batch_alter_table('dueaction', schema=None) as batch_op:
+        batch_op.create_index('ix_due_action_due', ['state', 'due_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_dueaction_case_id'), ['case_id'], unique=False)
+
     op.create_table('outbox',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -467,6 +511,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_outbox_address'))
 
     op.drop_table('outbox')
+    with op.batch_alter_table('dueaction', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dueaction_case_id'))
+        batch_op.drop_index('ix_due_action_due')
+
+    op.drop_table('dueaction')
     with op.batch_alter_table('caseevent', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_caseevent_case_id'))
 
@@ -500,6 +549,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_building_grid_id'))
 
     op.drop_table('building')
+    with op.batch_alter_table('staffinvite', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_staffinvite_person_id'))
+
+    op.drop_table('staffinvite')
     with op.batch_alter_table('meeting', schema=None) as batch_op:
         batch_op.drop_index('ix_meeting_community_kind')
 
@@ -530,6 +583,7 @@ def downgrade() -> None:
 
     op.drop_table('category')
     op.drop_table('casecounter')
+    op.drop_table('watchcursor')
     op.drop_table('inbound')
     op.drop_table('community')
     # ### end Alembic commands ###

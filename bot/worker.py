@@ -1,0 +1,115 @@
+"""The background worker: the deadline watch's scheduler loop and the outbox sender.
+
+`griddesk serve` runs both in its lifespan (Services.background and Services.sender);
+`griddesk worker` runs them without the web app. Any number of either may run against one
+database: due work is claimed row by row (storage/scheduler.py), notices are leased
+(storage/outbox.py).
+
+    scheduler = Scheduler(engine, clock, policy_from(settings), tick_seconds=30)
+    report = scheduler.tick()          # one pass, e.g. from a test or `griddesk worker --once`
+    await scheduler.run(stop)          # the loop, until `stop` is set
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import anyio
+from sqlalchemy.engine import Engine
+
+from bot.settings import Settings
+from handlers import escalation
+from handlers.escalation import TickReport, WatchPolicy
+from nlu.parse import Parse
+from storage.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+def policy_from(settings: Settings) -> WatchPolicy:
+    return WatchPolicy(
+        reminder_lead=settings.watch_reminder_lead,
+        follow_up_hours=settings.watch_follow_up_hours,
+        close_unrated_hours=settings.watch_close_unrated_hours,
+        digest_time=settings.watch_digest_time,
+        chain=tuple(settings.watch_chain.split(",")),
+        urgent_chain=tuple(settings.watch_urgent_chain.split(",")),
+    )
+
+
+class Scheduler:
+    """Drives the deadline watch: plan from case events, perform what is due, send digests.
+
+    The first pass after start re-plans every watched case (covering whatever happened while no
+    scheduler ran); later passes read only new case events.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        policy: WatchPolicy,
+        *,
+        tick_seconds: float = 30.0,
+        batch: int = 500,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.policy = policy
+        self.tick_seconds = tick_seconds
+        self.batch = batch
+        self.on_queued = on_queued
+        self._started = False
+
+    def tick(self, now: dt.datetime | None = None) -> TickReport:
+        report = escalation.tick(self.engine, now or self.clock.now(), self.policy, batch=self.batch,
+                                 full=not self._started)
+        self._started = True
+        if report.queued_notices and self.on_queued is not None:
+            self.on_queued()
+        if report.done or report.digests or report.failed:
+            log.info("deadline watch: %s done, %s skipped, %s digests, %s failed", report.done,
+                     report.skipped, report.digests, report.failed)
+        return report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The scheduler loop; a failing pass is logged and the next one tries again."""
+        while not stop.is_set():
+            try:
+                await anyio.to_thread.run_sync(self.tick)
+            except Exception:
+                log.exception("deadline watch pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.tick_seconds)
+
+
+class NoClassifier:
+    """The worker reads no messages, so it loads no NLU model."""
+
+    def parse(self, text: str) -> Parse:
+        raise RuntimeError("the worker does not read messages")
+
+
+def scheduler_of(background: list[Callable[[asyncio.Event], object]]) -> Scheduler:
+    """The Scheduler whose loop is among a Services' background jobs."""
+    for job in background:
+        owner = getattr(job, "__self__", None)
+        if isinstance(owner, Scheduler):
+            return owner
+    raise LookupError("no deadline watch among the background jobs")
+
+
+async def run_all(jobs: list[Callable[[asyncio.Event], object]], stop: asyncio.Event) -> None:
+    """Run background loops until `stop` is set."""
+    tasks = [asyncio.ensure_future(job(stop)) for job in jobs]  # type: ignore[arg-type]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
