@@ -49,6 +49,7 @@ class Services:
     senders: dict[str, ChannelSender]
     demo: bool = False
     background: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
+    telegram: Any = None  # bot.telegram_runtime.TelegramRuntime when TELEGRAM_BOT_TOKEN is set
 
 
 def prepare_database(settings: Settings, engine: Engine, clock: Clock) -> bool:
@@ -117,6 +118,17 @@ def build_wechat_sender(settings: Settings, engine: Engine, state: StateStore, c
     )
 
 
+def build_telegram(settings: Settings, engine: Engine, state: StateStore, pipeline: Pipeline, clock: Clock,
+                   wake: Callable[[], None]) -> Any:
+    """The Telegram channel (bot, dispatcher, inbox, sender), when TELEGRAM_BOT_TOKEN is set."""
+    if not settings.telegram_bot_token:
+        return None
+    from bot.telegram_runtime import TelegramRuntime
+
+    return TelegramRuntime.build(settings, engine=engine, state=state, pipeline=pipeline, clock=clock,
+                                 wake=wake)
+
+
 def build_services(
     settings: Settings,
     *,
@@ -142,6 +154,10 @@ def build_services(
         clarify_below=settings.clarify_below,
         max_text=settings.max_message_chars,
     )
+    # The sender is built next; replies queued by the channel wake it.
+    telegram = build_telegram(settings, engine, state, pipeline, clock, wake=lambda: sender.wake())
+    if telegram is not None:
+        senders["telegram"] = telegram.sender
     sender = OutboxSender(
         engine,
         senders,
@@ -161,7 +177,11 @@ def build_services(
         sender=sender,
         senders=senders,
         demo=settings.demo if settings.demo is not None else example,
+        telegram=telegram,
     )
+    if telegram is not None:
+        # Webhook setup or long polling, and the recovery of stored updates.
+        services.background.append(telegram.run)
     # The deadline watch: reminders, escalations, follow-ups and digests (bot/worker.py).
     services.background.append(
         Scheduler(engine, clock, policy_from(settings), tick_seconds=settings.watch_tick_seconds,
@@ -171,7 +191,7 @@ def build_services(
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import health, webchat, wechat
+    from bot.web import health, telegram, webchat, wechat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -201,5 +221,6 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webchat.router)
     app.include_router(wechat.router)
+    app.include_router(telegram.router)
     return app
 

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
     nlu_model_dir: Path | None = None
     rasa_url: str = "http://127.0.0.1:5005"
-    clarify_below: float = Field(default=0.5, ge=0, le=1)
+    clarify_below: float = Field(default=0.6, ge=0, le=1)
     max_message_chars: int = Field(default=2000, ge=10)
 
     # Outbox sender
@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     telegram_webhook_secret: str | None = None
     telegram_per_chat_per_second: float = Field(default=1.0, gt=0)
     telegram_global_per_second: float = Field(default=30.0, gt=0)
+    # getUpdates long-poll timeout in seconds (polling mode: a token and no webhook URL).
+    telegram_poll_timeout: int = Field(default=25, ge=1, le=50)
+    # How long a `griddesk staff invite` link stays valid.
+    telegram_invite_ttl_hours: float = Field(default=72.0, gt=0)
+
+    # Printed grid signs (`griddesk qr`): a TTF/OTF/TTC font with CJK glyphs. Without one the
+    # sign shows codes and ASCII only.
+    grid_sign_font: Path | None = None
 
     # WeChat Official Account
     wechat_token: str | None = None
@@ -116,7 +124,7 @@ class Settings(BaseSettings):
         if self.environment == "production":
             unsafe = [
                 name
-                for name in ("secret_key", "telegram_webhook_secret", "wechat_token")
+                for name in ("secret_key", "telegram_bot_token", "telegram_webhook_secret", "wechat_token")
                 if getattr(self, name) is not None and getattr(self, name).strip() in PLACEHOLDERS
             ]
             if self.telegram_webhook_url and not self.telegram_webhook_secret:

@@ -124,6 +124,7 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
             (Button(say(actor.lang, "kind.complaint"), "kind:complaint"),),
             (Button(say(actor.lang, "kind.proposal"), "kind:proposal"),),
         ))]
+    _fill_contact(_resident(actor), parse)
     named = parse.entity("building")
     own = desk.session.get(t.Building, _resident(actor).building_id)
     if named and own is not None and named != own.code:
@@ -140,6 +141,17 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
                 (Button(say(actor.lang, "intake.place_own", own=own.name), "at:-"),),
             ))]
     return file_matter(desk, actor, text, parse.kind, parse.category, parse.urgent)
+
+
+def _fill_contact(resident: t.Resident, parse: Parse) -> None:
+    """A phone number, unit or room the resident mentions fills what we do not know yet.
+
+    Known values are never overwritten from free text; a different building is confirmed first.
+    """
+    for field, entity in (("phone", "phone"), ("unit", "unit"), ("room", "room")):
+        value = parse.entity(entity)
+        if value and not getattr(resident, field):
+            setattr(resident, field, value[:32])
 
 
 def _follow_language(desk: Desk, actor: Actor, parse: Parse) -> None:
