@@ -27,13 +27,15 @@ from sqlalchemy import create_engine, func, insert, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from handlers import escalation  # noqa: E402
-from handlers.registry import load_registry  # noqa: E402
-from storage import db  # noqa: E402
-from storage import scheduler  # noqa: E402
-from storage import tables as t  # noqa: E402
-from storage.db import normalise_url  # noqa: E402
-from storage.unit_of_work import UnitOfWork  # noqa: E402
+from handlers import escalation
+from handlers.registry import load_registry
+from storage import (
+    db,
+    scheduler,
+)
+from storage import tables as t
+from storage.db import normalise_url
+from storage.unit_of_work import UnitOfWork
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)  # Monday 10:00 in Beijing
@@ -135,7 +137,7 @@ def main() -> None:
     if args.db in ("postgresql", "both"):
         try:
             url = fresh_postgres(args.pg_url)
-        except Exception as exc:  # the run still reports SQLite
+        except Exception as exc:  # noqa: BLE001  (the run still reports SQLite)
             print(f"\nPostgreSQL skipped: {exc}")
             return
         run("PostgreSQL", url, args.cases, args.passes, step)

@@ -81,7 +81,10 @@ class Settings(BaseSettings):
     telegram_webhook_secret: str | None = None
     telegram_per_chat_per_second: float = Field(default=1.0, gt=0)
     telegram_global_per_second: float = Field(default=30.0, gt=0)
-    # getUpdates long-poll timeout in seconds (polling mode: a token and no webhook URL).
+    # Polling mode (a token and no webhook URL): whether this process runs the one getUpdates
+    # loop. Set TELEGRAM_POLL=false on every other process (e.g. `griddesk worker`).
+    telegram_poll: bool = True
+    # getUpdates long-poll timeout in seconds.
     telegram_poll_timeout: int = Field(default=25, ge=1, le=50)
     # How long a `griddesk staff invite` link stays valid.
     telegram_invite_ttl_hours: float = Field(default=72.0, gt=0)

@@ -280,7 +280,7 @@ class TelegramRuntime:
                     str(self.settings.telegram_webhook_url), secret_token=self.settings.telegram_webhook_secret,
                     allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False))
             await self._recover_logged(None)
-            if self.webhook_mode:
+            if self.webhook_mode or not self.settings.telegram_poll:
                 await self._sweep(stop)
             else:
                 await self._poll(stop)
@@ -305,7 +305,7 @@ class TelegramRuntime:
             log.info("telegram: %d stored update(s) scheduled", found)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
-        """Webhook mode: now and then pick up stored updates no worker has begun."""
+        """Without a poller here: now and then pick up stored updates no worker has begun."""
         while not await _stopped(stop, SWEEP_SECONDS):
             await self._recover_logged(dt.timedelta(seconds=SWEEP_SECONDS))
             with contextlib.suppress(Exception):

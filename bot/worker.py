@@ -106,7 +106,7 @@ def scheduler_of(background: list[Callable[[asyncio.Event], object]]) -> Schedul
 
 async def run_all(jobs: list[Callable[[asyncio.Event], object]], stop: asyncio.Event) -> None:
     """Run background loops until `stop` is set."""
-    tasks = [asyncio.ensure_future(job(stop)) for job in jobs]  # type: ignore[arg-type]
+    tasks = [asyncio.ensure_future(job(stop)) for job in jobs]  # type: ignore[call-overload]
     try:
         await stop.wait()
     finally:

@@ -1,0 +1,364 @@
+"""The Telegram channel end to end: the real aiogram Bot, the griddesk app and the loopback Bot API.
+
+Updates are played on the fake's side (a user presses Start, writes, taps a button); the fake
+delivers them to the app's webhook (or the app polls for them); the tests wait for what each
+user sees in their chat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import Services, build_app, build_services
+from bot.channels.base import Incoming
+from bot.settings import Settings
+from handlers import staff_invites
+from handlers.notify import ensure_identity
+from storage import outbox
+from storage import tables as t
+from storage.unit_of_work import UnitOfWork
+from tests.conftest import MONDAY_10AM
+from tests.fakes.classifier import KeywordClassifier
+from tests.fakes.serving import ServedApp
+from tests.fakes.telegram_bot_api import FakeTelegram, SentMessage
+
+TOKEN = "123456:TEST"
+SECRET = "hook-Secret_42"
+USERNAME = "test_123456_bot"
+RESIDENT, WORKER, NEIGHBOUR = 1001, 2002, 3003
+NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
+
+
+class RunningClock:
+    """Monday 10:00 in Beijing, moving with real time: deadlines are stable, and the outbox's
+    waits (a 429's retry_after, the per-chat pace) do end."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.start = start
+        self.origin = time.monotonic()
+
+    def now(self) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=time.monotonic() - self.origin)
+
+
+class App:
+    def __init__(self, fake: FakeTelegram, database_url: str, *, webhook: bool = True) -> None:
+        self.fake = fake
+        settings = Settings(
+            database_url=database_url, secret_key="e2e-secret", demo=True, send_idle_seconds=0.05,
+            telegram_bot_token=TOKEN, telegram_api_base=fake.url, telegram_bot_username=USERNAME,
+            telegram_webhook_url="http://127.0.0.1:9/telegram/webhook" if webhook else None,
+            telegram_webhook_secret=SECRET, telegram_per_chat_per_second=1000,
+            telegram_global_per_second=1000, telegram_poll_timeout=2,
+        )
+        self.services: Services = build_services(settings, clock=RunningClock(MONDAY_10AM),
+                                                 classifier=KeywordClassifier())
+        self.served = ServedApp(build_app(self.services))
+        self.url = self.served.url
+        if webhook:
+            # The port is known once bound; the app sets its webhook on start.
+            self.services.settings.telegram_webhook_url = f"{self.url}/telegram/webhook"
+
+    def start(self) -> App:
+        self.served.start()
+        return self
+
+    def stop(self) -> None:
+        self.served.stop()
+        self.services.engine.dispose()
+
+    def count(self, table: Any, *where: Any) -> int:
+        with UnitOfWork(self.services.engine) as uow:
+            return int(uow.session.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+    def invite(self, person: str) -> str:
+        with UnitOfWork(self.services.engine) as uow:
+            token = staff_invites.issue(uow.session, person, self.services.clock.now(), dt.timedelta(hours=1))
+            uow.commit()
+        return token
+
+
+@pytest.fixture(scope="module")
+def served_fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram(tokens=[TOKEN], time_scale=0.01) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(served_fake: FakeTelegram) -> FakeTelegram:
+    served_fake.reset()
+    served_fake.per_chat_per_second = served_fake.per_group_per_minute = None
+    served_fake.global_per_second = None
+    served_fake.user(RESIDENT, "王秀英")
+    served_fake.user(WORKER, "张丽")
+    served_fake.user(NEIGHBOUR, "陈明")
+    return served_fake
+
+
+def running(fake: FakeTelegram, database_url: str, *, webhook: bool = True) -> Iterator[App]:
+    app = App(fake, database_url, webhook=webhook).start()
+    try:
+        if webhook:
+            fake.wait_for_sync(lambda: fake.webhook_info()["url"] == f"{app.url}/telegram/webhook")
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def app(fake: FakeTelegram, database_url: str) -> Iterator[App]:
+    yield from running(fake, database_url)
+
+
+@pytest.fixture
+def sqlite_app(fake: FakeTelegram, sqlite_url: str) -> Iterator[App]:
+    yield from running(fake, sqlite_url)
+
+
+def seen(fake: FakeTelegram, chat_id: int, needle: str, timeout: float = 10.0) -> SentMessage:
+    """The first message in the chat containing `needle`, waiting for it."""
+    def find() -> SentMessage | None:
+        return next((m for m in fake.sent(chat_id) if needle in (m.text or "")), None)
+    try:
+        found: SentMessage = fake.wait_for_sync(find, timeout=timeout)
+    except TimeoutError:
+        texts = [m.text for m in fake.sent(chat_id)]
+        raise AssertionError(f"chat {chat_id} never saw {needle!r}; it saw {texts}") from None
+    return found
+
+
+def newer(fake: FakeTelegram, chat_id: int, after: SentMessage, needle: str = "",
+          timeout: float = 10.0) -> SentMessage:
+    def find() -> SentMessage | None:
+        return next((m for m in fake.sent(chat_id)
+                     if m.message_id > after.message_id and needle in (m.text or "")), None)
+    try:
+        found: SentMessage = fake.wait_for_sync(find, timeout=timeout)
+    except TimeoutError:
+        texts = [m.text for m in fake.sent(chat_id) if m.message_id > after.message_id]
+        raise AssertionError(f"chat {chat_id} saw no new {needle!r}; it saw {texts}") from None
+    return found
+
+
+def button(message: SentMessage, label: str) -> str:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    for row in rows:
+        for b in row:
+            if b["text"] == label:
+                return str(b["callback_data"])
+    raise AssertionError(f"no button {label!r} in {rows}")
+
+
+def tap(fake: FakeTelegram, user: int, message: SentMessage, label: str) -> str:
+    data = button(message, label)
+    fake.inject_callback_query(user, message.message_id, data)
+    return data
+
+
+# --------------------------------------------------------------------------- the whole journey
+
+
+def test_resident_and_grid_worker_handle_a_case_entirely_in_telegram(app: App, fake: FakeTelegram) -> None:
+    # The grid worker binds once with the invite link printed by `griddesk staff invite`.
+    fake.start_bot(WORKER, f"s_{app.invite('zhang_li')}")
+    bound = seen(fake, WORKER, "绑定成功")
+    assert "张丽" in (bound.text or "")
+
+    # The resident scans the building's grid sign: /start b_<building code>.
+    fake.start_bot(RESIDENT, "b_ZN-B03")
+    welcome = seen(fake, RESIDENT, "已登记")
+    assert "中南小区3栋" in (welcome.text or "") and "张丽" in (welcome.text or "")
+    fake.inject_text(RESIDENT, "/grid")
+    grid = newer(fake, RESIDENT, welcome, "网格指示牌")
+
+    fake.inject_text(RESIDENT, "楼道灯坏了三天了")
+    opened = newer(fake, RESIDENT, grid, "张丽")
+    number = NUMBER.search(opened.text or "")
+    assert number, opened.text
+
+    # The grid worker's chat receives the case, with the resident's contact and buttons.
+    card = seen(fake, WORKER, number.group(0))
+    assert "中南小区3栋" in (card.text or "")
+    tap(fake, WORKER, card, "签收")
+    fake.wait_for_sync(lambda: len(fake.answered_callbacks()) == 1)
+    told = newer(fake, RESIDENT, opened, "已由")
+    assert "张丽" in (told.text or "")
+
+    # Reply: the bot asks for the text with ForceReply, and the resident receives it.
+    tap(fake, WORKER, card, "答复")
+    prompt = newer(fake, WORKER, card, number.group(0))
+    fake.wait_for_sync(lambda: fake.sent(WORKER)[-1].reply_markup == {"force_reply": True})
+    fake.inject_text(WORKER, "明天上午电工上门更换")
+    replied = newer(fake, RESIDENT, told, "电工上门")
+
+    tap(fake, WORKER, card, "办结")
+    newer(fake, WORKER, prompt, "办理结果")
+    fake.wait_for_sync(lambda: fake.sent(WORKER)[-1].reply_markup == {"force_reply": True})
+    fake.inject_text(WORKER, "灯泡已更换")
+    resolved = newer(fake, RESIDENT, replied, "办结")
+
+    # The resident rates with a button.
+    tap(fake, RESIDENT, resolved, "满意")
+    newer(fake, RESIDENT, resolved, "谢谢")
+    with UnitOfWork(app.services.engine) as uow:
+        case = uow.session.scalars(select(t.Case).where(t.Case.number == number.group(0))).one()
+        assert (case.rating, case.channel) == ("s", "telegram")
+    assert len(fake.answered_callbacks()) == 4
+    assert app.count(t.Inbound, t.Inbound.state != "done") == 0
+
+
+def test_a_redelivered_update_creates_nothing_twice(app: App, fake: FakeTelegram) -> None:
+    fake.start_bot(RESIDENT, "b_ZN-B03")
+    seen(fake, RESIDENT, "已登记")
+    update = fake.inject_text(RESIDENT, "楼道灯坏了三天了")
+    seen(fake, RESIDENT, "ZN-")
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    with httpx.Client(base_url=app.url) as client:
+        for _ in range(3):  # Telegram's retries after a lost 200
+            assert client.post("/telegram/webhook", json=update, headers=headers).status_code == 200
+        # A poison update is answered 200 and dead-lettered; the chat carries on.
+        poison = {"update_id": update["update_id"] + 1000,
+                  "message": {"message_id": 99, "chat": {"id": RESIDENT, "type": "private"}}}
+        assert client.post("/telegram/webhook", json=poison, headers=headers).status_code == 200
+    fake.wait_for_sync(lambda: app.count(t.Inbound, t.Inbound.state == "failed") == 1)
+    fake.inject_text(RESIDENT, "/status")
+    seen(fake, RESIDENT, "您最近的工单")
+    assert app.count(t.Case) == 1
+    assert len([m for m in fake.sent(RESIDENT) if NUMBER.search(m.text or "") and "负责人" in (m.text or "")]) == 1
+
+
+def test_a_wrong_secret_is_refused_and_changes_nothing(sqlite_app: App, fake: FakeTelegram) -> None:
+    update = {"update_id": 77, "message": {"message_id": 1, "date": 1795000000, "text": "楼道灯坏了",
+                                           "chat": {"id": RESIDENT, "type": "private", "first_name": "王"},
+                                           "from": {"id": RESIDENT, "is_bot": False, "first_name": "王"}}}
+    with httpx.Client(base_url=sqlite_app.url) as client:
+        for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+                        {"X-Telegram-Bot-Api-Secret-Token": SECRET + "x"}):
+            assert client.post("/telegram/webhook", json=update, headers=headers).status_code in (401, 403)
+        bad = client.post("/telegram/webhook", content=b"{nope", headers={
+            "X-Telegram-Bot-Api-Secret-Token": SECRET, "content-type": "application/json"})
+        assert bad.status_code == 400
+    assert sqlite_app.count(t.Inbound) == 0
+    assert sqlite_app.count(t.Identity, t.Identity.channel == "telegram") == 0
+    assert fake.sent(RESIDENT) == []
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def notices(app: App, chat_id: int, texts: list[str]) -> None:
+    with UnitOfWork(app.services.engine) as uow:
+        ident = uow.session.scalars(select(t.Identity).where(
+            t.Identity.channel == "telegram", t.Identity.address == str(chat_id))).first()
+        for text in texts:
+            outbox.enqueue(uow.session, channel="telegram", address=str(chat_id), text=text,
+                           now=app.services.clock.now(), identity_id=ident.id if ident else None,
+                           resident_id=ident.resident_id if ident else None)
+        uow.commit()
+
+
+def test_a_burst_of_notices_under_rate_limits_arrives_complete_in_order_once(
+        sqlite_app: App, fake: FakeTelegram) -> None:
+    fake.start_bot(RESIDENT)
+    seen(fake, RESIDENT, "居委会")
+    fake.per_chat_per_second = 100  # Telegram answers 429 with retry_after past this
+    fake.fail_next(2, method="sendMessage", retry_after=1)
+    texts = [f"通知 {i:03d}" for i in range(200)]
+    notices(sqlite_app, RESIDENT, texts)
+
+    fake.wait_for_sync(lambda: len([m for m in fake.sent(RESIDENT) if (m.text or "").startswith("通知")]) >= 200,
+                       timeout=30)
+    got = [m.text for m in fake.sent(RESIDENT) if (m.text or "").startswith("通知")]
+    assert got == texts
+    assert sqlite_app.count(t.Outbox, t.Outbox.state != "sent") == 0
+
+
+def test_a_blocked_user_does_not_stall_others_and_is_shown_unreachable(
+        sqlite_app: App, fake: FakeTelegram) -> None:
+    for user in (RESIDENT, NEIGHBOUR):
+        fake.start_bot(user, "b_ZN-B01")
+        seen(fake, user, "已登记")
+    fake.block(RESIDENT)
+    notices(sqlite_app, RESIDENT, [f"通知 {i}" for i in range(5)])
+    notices(sqlite_app, NEIGHBOUR, [f"通知 {i}" for i in range(5)])
+
+    fake.wait_for_sync(lambda: len([m for m in fake.sent(NEIGHBOUR) if "通知" in (m.text or "")]) == 5)
+    fake.wait_for_sync(lambda: sqlite_app.count(t.Outbox, t.Outbox.state == "unreachable") == 5)
+    assert not [m for m in fake.sent(RESIDENT) if "通知" in (m.text or "")]
+    services = sqlite_app.services
+    with UnitOfWork(services.engine) as uow:
+        ident = uow.session.scalars(select(t.Identity).where(t.Identity.address == str(RESIDENT))).one()
+        assert not ident.reachable
+        director = uow.session.scalars(select(t.Person).where(t.Person.code == "lin_hui")).one()
+        ensure_identity(uow.session, "web", "person:lin_hui", services.clock.now(), person=director)
+        uow.commit()
+    import asyncio
+
+    replies = asyncio.run(services.pipeline.handle(Incoming("web", "person:lin_hui", text="/dead")))
+    assert "telegram" in replies[0].text
+
+
+# --------------------------------------------------------------------------- polling and languages
+
+
+def test_long_polling_serves_messages_photos_and_locations(fake: FakeTelegram, sqlite_url: str) -> None:
+    for app in running(fake, sqlite_url, webhook=False):
+        fake.wait_for_sync(lambda: fake.polling())
+        fake.start_bot(RESIDENT)
+        prompt = seen(fake, RESIDENT, "居委会")
+        assert prompt.reply_markup and prompt.reply_markup["inline_keyboard"]
+        # Sharing a location places the resident in the nearest building.
+        fake.inject_location(RESIDENT, 26.5694, 106.7175)
+        seen(fake, RESIDENT, "中南小区3栋")
+        update = fake.inject_photo(RESIDENT, caption="楼道灯坏了")
+        seen(fake, RESIDENT, "ZN-")
+        with UnitOfWork(app.services.engine) as uow:
+            [attachment] = uow.session.scalars(select(t.Attachment)).all()
+            assert attachment.kind == "photo"
+            assert attachment.ref == update["message"]["photo"][-1]["file_id"]
+        fake.inject_text(RESIDENT, "/help")
+        seen(fake, RESIDENT, "/status")
+
+
+@pytest.mark.parametrize(("language_code", "expected"), [("zh-hant", "已登記"), ("en", "Registered")])
+def test_replies_follow_the_users_language(sqlite_app: App, fake: FakeTelegram, language_code: str,
+                                           expected: str) -> None:
+    fake.user(NEIGHBOUR, "Chan", language_code=language_code)
+    fake.start_bot(NEIGHBOUR, "b_ZN-B01")
+    seen(fake, NEIGHBOUR, expected)
+
+
+def test_staff_invites_are_single_use(sqlite_app: App, fake: FakeTelegram) -> None:
+    token = sqlite_app.invite("zhang_li")
+    fake.start_bot(WORKER, f"s_{token}")
+    seen(fake, WORKER, "绑定成功")
+    fake.start_bot(NEIGHBOUR, f"s_{token}")
+    seen(fake, NEIGHBOUR, "已经用过")
+    fake.start_bot(RESIDENT, "s_not-a-token")
+    seen(fake, RESIDENT, "无效")
+    fake.inject_text(WORKER, "/mine")
+    seen(fake, WORKER, "待办工单")
+    assert sqlite_app.count(t.Identity, t.Identity.person_id.is_not(None),
+                            t.Identity.channel == "telegram") == 1
+
+
+def test_stored_updates_are_handled_after_a_restart(fake: FakeTelegram, sqlite_url: str) -> None:
+    first = App(fake, sqlite_url, webhook=True)
+    update = fake.start_bot(RESIDENT, "b_ZN-B02")
+    with UnitOfWork(first.services.engine) as uow:
+        uow.session.add(t.Inbound(channel="telegram", key=str(update["update_id"]), payload=update,
+                                  received_at=first.services.clock.now()))
+        uow.commit()
+    first.stop()
+    for app in running(fake, sqlite_url):
+        seen(fake, RESIDENT, "中南小区2栋")
+        fake.wait_for_sync(lambda: app.count(t.Inbound, t.Inbound.state == "done") >= 1)
+        assert app.count(t.Resident, t.Resident.building_id.is_not(None), t.Resident.demo.is_(False)) >= 1
