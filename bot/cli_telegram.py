@@ -2,7 +2,8 @@
 
     griddesk staff invite zhang_li      prints https://t.me/<bot>?start=s_<token> (one use; expires
                                         after TELEGRAM_INVITE_TTL_HOURS)
-    griddesk qr [--out DIR] [--wechat]  DIR/<building code>.png per building: the grid sign
+    griddesk qr [--out DIR] [--building CODE ...] [--wechat]
+                                        DIR/<building code>.png per building: the grid sign
                                         (网格指示牌) with building, grid, grid worker and phone, and
                                         the QR code of https://t.me/<bot>?start=b_<building code>
                                         (with --wechat: the building's WeChat scene QR code,
@@ -164,7 +165,7 @@ def render_sign(text: SignText, qr_content: str, font_path: Path | None) -> Any:
 
 
 def write_signs(settings: Settings, out: Path, qr_content: Callable[[str], str], *,
-                suffix: str = "") -> list[Path]:
+                suffix: str = "", only: list[str] | None = None) -> list[Path]:
     """One PNG per active building whose grid has a grid worker; returns the files written."""
     from sqlalchemy import select
 
@@ -182,6 +183,8 @@ def write_signs(settings: Settings, out: Path, qr_content: Callable[[str], str],
             buildings = uow.session.scalars(
                 select(t.Building).where(t.Building.active.is_(True)).order_by(t.Building.code)).all()
             for building in buildings:
+                if only and building.code not in only:
+                    continue
                 try:
                     text = sign_text(uow.session, building, ascii_only=font_path is None)
                 except NotFound:
@@ -214,7 +217,9 @@ def _qr(args: argparse.Namespace) -> int:
             return deep_link(settings.telegram_bot_username, f"b_{code}")
         suffix = ""
     try:
-        written = write_signs(settings, out, content, suffix=suffix)
+        if settings.grid_sign_font is not None and not settings.grid_sign_font.exists():
+            print(f"GRID_SIGN_FONT {settings.grid_sign_font} does not exist", file=sys.stderr)
+        written = write_signs(settings, out, content, suffix=suffix, only=args.building)
     except RuntimeError as exc:  # WeChat not configured
         print(str(exc), file=sys.stderr)
         return 2
@@ -238,6 +243,8 @@ def register(subparsers: Any) -> None:
 
     qr = subparsers.add_parser("qr", help="write a printable grid sign (PNG) per building")
     qr.add_argument("--out", default="var/grid-signs", help="output folder (default var/grid-signs)")
+    qr.add_argument("--building", action="append", metavar="CODE",
+                    help="only this building (repeatable); default: every active building")
     qr.add_argument("--wechat", action="store_true",
                     help="encode the building's WeChat scene QR code instead of the Telegram link")
     qr.set_defaults(func=_qr)

@@ -34,12 +34,19 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError, TelegramConflictError, TelegramRetryAfter
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from bot.channels.telegram import ALLOWED_UPDATES, CHANNEL, TelegramChannel, TelegramSender, build_router
+from bot.channels.telegram import (
+    ALLOWED_UPDATES,
+    CHANNEL,
+    TelegramChannel,
+    TelegramSender,
+    build_router,
+)
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 from handlers.replies import say
@@ -77,8 +84,6 @@ def build_bot(settings: Settings) -> Bot:
 def build_storage(settings: Settings) -> BaseStorage:
     """FSM storage: Redis (shared by every process) when REDIS_URL is set, else in memory."""
     if settings.redis_url:
-        from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage
-
         return RedisStorage.from_url(settings.redis_url,
                                      key_builder=DefaultKeyBuilder(prefix="griddesk:fsm", with_bot_id=True))
     return MemoryStorage()
@@ -122,8 +127,8 @@ class TelegramRuntime:
         storage = build_storage(settings)
         # One user's updates one at a time, across processes when the storage is Redis
         # (PROTOCOLS.md §0 trap 4).
-        dispatcher = Dispatcher(storage=storage, events_isolation=storage.create_isolation()
-                                if settings.redis_url else None)
+        isolation = storage.create_isolation() if isinstance(storage, RedisStorage) else None
+        dispatcher = Dispatcher(storage=storage, events_isolation=isolation)
         channel = TelegramChannel(engine=engine, pipeline=pipeline, clock=clock, wake=wake)
         dispatcher.include_router(build_router(channel))
         sender = TelegramSender(bot, per_chat_per_second=settings.telegram_per_chat_per_second,
@@ -232,7 +237,8 @@ class TelegramRuntime:
             stmt = select(t.Inbound).where(t.Inbound.channel == CHANNEL, t.Inbound.state == "received")
             if older_than is not None:
                 stmt = stmt.where(t.Inbound.received_at < self.clock.now() - older_than)
-            return [(r.id or 0, chat_key(r.payload)) for r in uow.session.scalars(stmt.order_by(t.Inbound.id))]
+            rows = uow.session.scalars(stmt.order_by(t.Inbound.id))  # type: ignore[arg-type]
+            return [(r.id or 0, chat_key(r.payload)) for r in rows]
 
     def _tidy(self, *, interrupted: bool) -> None:
         now = self.clock.now()
@@ -333,7 +339,7 @@ class TelegramRuntime:
                 failures += 1
                 await _stopped(stop, min(2.0 ** failures, 30.0))
                 continue
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (the one poller must outlive any failure)
                 log.warning("telegram: getUpdates failed: %s", exc)
                 failures += 1
                 await _stopped(stop, min(2.0 ** failures, 30.0))

@@ -20,6 +20,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+try:  # the regex parser, to find what every match of a pattern must contain
+    from re import _constants as _sre_c
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python before 3.11
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
 from nlu.normalise import to_simplified
 from nlu.parse import Entity
 
@@ -43,13 +50,82 @@ def chinese_number(text: str) -> str:
     return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
 
 
+_HALF_WIDTH = {0xFF01 + i: 0x21 + i for i in range(0x5E)} | {0x3000: 0x20}
+
+
 def _fold(text: str) -> str:
     """Full-width ASCII to half-width and Traditional to Simplified, keeping every offset."""
-    folded = "".join(
-        chr(ord(ch) - 0xFEE0) if 0xFF01 <= ord(ch) <= 0xFF5E else (" " if ch == "\u3000" else ch)
-        for ch in text)
+    folded = text.translate(_HALF_WIDTH)
     simplified = to_simplified(folded)
     return simplified if len(simplified) == len(folded) else folded
+
+
+def _class_source(items: list[tuple[object, object]]) -> str | None:
+    """A character class matching what a parsed `[...]` (or `\\d`) matches, or None."""
+    out = []
+    for op, av in items:
+        if op is _sre_c.LITERAL:
+            out.append(re.escape(chr(av)))  # type: ignore[arg-type]
+        elif op is _sre_c.RANGE:
+            lo, hi = av  # type: ignore[misc]
+            out.append(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+        elif op is _sre_c.CATEGORY and av in _CATEGORIES:
+            out.append(_CATEGORIES[av])
+        else:  # negated classes and anything unusual: no gate
+            return None
+    return "[" + "".join(out) + "]"
+
+
+_CATEGORIES = {_sre_c.CATEGORY_DIGIT: r"\d", _sre_c.CATEGORY_SPACE: r"\s",
+               _sre_c.CATEGORY_WORD: r"\w"}
+
+
+def _required(items: Sequence[tuple[object, object]]) -> list[str]:
+    """Regex sources that each must match somewhere in any text the parsed sequence matches."""
+    gates: list[str] = []
+    literal = ""
+    for op, av in [*items, (None, None)]:
+        if op is _sre_c.LITERAL:
+            literal += chr(av)  # type: ignore[arg-type]
+            continue
+        if literal:
+            gates.append(re.escape(literal))
+            literal = ""
+        if op is _sre_c.IN:
+            source = _class_source(av)  # type: ignore[arg-type]
+            if source:
+                gates.append(source)
+        elif op is _sre_c.BRANCH:
+            branches = [_required(branch) for branch in av[1]]  # type: ignore[index]
+            if all(branches):
+                # The most selective gate of each branch: its longest literal, else its first.
+                best = [max(b, key=lambda g: (g[0] != "[", len(g))) for b in branches]
+                gates.append("(?:" + "|".join(best) + ")")
+        elif op is _sre_c.SUBPATTERN:
+            _group, add_flags, del_flags, sub = av  # type: ignore[misc]
+            if not add_flags and not del_flags:
+                gates.extend(_required(sub))
+        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+            low, _high, sub = av  # type: ignore[misc]
+            if low >= 1:
+                gates.extend(_required(sub))
+    return gates
+
+
+def gates(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], ...]:
+    """Cheap patterns that all find something in any text where `pattern` has a match.
+
+    A message is long and most patterns match nothing in it; scanning for a literal such as
+    单元 is many times faster than trying the whole pattern at every position.
+    """
+    try:
+        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - an unparseable pattern simply gets no gate
+        return ()
+    flags = pattern.flags & (re.IGNORECASE | re.ASCII)
+    # Literal gates first: they are the most selective and the fastest to scan for.
+    sources = sorted(dict.fromkeys(_required(list(parsed))), key=lambda g: g.startswith("["))
+    return tuple(re.compile(g, flags) for g in sources)
 
 
 class EntityExtractor:
@@ -61,6 +137,7 @@ class EntityExtractor:
         self.synonyms = {to_simplified(k).lower(): v for k, v in synonyms.items()}
         self.regexes = [(name, re.compile(p, re.IGNORECASE))
                         for name, patterns in regexes.items() for p in patterns]
+        self._gates = [gates(pattern) for _, pattern in self.regexes]
         table: dict[str, dict[str, str]] = {}
         for type_, surfaces in lookups.items():
             for surface in surfaces:
@@ -93,7 +170,9 @@ class EntityExtractor:
                 found.append(Entity(type_, mapping[m.group(0).lower()], text[m.start():m.end()],
                                     m.start(), m.end()))
         regex_found: list[Entity] = []
-        for name, pattern in self.regexes:
+        for (name, pattern), required in zip(self.regexes, self._gates):
+            if not all(g.search(folded) for g in required):
+                continue
             for m in pattern.finditer(folded):
                 regex_found.extend(self._from_match(name, m, text))
         regex_found = self._merge_datetimes(regex_found, folded, text)

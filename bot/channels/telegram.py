@@ -51,6 +51,7 @@ from sqlalchemy.engine import Engine
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
 from bot.pipeline import Pipeline
 from handlers import staff_invites
+from handlers.errors import InvalidState
 from handlers.replies import pick_language, say
 from storage import outbox
 from storage import tables as t
@@ -286,10 +287,13 @@ class TelegramChannel:
             try:
                 replies = staff_invites.redeem(uow.session, translated.invite, channel=CHANNEL,
                                                address=translated.address, now=now, lang=lang)
+            except InvalidState:  # another chat redeemed it a moment earlier
+                uow.rollback()
+                replies = [Reply(say(lang, "telegram.invite_used"))]
             except Exception:
                 log.exception("telegram: redeeming an invite for %s failed", translated.address)
                 uow.rollback()
-                replies = [Reply(say(lang, "telegram.invite_used"))]
+                replies = [Reply(say(lang, "error.generic"))]
             # The binding and the answer commit together.
             self._write(uow.session, translated, replies, now)
             uow.commit()
