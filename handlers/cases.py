@@ -15,9 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from handlers import directory
@@ -28,6 +26,7 @@ from handlers.notify import tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import tables as t
+from storage.sequences import next_event_seq, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
 
 # Limits used when a category is missing from the registry (an unroutable category).
@@ -42,17 +41,7 @@ WAITING_FOR_ACK = (CaseState.ASSIGNED, CaseState.TRANSFERRED, CaseState.RETURNED
 def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
     """The next human-friendly case number of the community's local day: ZN-20261121-0007."""
     day = directory.calendar_of(community).local_date(now).strftime("%Y%m%d")
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(t.CaseCounter)
-        .values(community_id=community.id, day=day, last=1)
-        .on_conflict_do_update(
-            index_elements=["community_id", "day"], set_={"last": t.CaseCounter.last + 1}
-        )
-        .returning(t.CaseCounter.last)
-    )
-    seq = session.execute(stmt).scalar_one()
+    seq = next_in_counter(session, t.CaseCounter, community_id=community.id, day=day)
     return f"{community.code}-{day}-{seq:04d}"
 
 
@@ -68,10 +57,9 @@ def record(
     **data: Any,
 ) -> t.CaseEvent:
     """Append one event to the case's history."""
-    last = session.scalar(select(func.max(t.CaseEvent.seq)).where(t.CaseEvent.case_id == case.id))
     event = t.CaseEvent(
         case_id=case.id,
-        seq=(last or 0) + 1,
+        seq=next_event_seq(session, t.CaseEvent.case_id, case.id, t.CaseEvent.seq),
         at=now,
         action=action,
         actor_person_id=person.id if person else None,

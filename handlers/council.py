@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from handlers import cases, directory
@@ -33,6 +31,7 @@ from handlers.notify import tell
 from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
+from storage.sequences import next_event_seq, next_in_counter
 from storage.tables import OPEN_PROPOSAL_STAGES, MeetingKind, ProposalStage
 
 # Cosine similarity (TF-IDF over characters and character bigrams) above which two proposals
@@ -82,12 +81,9 @@ def record(
     **data: Any,
 ) -> t.ProposalEvent:
     """Append one event to the proposal's history."""
-    last = session.scalar(
-        select(func.max(t.ProposalEvent.seq)).where(t.ProposalEvent.proposal_id == proposal.id)
-    )
     event = t.ProposalEvent(
         proposal_id=proposal.id or 0,
-        seq=(last or 0) + 1,
+        seq=next_event_seq(session, t.ProposalEvent.proposal_id, proposal.id, t.ProposalEvent.seq),
         at=now,
         action=action,
         actor_person_id=person.id if person else None,
@@ -112,16 +108,7 @@ def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:
 def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
     """The next proposal number of the community's local year: ZN-P-2026-0003."""
     year = directory.calendar_of(community).local_date(now).year
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(t.ProposalCounter)
-        .values(community_id=community.id, year=year, last=1)
-        .on_conflict_do_update(
-            index_elements=["community_id", "year"], set_={"last": t.ProposalCounter.last + 1}
-        )
-        .returning(t.ProposalCounter.last)
-    )
-    seq = session.execute(stmt).scalar_one()
+    seq = next_in_counter(session, t.ProposalCounter, community_id=community.id, year=year)
     return f"{community.code}-P-{year}-{seq:04d}"
 
 
@@ -235,8 +222,10 @@ def _tell_supporters(
     key: str,
     now: dt.datetime,
     buttons: Sequence[Sequence[tuple[str, str]]] = (),
+    localised: Callable[[str], dict[str, object]] | None = None,
     **values: object,
 ) -> None:
+    """Tell the proposer and co-signers; `localised(lang)` adds values written per language (dates)."""
     for resident in supporters(session, proposal):
         tell(
             session,
@@ -249,6 +238,7 @@ def _tell_supporters(
             number=proposal.number,
             title=proposal.title,
             **values,
+            **(localised(resident.language) if localised else {}),
         )
 
 
@@ -970,12 +960,12 @@ def adopt(
         post=post.code,
         due=due.isoformat(),
     )
-    _tell_supporters_each(
+    _tell_supporters(
         session,
         proposal,
         "council.adopted",
         now,
-        lambda lang: {
+        localised=lambda lang: {
             "decision": proposal.decision_text,
             "due": when(lang, proposal.execution_due or now, community.timezone),
         },
@@ -1014,12 +1004,12 @@ def adopt(
         post=post.code,
         holder=opened.holder.code,
     )
-    _tell_supporters_each(
+    _tell_supporters(
         session,
         proposal,
         "council.in_execution",
         now,
-        lambda lang: {
+        localised=lambda lang: {
             "post": post.name,
             "name": opened.holder.name,
             "due": when(lang, proposal.execution_due or now, community.timezone),
@@ -1028,29 +1018,6 @@ def adopt(
     )
     return opened
 
-
-def _tell_supporters_each(
-    session: Session,
-    proposal: t.Proposal,
-    key: str,
-    now: dt.datetime,
-    values: Any,
-    buttons: Sequence[Sequence[tuple[str, str]]] = (),
-) -> None:
-    """Like _tell_supporters, with values that depend on the recipient's language (dates)."""
-    for resident in supporters(session, proposal):
-        tell(
-            session,
-            now,
-            key,
-            resident=resident,
-            prefer=proposal.channel,
-            buttons=buttons,
-            topic=key,
-            number=proposal.number,
-            title=proposal.title,
-            **values(resident.language),
-        )
 
 
 def _executing_post(session: Session, community: t.Community, post_code: str | None) -> t.Post:
