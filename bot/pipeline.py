@@ -9,9 +9,11 @@ double message cannot race itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import anyio
 from sqlalchemy import select
@@ -29,6 +31,7 @@ from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+Deliver = Callable[[Session, list[Reply], dt.datetime], None]
 
 
 class Pipeline:
@@ -50,10 +53,12 @@ class Pipeline:
         self.max_text = max_text
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
-    async def handle(self, incoming: Incoming) -> list[Reply]:
-        return await anyio.to_thread.run_sync(self.handle_sync, incoming)
+    async def handle(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
+        return await anyio.to_thread.run_sync(self.handle_sync, incoming, deliver)
 
-    def handle_sync(self, incoming: Incoming) -> list[Reply]:
+    def handle_sync(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
+        """Serve one message; `deliver(session, replies, now)` queues the replies in the same
+        transaction as the work (channels whose replies go through the outbox use it)."""
         with self._locks[f"{incoming.channel}:{incoming.address}"]:
             with UnitOfWork(self.engine) as uow:
                 actor = self.actor_for(uow.session, incoming)
@@ -67,11 +72,13 @@ class Pipeline:
                 )
                 try:
                     replies = intake.handle(desk, actor, text=incoming.text, action=incoming.action)
-                    uow.commit()
                 except Exception:
                     log.exception("message from %s:%s failed", incoming.channel, incoming.address)
                     uow.rollback()
-                    return [Reply(say(actor.lang, "error.generic"))]
+                    replies = [Reply(say(actor.lang, "error.generic"))]
+                if deliver is not None:
+                    deliver(uow.session, replies, desk.now)
+                uow.commit()
                 return replies
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:

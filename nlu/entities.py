@@ -47,85 +47,158 @@ def chinese_number(text: str) -> str:
     if "十" not in text:
         return "".join(str(_DIGITS[ch]) for ch in text)
     tens, _, ones = text.partition("十")
+    if len(tens) > 1 or len(ones) > 1 or "十" in ones:  # not a number: 三十一二, 十十
+        return text
     return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
 
 
 _HALF_WIDTH = {0xFF01 + i: 0x21 + i for i in range(0x5E)} | {0x3000: 0x20}
+_WIDE = re.compile("[\uff01-\uff5e\u3000]")
 
 
 def _fold(text: str) -> str:
     """Full-width ASCII to half-width and Traditional to Simplified, keeping every offset."""
-    folded = text.translate(_HALF_WIDTH)
+    folded = text.translate(_HALF_WIDTH) if _WIDE.search(text) else text
     simplified = to_simplified(folded)
     return simplified if len(simplified) == len(folded) else folded
 
 
-def _class_source(items: list[tuple[object, object]]) -> str | None:
-    """A character class matching what a parsed `[...]` (or `\\d`) matches, or None."""
-    out = []
-    for op, av in items:
-        if op is _sre_c.LITERAL:
-            out.append(re.escape(chr(av)))  # type: ignore[arg-type]
-        elif op is _sre_c.RANGE:
-            lo, hi = av  # type: ignore[misc]
-            out.append(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
-        elif op is _sre_c.CATEGORY and av in _CATEGORIES:
-            out.append(_CATEGORIES[av])
-        else:  # negated classes and anything unusual: no gate
-            return None
-    return "[" + "".join(out) + "]"
-
-
 _CATEGORIES = {_sre_c.CATEGORY_DIGIT: r"\d", _sre_c.CATEGORY_SPACE: r"\s",
                _sre_c.CATEGORY_WORD: r"\w"}
+# Characters that match an ASCII letter under re.IGNORECASE without lower-casing to it
+# (Kelvin sign, long s, dotted and dotless i): a text holding one is not gated.
+_EXOTIC = re.compile("[\u212a\u017f\u0130\u0131]")
 
 
-def _required(items: Sequence[tuple[object, object]]) -> list[str]:
-    """Regex sources that each must match somewhere in any text the parsed sequence matches."""
-    gates: list[str] = []
-    literal = ""
-    for op, av in [*items, (None, None)]:
-        if op is _sre_c.LITERAL:
-            literal += chr(av)  # type: ignore[arg-type]
+class _Gate:
+    """What every match of a pattern must contain: a run of adjacent characters or classes.
+
+    `lower` says the gate may be searched for, case-sensitively, in the lower-cased text
+    (true unless it holds a cased non-ASCII character or a range of letters).
+    """
+
+    def __init__(self, pieces: Sequence[tuple[str, bool, bool]], alternatives: Sequence[_Gate] = ()):
+        self.pieces = list(pieces)
+        self.alternatives = list(alternatives)
+        if alternatives:
+            self.source = "(?:" + "|".join(g.source for g in alternatives) + ")"
+            self.lower = all(g.lower for g in alternatives)
+        else:
+            self.source = "".join(src for src, _, _ in pieces)
+            self.lower = all(low for _, low, _ in pieces)
+
+    @property
+    def literal_first(self) -> bool:
+        return bool(self.pieces) and self.pieces[0][2]
+
+    def rank(self) -> tuple[bool, int]:
+        return (any(lit for _, _, lit in self.pieces), len(self.pieces))
+
+
+def _char(code: int) -> tuple[str, bool]:
+    ch = chr(code)
+    if ch.isascii():
+        return re.escape(ch.lower()), True
+    return re.escape(ch), ch.lower() == ch.upper()
+
+
+def _piece(op: object, av: object) -> tuple[str, bool, bool] | None:
+    """(regex source, searchable in lower case, is a literal) for one character, or None."""
+    if op is _sre_c.LITERAL:
+        return (*_char(av), True)  # type: ignore[arg-type]
+    if op is not _sre_c.IN:
+        return None
+    out, lower = [], True
+    for item_op, item in av:  # type: ignore[attr-defined]
+        if item_op is _sre_c.LITERAL:
+            src, low = _char(item)
+            out.append(src)
+            lower = lower and low
+        elif item_op is _sre_c.RANGE:
+            lo, hi = item
+            out.append(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+            lower = lower and hi - lo < 4096 and all(
+                chr(c).lower() == chr(c).upper() for c in range(lo, hi + 1))
+        elif item_op is _sre_c.CATEGORY and item in _CATEGORIES:
+            out.append(_CATEGORIES[item])
+        else:  # negated classes and anything unusual: no gate
+            return None
+    return "[" + "".join(out) + "]", lower, False
+
+
+def _required(items: Sequence[tuple[object, object]]) -> list[_Gate]:
+    """Gates that each must match somewhere in any text the parsed sequence matches."""
+    gates: list[_Gate] = []
+    run: list[tuple[str, bool, bool]] = []
+
+    def flush() -> None:
+        if run:
+            gates.append(_Gate(run))
+            run.clear()
+
+    for op, av in items:
+        piece = _piece(op, av)
+        if piece:
+            run.append(piece)
             continue
-        if literal:
-            gates.append(re.escape(literal))
-            literal = ""
-        if op is _sre_c.IN:
-            source = _class_source(av)  # type: ignore[arg-type]
-            if source:
-                gates.append(source)
-        elif op is _sre_c.BRANCH:
+        if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+            low, high, sub = av  # type: ignore[misc]
+            single = _piece(*sub[0]) if len(sub) == 1 else None
+            if single and low >= 1:
+                run.extend([single] * low)
+                if high != low:  # what follows is next to the last repetition only
+                    flush()
+                    run.append(single)
+                continue
+            flush()
+            if low >= 1:
+                gates.extend(_required(sub))
+            continue
+        if op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
+            continue  # zero-width: the characters around it stay adjacent
+        flush()
+        if op is _sre_c.BRANCH:
             branches = [_required(branch) for branch in av[1]]  # type: ignore[index]
             if all(branches):
-                # The most selective gate of each branch: its longest literal, else its first.
-                best = [max(b, key=lambda g: (g[0] != "[", len(g))) for b in branches]
-                gates.append("(?:" + "|".join(best) + ")")
+                # The most selective run of each branch (a nested alternation by its class).
+                best = [max((g for g in b if not g.alternatives), key=_Gate.rank, default=None)
+                        for b in branches]
+                if all(best):
+                    # A class of the branches' first characters is scanned for much faster
+                    # than the alternation, which then checks the few texts that pass.
+                    firsts = dict.fromkeys(g.pieces[0] for g in best)  # type: ignore[union-attr]
+                    chars = "".join(src[1:-1] if not lit else src for src, _, lit in firsts)
+                    gates.append(_Gate([("[" + chars + "]", all(low for _, low, _ in firsts),
+                                         False)]))
+                    if any(len(g.pieces) > 1 for g in best):  # type: ignore[union-attr]
+                        gates.append(_Gate((), best))  # type: ignore[arg-type]
         elif op is _sre_c.SUBPATTERN:
             _group, add_flags, del_flags, sub = av  # type: ignore[misc]
             if not add_flags and not del_flags:
                 gates.extend(_required(sub))
-        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
-            low, _high, sub = av  # type: ignore[misc]
-            if low >= 1:
-                gates.extend(_required(sub))
+    flush()
     return gates
 
 
-def gates(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], ...]:
+def gates(pattern: re.Pattern[str]) -> tuple[tuple[re.Pattern[str], bool], ...]:
     """Cheap patterns that all find something in any text where `pattern` has a match.
 
-    A message is long and most patterns match nothing in it; scanning for a literal such as
-    单元 is many times faster than trying the whole pattern at every position.
+    Each comes with whether it is searched for in the lower-cased text (else in the text,
+    ignoring case). A message is long and most patterns match nothing in it; scanning for a
+    literal such as 单元 is many times faster than trying the pattern at every position.
     """
     try:
         parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
     except Exception:  # noqa: BLE001 - an unparseable pattern simply gets no gate
         return ()
+    if not pattern.flags & re.IGNORECASE:
+        return ()
+    found = {g.source: g for g in _required(list(parsed))}.values()
+    # Gates that start with a literal first: the regex engine scans for those fastest.
+    ordered = sorted(found, key=lambda g: (not g.literal_first, bool(g.alternatives)))
     flags = pattern.flags & (re.IGNORECASE | re.ASCII)
-    # Literal gates first: they are the most selective and the fastest to scan for.
-    sources = sorted(dict.fromkeys(_required(list(parsed))), key=lambda g: g.startswith("["))
-    return tuple(re.compile(g, flags) for g in sources)
+    return tuple((re.compile(g.source, flags & re.ASCII), True) if g.lower
+                 else (re.compile(g.source, flags), False) for g in ordered)
 
 
 class EntityExtractor:
@@ -170,8 +243,10 @@ class EntityExtractor:
                 found.append(Entity(type_, mapping[m.group(0).lower()], text[m.start():m.end()],
                                     m.start(), m.end()))
         regex_found: list[Entity] = []
+        lower = folded.lower()
+        gated = not _EXOTIC.search(folded)
         for (name, pattern), required in zip(self.regexes, self._gates):
-            if not all(g.search(folded) for g in required):
+            if gated and not all(g.search(lower if low else folded) for g, low in required):
                 continue
             for m in pattern.finditer(folded):
                 regex_found.extend(self._from_match(name, m, text))

@@ -16,7 +16,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from itertools import pairwise
+from itertools import pairwise, repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 
 
 Cut = Callable[..., list[str]]
+
+# The characters of the normalised text whose n-grams are features, and the (shorter) prefix
+# cut into words: segmentation is the slowest step, and a letter's opening carries its subject.
+CHAR_CHARS = 2000
+WORD_CHARS = 2000
+# Above this many distinct character n-grams a row is computed with numpy rather than in Python.
+NUMPY_ROW_ABOVE = 300
 
 
 def _import_jieba() -> Any:
@@ -96,7 +103,10 @@ class Vectoriser:
 
     def __init__(self, char_max: int = 4, min_df: int = 2, word_weight: float = 1.0,
                  head_chars: int = 40, head_weight: float = 0.7,
-                 max_features: int = 400_000) -> None:
+                 max_features: int = 400_000, char_chars: int = CHAR_CHARS,
+                 word_chars: int = WORD_CHARS) -> None:
+        self.char_chars = char_chars
+        self.word_chars = word_chars
         self.char_max = char_max
         self.min_df = min_df
         self.word_weight = word_weight
@@ -106,12 +116,12 @@ class Vectoriser:
         self._cut_fn: Cut | None = None
 
     def _blocks(self, text: str) -> tuple[Counter[str], Counter[str], Counter[str]]:
-        chars = char_ngrams(text, self.char_max)
+        chars = char_ngrams(text[:self.char_chars], self.char_max)
         if len(text) <= self.head_chars:
             head = Counter({k: v for k, v in chars.items() if len(k) <= 3})
         else:
             head = char_ngrams(text[:self.head_chars], 3)
-        return chars, words(text, self._cut_fn), head
+        return chars, words(text[:self.word_chars], self._cut_fn), head
 
     def fit(self, texts: Iterable[str]) -> Vectoriser:
         self._cut_fn = None
@@ -178,9 +188,33 @@ class Vectoriser:
             values.extend(v * norm for v in block)
         return indices, values
 
+    def _row_arrays(self, blocks: tuple[Counter[str], ...]) -> tuple[np.ndarray, np.ndarray]:
+        """`_row` with numpy arithmetic: the same figures, faster for a long text's thousands
+        of n-grams (and slower for a chat message's hundred)."""
+        all_indices, all_values = [], []
+        for counts, vocab, weight in zip(blocks, (self.char_vocab_, self.word_vocab_, self.head_vocab_),
+                                         (1.0, self.word_weight, self.head_weight)):
+            n = len(counts)
+            ids = np.fromiter(map(vocab.get, counts, repeat(-1, n)), dtype=np.int64, count=n)
+            known = ids >= 0
+            if not known.any():
+                continue
+            ids = ids[known]
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=n)[known]
+            block = (1.0 + np.log(tf)) * self.idf_[ids]
+            block *= weight / math.sqrt(float(block @ block))
+            all_indices.append(ids)
+            all_values.append(block)
+        if not all_indices:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        return np.concatenate(all_indices), np.concatenate(all_values)
+
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The non-zero feature indices and values of one normalised text."""
-        indices, values = self._row(self._blocks(text))
+        blocks = self._blocks(text)
+        if len(blocks[0]) > NUMPY_ROW_ABOVE:
+            return self._row_arrays(blocks)
+        indices, values = self._row(blocks)
         return np.asarray(indices, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
@@ -205,7 +239,8 @@ class Vectoriser:
         """The fitted state as plain data, for model files."""
         return {"params": {"char_max": self.char_max, "min_df": self.min_df,
                            "word_weight": self.word_weight, "head_chars": self.head_chars,
-                           "head_weight": self.head_weight, "max_features": self.max_features},
+                           "head_weight": self.head_weight, "max_features": self.max_features,
+                           "char_chars": self.char_chars, "word_chars": self.word_chars},
                 "char_keys": list(self.char_vocab_), "word_keys": list(self.word_vocab_),
                 "head_keys": list(self.head_vocab_),
                 "dictionary": self.dictionary_, "dictionary_total": self.dictionary_total_,

@@ -59,8 +59,9 @@ def save(model: ModelFiles, out_dir: str | Path) -> Path:
     for name, head in model.heads.items():
         arrays[f"{name}_coef"] = head.coef_
         arrays[f"{name}_intercept"] = head.intercept_
+    # Stored uncompressed: inflating a large model's weights took longer than reading them.
     with open(out / "weights.npz", "wb") as fh:
-        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     (out / "entities.json").write_text(
         json.dumps(model.entities, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
     (out / "manifest.json").write_text(

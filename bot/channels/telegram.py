@@ -239,22 +239,21 @@ class TelegramChannel:
     async def handle(self, translated: Translated) -> None:
         if translated.invite is not None:
             await anyio.to_thread.run_sync(self._redeem, translated)
-        else:
-            replies = await self._replies(translated)
-            await anyio.to_thread.run_sync(self._enqueue, translated, replies)
-        self.wake()
-
-    async def _replies(self, translated: Translated) -> list[Reply]:
-        if translated.unsupported:
+        elif translated.unsupported:
             lang = await anyio.to_thread.run_sync(self._language, translated)
-            return [Reply(say(lang, "telegram.unsupported"))]
-        incoming = translated.incoming
-        assert incoming is not None
-        if translated.plain_start and await anyio.to_thread.run_sync(self._known, translated.address):
-            incoming = replace(incoming, text="/help")
-        # A newcomer's plain "/start" is not a building code, so the binding dialogue answers it
-        # with the committee → building picker.
-        return await self.pipeline.handle(incoming)
+            await anyio.to_thread.run_sync(self._enqueue, translated, [Reply(say(lang, "telegram.unsupported"))])
+        else:
+            incoming = translated.incoming
+            assert incoming is not None
+            if translated.plain_start and await anyio.to_thread.run_sync(self._known, translated.address):
+                incoming = replace(incoming, text="/help")
+            # A newcomer's plain "/start" is not a building code, so the binding dialogue answers
+            # it with the committee → building picker. The replies are queued in the pipeline's
+            # own transaction, together with the case they answer.
+            await self.pipeline.handle(
+                incoming, deliver=lambda session, replies, now: self._write(session, translated, replies, now)
+            )
+        self.wake()
 
     # ------------------------------------------------------------------ database work (threads)
 
@@ -299,7 +298,6 @@ class TelegramChannel:
             uow.commit()
 
     def _enqueue(self, translated: Translated, replies: list[Reply]) -> None:
-        # The pipeline has committed its own transaction; its replies are queued right after.
         with UnitOfWork(self.engine) as uow:
             self._write(uow.session, translated, replies, self.clock.now())
             uow.commit()
