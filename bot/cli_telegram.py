@@ -10,7 +10,8 @@
                                         DIR/<building code>-wechat.png)
 
 The bot's name comes from TELEGRAM_BOT_USERNAME. Chinese text on the sign needs a CJK font:
-GRID_SIGN_FONT (a .ttf/.otf/.ttc path), else a known system font (Noto Sans CJK, WenQuanYi);
+GRID_SIGN_FONT (a .ttf/.otf/.ttc path), else Noto Sans CJK from the noto-cjk-sans-otc package,
+else a known system font (Noto Sans CJK, WenQuanYi);
 without one the sign is drawn with Pillow's default font and shows codes and ASCII only.
 """
 
@@ -86,8 +87,18 @@ class SignText:
 
 
 def find_font(configured: Path | None) -> Path | None:
+    """GRID_SIGN_FONT when set; else Noto Sans CJK from the noto-cjk-sans-otc package; else a
+    system CJK font."""
     if configured is not None:
         return configured if configured.exists() else None
+    try:
+        import noto_cjk_sans_otc
+
+        bundled = Path(str(noto_cjk_sans_otc.FONT_PATH))
+        if bundled.exists():
+            return bundled
+    except ImportError:
+        pass
     for candidate in CJK_FONTS:
         if Path(candidate).exists():
             return Path(candidate)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,9 @@ class EmbeddedClassifier:
         indices, values = self.vectoriser.transform_one(normalise(text))
         if not len(indices):
             return None
-        scores = values @ self._coef[indices] + self._intercept
+        return self._head_probabilities(values @ self._coef[indices] + self._intercept)
+
+    def _head_probabilities(self, scores: np.ndarray) -> dict[str, dict[str, float]]:
         out = {}
         for name, labels, temperature, cols in self._heads:
             probs = softmax(scores[cols], temperature)
@@ -64,9 +66,22 @@ class EmbeddedClassifier:
         return out
 
     def parse(self, text: str) -> Parse:
+        return self._parse(text, self.probabilities(text))
+
+    def parse_many(self, texts: Sequence[str]) -> list[Parse]:
+        """`parse` for many messages, featurised as one sparse matrix and scored by one product."""
+        texts = list(texts)
+        if not texts:
+            return []
+        X = self.vectoriser.transform([normalise(t) for t in texts])
+        scores = np.asarray(X @ self._coef.astype(np.float64)) + self._intercept
+        empty = np.diff(X.indptr) == 0
+        return [self._parse(text, None if empty[i] else self._head_probabilities(scores[i]))
+                for i, text in enumerate(texts)]
+
+    def _parse(self, text: str, probs: dict[str, dict[str, float]] | None) -> Parse:
         lang = detect_lang(text)
         entities: tuple[Entity, ...] = self.entities.extract(text[:ENTITY_MAX_CHARS])
-        probs = self.probabilities(text)
         if probs is None:
             return Parse(text=text, kind="other", intent="out_of_scope",
                          category="other" if "other" in self.categories else self.categories[0],

@@ -58,8 +58,11 @@ def evaluate(classifier: _Parses, rows: Iterable[Mapping[str, Any]]) -> dict[str
     """
     pairs: dict[str, tuple[list[str], list[str]]] = {h: ([], []) for h in
                                                      ("kind", "intent", "category", "urgent")}
-    for row in rows:
-        parsed = classifier.parse(str(row["text"]))
+    rows = list(rows)
+    texts = [str(row["text"]) for row in rows]
+    many = getattr(classifier, "parse_many", None)
+    parses = many(texts) if callable(many) else [classifier.parse(t) for t in texts]
+    for row, parsed in zip(rows, parses):
         for head in ("kind", "category"):
             if row.get(head) is not None:
                 pairs[head][0].append(str(row[head]))

@@ -30,7 +30,7 @@ Cut = Callable[..., list[str]]
 # The characters of the normalised text whose n-grams are features, and the (shorter) prefix
 # cut into words: segmentation is the slowest step, and a letter's opening carries its subject.
 CHAR_CHARS = 2000
-WORD_CHARS = 2000
+WORD_CHARS = 300
 # Above this many distinct character n-grams a row is computed with numpy rather than in Python.
 NUMPY_ROW_ABOVE = 300
 
@@ -224,15 +224,22 @@ class Vectoriser:
         import scipy.sparse as sp
 
         indptr = [0]
-        all_indices: list[int] = []
-        all_values: list[float] = []
+        all_indices: list[np.ndarray] = []
+        all_values: list[np.ndarray] = []
         for blocks in all_blocks:
-            indices, values = self._row(blocks)
-            all_indices.extend(indices)
-            all_values.extend(values)
-            indptr.append(len(all_indices))
+            if len(blocks[0]) > NUMPY_ROW_ABOVE:
+                indices, values = self._row_arrays(blocks)
+            else:
+                row = self._row(blocks)
+                indices = np.asarray(row[0], dtype=np.int64)
+                values = np.asarray(row[1], dtype=np.float64)
+            all_indices.append(indices)
+            all_values.append(values)
+            indptr.append(indptr[-1] + len(indices))
+        empty = np.zeros(0)
         return sp.csr_matrix(
-            (np.asarray(all_values), np.asarray(all_indices, dtype=np.int64), np.asarray(indptr)),
+            (np.concatenate([empty, *all_values]),
+             np.concatenate([empty.astype(np.int64), *all_indices]), np.asarray(indptr)),
             shape=(len(all_blocks), self.n_features_))
 
     def state(self) -> dict[str, object]:
