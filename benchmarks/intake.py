@@ -25,14 +25,14 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.app import build_app, build_services  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from storage import tables as t  # noqa: E402
-from storage.db import normalise_url  # noqa: E402
+from storage.db import recreate_database  # noqa: E402
 from storage.unit_of_work import UnitOfWork  # noqa: E402
 
 MESSAGES = [
@@ -54,12 +54,7 @@ def free_port() -> int:
 
 
 def fresh_postgres(url: str) -> str:
-    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS griddesk_bench WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE griddesk_bench"))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/griddesk_bench"
+    return recreate_database(url, "griddesk_bench")
 
 
 async def run(database_url: str, n: int, concurrency: int) -> dict[str, float]:

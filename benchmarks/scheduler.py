@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,7 +34,7 @@ from storage import (
     scheduler,
 )
 from storage import tables as t
-from storage.db import normalise_url
+from storage.db import recreate_database
 from storage.unit_of_work import UnitOfWork
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +45,7 @@ STATES = ("assigned", "acknowledged", "replied")
 
 
 def fresh_postgres(url: str) -> str:
-    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS griddesk_bench_sched WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE griddesk_bench_sched"))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/griddesk_bench_sched"
+    return recreate_database(url, "griddesk_bench_sched")
 
 
 def fill(url: str, count: int) -> None:

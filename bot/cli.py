@@ -47,8 +47,7 @@ def _registry_load(args: argparse.Namespace) -> int:
     from storage.unit_of_work import UnitOfWork
 
     settings = Settings()
-    db.upgrade(settings.database_url)
-    engine = db.make_engine(settings.database_url)
+    engine = db.migrated_engine(settings.database_url)
     try:
         with UnitOfWork(engine) as uow:
             summary = load_registry(uow.session, args.file, SystemClock().now())

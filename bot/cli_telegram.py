@@ -57,8 +57,7 @@ def _staff_invite(args: argparse.Namespace) -> int:
     from storage.unit_of_work import UnitOfWork
 
     settings = Settings()
-    db.upgrade(settings.database_url)
-    engine = db.make_engine(settings.database_url)
+    engine = db.migrated_engine(settings.database_url)
     try:
         with UnitOfWork(engine) as uow:
             token = staff_invites.issue(uow.session, args.person, SystemClock().now(),

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import create_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,7 +43,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
+    if kwargs.get("poolclass") is not NullPool:
+        kwargs.setdefault("pool_size", 10)
     return create_engine(url, **kwargs)
 
 
@@ -56,6 +58,25 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration (`alembic upgrade head`)."""
     command.upgrade(alembic_config(url), "head")
+
+
+def migrated_engine(url: str) -> Engine:
+    """An engine for a database brought to the newest schema first (what commands start with)."""
+    upgrade(url)
+    return make_engine(url)
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop and create database `name` on the PostgreSQL server of `server_url`; its URL.
+
+    For benchmarks, which need an empty database of their own next to the one in the URL.
+    """
+    admin = make_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 def ping(engine: Engine) -> None:
