@@ -114,7 +114,9 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
         return [Reply(say(actor.lang, "intake.describe_attachment"), expects_text=True)]
     parse = desk.classifier.parse(text)
     _follow_language(desk, actor, parse)
-    if parse.kind == "other":
+    # An unsure reading asks first, whatever it leans to: a complaint misread as small talk
+    # would otherwise get no case at all.
+    if parse.confidence.get("kind", 1.0) >= desk.clarify_below and parse.kind == "other":
         return _small_talk(desk, actor, parse)
     if parse.confidence.get("kind", 1.0) < desk.clarify_below:
         desk.expect(actor.channel, actor.address, "clarify", text=text, category=parse.category,

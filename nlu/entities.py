@@ -17,15 +17,14 @@ regex matches they overlap.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-try:  # the regex parser, to find what every match of a pattern must contain
-    from re import _constants as _sre_c
-    from re import _parser as _sre_parse
-except ImportError:  # pragma: no cover - Python before 3.11
-    import sre_constants as _sre_c  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+# The regex parser, to find what every match of a pattern must contain.
+_sre_c: Any = importlib.import_module("re._constants")
+_sre_parse: Any = importlib.import_module("re._parser")
 
 from nlu.normalise import to_simplified
 from nlu.parse import Entity
@@ -80,6 +79,8 @@ class _Gate:
     def __init__(self, pieces: Sequence[tuple[str, bool, bool]], alternatives: Sequence[_Gate] = ()):
         self.pieces = list(pieces)
         self.alternatives = list(alternatives)
+        self.source: str
+        self.lower: bool
         if alternatives:
             self.source = "(?:" + "|".join(g.source for g in alternatives) + ")"
             self.lower = all(g.lower for g in alternatives)
@@ -102,14 +103,14 @@ def _char(code: int) -> tuple[str, bool]:
     return re.escape(ch), ch.lower() == ch.upper()
 
 
-def _piece(op: object, av: object) -> tuple[str, bool, bool] | None:
+def _piece(op: Any, av: Any) -> tuple[str, bool, bool] | None:
     """(regex source, searchable in lower case, is a literal) for one character, or None."""
     if op is _sre_c.LITERAL:
-        return (*_char(av), True)  # type: ignore[arg-type]
+        return (*_char(av), True)
     if op is not _sre_c.IN:
         return None
     out, lower = [], True
-    for item_op, item in av:  # type: ignore[attr-defined]
+    for item_op, item in av:
         if item_op is _sre_c.LITERAL:
             src, low = _char(item)
             out.append(src)
@@ -126,7 +127,7 @@ def _piece(op: object, av: object) -> tuple[str, bool, bool] | None:
     return "[" + "".join(out) + "]", lower, False
 
 
-def _required(items: Sequence[tuple[object, object]]) -> list[_Gate]:
+def _required(items: Sequence[tuple[Any, Any]]) -> list[_Gate]:
     """Gates that each must match somewhere in any text the parsed sequence matches."""
     gates: list[_Gate] = []
     run: list[tuple[str, bool, bool]] = []
@@ -142,7 +143,7 @@ def _required(items: Sequence[tuple[object, object]]) -> list[_Gate]:
             run.append(piece)
             continue
         if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
-            low, high, sub = av  # type: ignore[misc]
+            low, high, sub = av
             single = _piece(*sub[0]) if len(sub) == 1 else None
             if single and low >= 1:
                 run.extend([single] * low)
@@ -158,22 +159,23 @@ def _required(items: Sequence[tuple[object, object]]) -> list[_Gate]:
             continue  # zero-width: the characters around it stay adjacent
         flush()
         if op is _sre_c.BRANCH:
-            branches = [_required(branch) for branch in av[1]]  # type: ignore[index]
+            branches = [_required(branch) for branch in av[1]]
             if all(branches):
                 # The most selective run of each branch (a nested alternation by its class).
-                best = [max((g for g in b if not g.alternatives), key=_Gate.rank, default=None)
-                        for b in branches]
-                if all(best):
+                chosen = [max((g for g in b if not g.alternatives), key=_Gate.rank, default=None)
+                          for b in branches]
+                best = [g for g in chosen if g is not None]
+                if len(best) == len(chosen):
                     # A class of the branches' first characters is scanned for much faster
                     # than the alternation, which then checks the few texts that pass.
-                    firsts = dict.fromkeys(g.pieces[0] for g in best)  # type: ignore[union-attr]
+                    firsts = dict.fromkeys(g.pieces[0] for g in best)
                     chars = "".join(src[1:-1] if not lit else src for src, _, lit in firsts)
                     gates.append(_Gate([("[" + chars + "]", all(low for _, low, _ in firsts),
                                          False)]))
-                    if any(len(g.pieces) > 1 for g in best):  # type: ignore[union-attr]
-                        gates.append(_Gate((), best))  # type: ignore[arg-type]
+                    if any(len(g.pieces) > 1 for g in best):
+                        gates.append(_Gate((), best))
         elif op is _sre_c.SUBPATTERN:
-            _group, add_flags, del_flags, sub = av  # type: ignore[misc]
+            _group, add_flags, del_flags, sub = av
             if not add_flags and not del_flags:
                 gates.extend(_required(sub))
     flush()
@@ -320,7 +322,8 @@ class EntityExtractor:
                     hour = 0
                 parts.append(f"{hour:02d}:{minute:02d}")
             elif m.group("word"):
-                value = self.synonyms[m.group("word")]
-                if value not in ("am", "pm"):
+                word = m.group("word")  # matched ignoring case: ſunday is sunday
+                value = self.synonyms.get(word) or self.synonyms.get(word.casefold())
+                if value and value not in ("am", "pm"):
                     parts.append(value)
         return " ".join(parts) if parts else span.strip()

@@ -257,7 +257,8 @@ class Vectoriser:
     def from_state(cls, state: dict[str, object]) -> Vectoriser:
         params = state["params"]
         assert isinstance(params, dict)
-        vec = cls(**params)
+        # Models written before the prefixes were parameters used the whole normalised text.
+        vec = cls(**{"char_chars": 2000, "word_chars": 2000, **params})
         char_keys = list(state["char_keys"])  # type: ignore[call-overload]
         word_keys = list(state["word_keys"])  # type: ignore[call-overload]
         head_keys = list(state["head_keys"])  # type: ignore[call-overload]

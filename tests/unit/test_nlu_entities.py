@@ -95,3 +95,32 @@ def test_load_passes_the_gazetteer_to_the_parser() -> None:
     assert parsed.entity("unit") == "2"
     assert parsed.entity("phone") == "13812345678"
     assert nlu.load().parse("和平苑3栋2单元的楼道灯坏了").entity("building") == "3"
+
+
+def test_a_run_of_numerals_that_is_not_a_number_is_kept_as_written() -> None:
+    assert [chinese_number(t) for t in ("十一二", "三十一二", "十十")] == ["十一二", "三十一二", "十十"]
+    assert found_all("三十一二栋") == [("building", "十一二")]
+
+
+def found_all(text: str) -> list[tuple[str, str]]:
+    data = read_yaml(nlu.DATA_DIR / "entities.yml")
+    return [(e.type, e.value) for e in
+            EntityExtractor(data.regexes, data.synonyms, data.lookups).extract(text)]
+
+
+GATED = [
+    "3栋2单元301楼道灯坏了，电话13812345678，明天上午9点在家",
+    "ZN-20261121-0007 到哪一步了", "ｚｎ－２０２６１１２１－０００７　明天下午３点",
+    "Building 7, unit 2, room 1103, TOMORROW 9AM", "MARCH 5 at 2:30 PM, call 0755-86001234",
+    "ſunday morning in room 1103",  # long s: the text is searched without gates
+    "Kelvin ＫＫ 3-2-301", "下周一晚上7点半", "没有数字也没有日期的一段很长的话" * 30,
+    "2026年11月21日、11月22日，12:30，14点，三点半" * 5,
+]
+
+
+@pytest.mark.parametrize("text", GATED)
+def test_gates_never_change_what_is_found(extractor: EntityExtractor, text: str) -> None:
+    ungated = EntityExtractor.__new__(EntityExtractor)
+    ungated.__dict__.update(extractor.__dict__)
+    ungated._gates = [() for _ in extractor.regexes]
+    assert extractor.extract(text) == ungated.extract(text)

@@ -133,3 +133,13 @@ def test_nlu_imports_nothing_of_ours() -> None:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not {n.split(".")[0] for n in names} & ours, path.name
+
+
+def test_parsing_many_messages_at_once_gives_the_same_parses(classifier: nlu.Classifier) -> None:
+    texts = [text for text, *_ in MESSAGES] + ["", "😀", "楼道灯坏了，" * 400]
+    many = classifier.parse_many(texts)  # type: ignore[attr-defined]
+    single = [classifier.parse(t) for t in texts]
+    assert [(p.kind, p.intent, p.category, p.urgent, p.entities) for p in many] == [
+        (p.kind, p.intent, p.category, p.urgent, p.entities) for p in single]
+    for a, b in zip(many, single):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-3)
