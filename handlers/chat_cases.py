@@ -7,6 +7,7 @@ or by command (/ack N, /reply N text, /transfer N POST note, /resolve N note, /r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from handlers import cases, directory, dispatch, residents
@@ -295,32 +296,6 @@ def status_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     return case_status(desk, actor, _case_id(arg))
 
 
-@dispatch.action("add", staff=False)
-def add_info_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, _case_id(arg), _resident(actor))
-    desk.expect(actor.channel, actor.address, "add", case=case.id)
-    return [Reply(say(actor.lang, "case.ask_info", number=case.number), expects_text=True)]
-
-
-@dispatch.command("/add", "补充", "補充", staff=False)
-def add_info_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, text = arg.partition(" ")
-    if not text.strip():
-        return add_info_button(desk, actor, ref)
-    return _add_info(desk, actor, ref, text.strip())
-
-
-@dispatch.pending("add")
-def add_info_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _add_info(desk, actor, str(pending["case"]), text)
-
-
-def _add_info(desk: Desk, actor: Actor, ref: str, text: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, ref, _resident(actor))
-    cases.add_info(desk.session, case, _resident(actor), text, desk.now, actor.attachments)
-    return [Reply(say(actor.lang, "case.info_added", number=case.number))]
-
-
 @dispatch.action("rate", staff=False)
 def rate_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ref, _, rating = arg.partition(":")
@@ -345,32 +320,6 @@ def _rate(desk: Desk, actor: Actor, ref: str, rating: str, comment: str) -> list
         desk.expect(actor.channel, actor.address, "add", case=case.id)
         return [Reply(say(actor.lang, "case.rated_unsatisfied", number=case.number), expects_text=True)]
     return [Reply(say(actor.lang, "case.rated_thanks", number=case.number))]
-
-
-@dispatch.action("reo", staff=False)
-def reopen_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, _case_id(arg), _resident(actor))
-    desk.expect(actor.channel, actor.address, "reopen", case=case.id)
-    return [Reply(say(actor.lang, "case.ask_reopen_reason", number=case.number), expects_text=True)]
-
-
-@dispatch.command("/reopen", "重新办理", "重新辦理", staff=False)
-def reopen_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, reason = arg.partition(" ")
-    if not reason.strip():
-        return reopen_button(desk, actor, ref)
-    return _reopen(desk, actor, ref, reason.strip())
-
-
-@dispatch.pending("reopen")
-def reopen_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _reopen(desk, actor, str(pending["case"]), text)
-
-
-def _reopen(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, ref, _resident(actor))
-    cases.reopen(desk.session, case, _resident(actor), reason, desk.now)
-    return [Reply(say(actor.lang, "case.reopened_ack", number=case.number))]
 
 
 @dispatch.command("/help", "帮助", "幫助", "help")
@@ -434,32 +383,6 @@ def acknowledge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     return [Reply(say(actor.lang, "staff.acknowledged", number=case.number))]
 
 
-@dispatch.action("rep", staff=True)
-def reply_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
-    desk.expect(actor.channel, actor.address, "reply", case=case.id)
-    return [Reply(say(actor.lang, "staff.ask_reply", number=case.number), expects_text=True)]
-
-
-@dispatch.command("/reply", "答复", "答覆", staff=True)
-def reply_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, text = arg.partition(" ")
-    if not text.strip():
-        return reply_button(desk, actor, ref)
-    return _reply(desk, actor, ref, text.strip())
-
-
-@dispatch.pending("reply")
-def reply_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _reply(desk, actor, str(pending["case"]), text)
-
-
-def _reply(desk: Desk, actor: Actor, ref: str, text: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, ref, _person(actor))
-    cases.reply(desk.session, case, _person(actor), text, desk.now)
-    return [Reply(say(actor.lang, "staff.replied", number=case.number))]
-
-
 @dispatch.action("trf", staff=True)
 def transfer_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ref, _, post_code = arg.partition(":")
@@ -496,59 +419,77 @@ def _transfer(desk: Desk, actor: Actor, ref: str, post_code: str, note: str) -> 
     return [Reply(say(actor.lang, "staff.transferred", number=case.number, post=post.name))]
 
 
-@dispatch.action("res", staff=True)
-def resolve_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
-    desk.expect(actor.channel, actor.address, "resolve", case=case.id)
-    return [Reply(say(actor.lang, "staff.ask_resolve_note", number=case.number), expects_text=True)]
-
-
-@dispatch.command("/resolve", "办结", "辦結", staff=True)
-def resolve_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, note = arg.partition(" ")
-    if not note.strip():
-        return resolve_button(desk, actor, ref)
-    return _resolve(desk, actor, ref, note.strip())
-
-
-@dispatch.pending("resolve")
-def resolve_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _resolve(desk, actor, str(pending["case"]), text)
-
-
-def _resolve(desk: Desk, actor: Actor, ref: str, note: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, ref, _person(actor))
-    cases.resolve(desk.session, case, _person(actor), note, desk.now)
-    return [Reply(say(actor.lang, "staff.resolved", number=case.number))]
-
-
-@dispatch.action("ret", staff=True)
-def return_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
-    desk.expect(actor.channel, actor.address, "return", case=case.id)
-    return [Reply(say(actor.lang, "staff.ask_return_reason", number=case.number), expects_text=True)]
-
-
-@dispatch.command("/return", "退单", "退單", staff=True)
-def return_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, reason = arg.partition(" ")
-    if not reason.strip():
-        return return_button(desk, actor, ref)
-    return _return(desk, actor, ref, reason.strip())
-
-
-@dispatch.pending("return")
-def return_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _return(desk, actor, str(pending["case"]), text)
-
-
-def _return(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, ref, _person(actor))
-    cases.return_case(desk.session, case, _person(actor), reason, desk.now)
-    return [Reply(say(actor.lang, "staff.returned", number=case.number))]
-
-
 @dispatch.command("/posts", staff=True)
 def list_posts(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     posts = directory.posts_of(desk.session, _person(actor).community_id)
     return [Reply("\n".join(f"{p.code}  {p.name}" for p in posts))]
+
+
+# --------------------------------------------------------------------------- steps that take a text
+
+
+def _text_step(*, prefix: str, commands: tuple[str, ...], what: str, staff: bool, ask: str,
+               done: str, apply: Callable[[Desk, Actor, t.Case, str], object]) -> None:
+    """Register a step on a case that needs a text (a reply, a note, a reason).
+
+    Its button asks for the text; its command carries it (`/reply N text`) or asks when it does
+    not; the next message answers the prompt. Staff reach only cases they may handle, residents
+    only their own.
+    """
+
+    def find(desk: Desk, actor: Actor, ref: str) -> t.Case:
+        if staff:
+            return cases.for_staff(desk.session, ref, _person(actor))
+        return cases.for_resident(desk.session, ref, _resident(actor))
+
+    def ask_for_text(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+        case = find(desk, actor, _case_id(arg))
+        desk.expect(actor.channel, actor.address, what, case=case.id)
+        return [Reply(say(actor.lang, ask, number=case.number), expects_text=True)]
+
+    def carry_out(desk: Desk, actor: Actor, ref: str, text: str) -> list[Reply]:
+        case = find(desk, actor, ref)
+        apply(desk, actor, case, text)
+        return [Reply(say(actor.lang, done, number=case.number))]
+
+    def command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+        ref, _, text = arg.partition(" ")
+        if not text.strip():
+            return ask_for_text(desk, actor, ref)
+        return carry_out(desk, actor, ref, text.strip())
+
+    def answer(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
+        return carry_out(desk, actor, str(pending["case"]), text)
+
+    dispatch.action(prefix, staff=staff)(ask_for_text)
+    dispatch.command(*commands, staff=staff)(command)
+    dispatch.pending(what)(answer)
+
+
+_text_step(
+    prefix="add", commands=("/add", "补充", "補充"), what="add", staff=False,
+    ask="case.ask_info", done="case.info_added",
+    apply=lambda desk, actor, case, text: cases.add_info(
+        desk.session, case, _resident(actor), text, desk.now, actor.attachments),
+)
+_text_step(
+    prefix="reo", commands=("/reopen", "重新办理", "重新辦理"), what="reopen", staff=False,
+    ask="case.ask_reopen_reason", done="case.reopened_ack",
+    apply=lambda desk, actor, case, text: cases.reopen(desk.session, case, _resident(actor), text, desk.now),
+)
+_text_step(
+    prefix="rep", commands=("/reply", "答复", "答覆"), what="reply", staff=True,
+    ask="staff.ask_reply", done="staff.replied",
+    apply=lambda desk, actor, case, text: cases.reply(desk.session, case, _person(actor), text, desk.now),
+)
+_text_step(
+    prefix="res", commands=("/resolve", "办结", "辦結"), what="resolve", staff=True,
+    ask="staff.ask_resolve_note", done="staff.resolved",
+    apply=lambda desk, actor, case, text: cases.resolve(desk.session, case, _person(actor), text, desk.now),
+)
+_text_step(
+    prefix="ret", commands=("/return", "退单", "退單"), what="return", staff=True,
+    ask="staff.ask_return_reason", done="staff.returned",
+    apply=lambda desk, actor, case, text: cases.return_case(
+        desk.session, case, _person(actor), text, desk.now),
+)
