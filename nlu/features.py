@@ -4,9 +4,18 @@ Each block is L2-normalised on its own. The opening block repeats the character 
 the first `head_chars` characters: residents say what they want first (a subject line, "楼道灯
 坏了，……"), and the rest is story. For chat-length messages it is the whole message.
 
-The vectoriser is our own rather than scikit-learn's so that one message is turned into
-features with plain dict look-ups (tens of microseconds), and every head shares one
-vocabulary: parsing costs one featurisation and one small matrix product.
+Character n-grams are found by hash, not by string: a text becomes an array of code points,
+each n-gram a 64-bit polynomial hash computed by numpy, and one binary search in the sorted
+hashes of the vocabulary gives their columns. A long letter's thousands of n-grams thus cost a
+few array operations instead of thousands of dict look-ups and string slices. Training counts
+document frequencies on the n-gram strings themselves (`char_ngrams`), so the vocabulary in
+the model files stays readable; the hashes are recomputed from it at load.
+
+Words come from jieba on the first `word_chars` characters only: segmentation is the slowest
+step per character, and on long letters words past the opening added nothing the character
+n-grams did not already carry (nlu/README.md, "Speed").
+
+Every head shares one vocabulary: parsing costs one featurisation and one small matrix product.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from itertools import pairwise, repeat
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,11 +37,17 @@ if TYPE_CHECKING:
 Cut = Callable[..., list[str]]
 
 # The characters of the normalised text whose n-grams are features, and the (shorter) prefix
-# cut into words: segmentation is the slowest step, and a letter's opening carries its subject.
+# cut into words.
 CHAR_CHARS = 2000
-WORD_CHARS = 300
-# Above this many distinct character n-grams a row is computed with numpy rather than in Python.
-NUMPY_ROW_ABOVE = 300
+WORD_CHARS = 40
+
+# The polynomial hash of an n-gram's code points, modulo 2**64 (numpy arrays wrap without
+# warning): an odd multiplier with well-mixed bits, and a salt per length so that "ab" and
+# "\x01ab" differ. Collisions within a vocabulary are dropped at training (`without_collisions`).
+_MULTIPLIER = np.uint64(0xD6E8FEB86659FD93)
+_LENGTH_SALT = [np.uint64(n * 0xC2B2AE3D27D4EB4F % 2**64) for n in range(8)]
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
+_SPACE_MARK = ord("_")
 
 
 def _import_jieba() -> Any:
@@ -78,6 +93,7 @@ def small_tokenizer(dictionary: Mapping[str, int], total: int) -> Any:
 
 
 def char_ngrams(text: str, n_max: int) -> Counter[str]:
+    """The character 1..n_max-grams of `text` as strings, spaces shown as "_" (for training)."""
     chars = text.replace(" ", "_")
     counts: Counter[str] = Counter(chars)
     for n in range(2, n_max + 1):
@@ -86,22 +102,128 @@ def char_ngrams(text: str, n_max: int) -> Counter[str]:
     return counts
 
 
-def words(text: str, cut: Cut | None = None) -> Counter[str]:
+def word_keys(text: str, cut: Cut | None = None) -> list[str]:
+    """jieba's words of `text` and their bigrams, once per occurrence."""
     tokens = [t for t in (cut or _cut())(text, HMM=False) if t.strip()]
-    counts: Counter[str] = Counter(tokens)
     # Word bigrams keep short negations and objects together: 没有 + 路灯, not + working.
-    counts.update(a + "|" + b for a, b in pairwise(tokens))
-    return counts
+    return tokens + [a + "|" + b for a, b in pairwise(tokens)]
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+
+
+def _hash(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """The hashes of n-grams given as n columns of code points, one row per n-gram."""
+    hashes = columns[0].copy()
+    for column in columns[1:]:
+        hashes *= _MULTIPLIER
+        hashes += column
+    hashes += _LENGTH_SALT[len(columns)]
+    hashes *= _FIBONACCI  # carries every bit into the top bits, which `NgramColumns` buckets by
+    return hashes
+
+
+def key_hashes(keys: Sequence[str]) -> np.ndarray:
+    """The hash of each n-gram string, as `text_ngram_hashes` computes it inside a text."""
+    hashes = np.zeros(len(keys), dtype=np.uint64)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    for n in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == n)
+        codes = _code_points("".join([keys[i] for i in rows])).reshape(len(rows), n)
+        hashes[rows] = _hash([codes[:, k] for k in range(n)])
+    return hashes
+
+
+def text_ngram_hashes(text: str, n_max: int, head_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes of `char_ngrams(text, n_max)`'s n-grams, one per occurrence, and of
+    `char_ngrams(text[:head_chars], 3)`'s."""
+    codes = _code_points(text.replace(" ", "_"))
+    length = len(codes)
+    every, head = [], []
+    for n in range(1, min(n_max, length) + 1):
+        hashes = _hash([codes[k:length - n + 1 + k] for k in range(n)])
+        if n == 1:
+            hashes = hashes[codes != _SPACE_MARK]
+            head.append(hashes[:np.count_nonzero(codes[:head_chars] != _SPACE_MARK)])
+        elif n <= 3:
+            head.append(hashes[:max(head_chars - n + 1, 0)])
+        every.append(hashes)
+    empty = np.zeros(0, dtype=np.uint64)
+    return np.concatenate([empty, *every]), np.concatenate([empty, *head])
+
+
+class NgramColumns:
+    """The columns of a block's character n-grams, looked up by hash in a bucketed table.
+
+    Each hash's bucket is its top bits; keys are sorted by hash, hence by bucket, and
+    `_starts[b]` is where bucket b's keys begin. There are about twice as many buckets as keys,
+    so no bucket holds more than `len(_window)` keys (a handful), and a look-up is a few array
+    operations for all the n-grams of a batch of texts. A key past its bucket's end belongs to
+    another bucket and so never equals the hash: windows may overrun their bucket.
+    """
+
+    def __init__(self, keys: Sequence[str], offset: int) -> None:
+        hashes = key_hashes(keys)
+        if len(np.unique(hashes)) != len(hashes):
+            raise ValueError("two n-grams share a hash; drop one with `without_collisions`")
+        bits = max(int(2 * len(keys)).bit_length(), 1)
+        self._shift = np.uint64(64 - bits)
+        bucket = self._bucket(hashes)
+        sizes = np.bincount(bucket, minlength=1 << bits)
+        self._window = np.arange(max(int(sizes.max()), 1))
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])
+        order = np.argsort(hashes)
+        # Padded so that a window starting at the last key stays inside the arrays.
+        padding = len(self._window)
+        self._hashes = np.concatenate([hashes[order], np.zeros(padding, dtype=np.uint64)])
+        self._columns = np.concatenate([order + offset, np.full(padding, -1)]).astype(np.int64)
+
+    def _bucket(self, hashes: np.ndarray) -> np.ndarray:
+        return (hashes >> self._shift).astype(np.int64)
+
+    def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of `hashes` are known (their positions) and their columns.
+
+        Most buckets hold at most one key, so the first key of each hash's bucket settles most
+        hashes; the rest of the window is searched only for hashes whose bucket holds more.
+        """
+        bucket = self._bucket(hashes)
+        first, end = self._starts[bucket], self._starts[bucket + 1]
+        hit = self._hashes[first] == hashes
+        which = np.flatnonzero(hit)
+        columns = self._columns[first[which]]
+        more = np.flatnonzero(~hit & (end - first > 1))
+        if len(more):
+            # One row per further position in the window: numpy's inner loops run along hashes.
+            slots = first[more] + self._window[1:, None]
+            where, among = np.nonzero(self._hashes[slots] == hashes[more])
+            which = np.concatenate([which, more[among]])
+            columns = np.concatenate([columns, self._columns[slots[where, among]]])
+        return which, columns
+
+
+def _row_of(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The row of each element of `np.concatenate(parts)`: parts[i]'s elements are row i's."""
+    return np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+
+
+def without_collisions(keys: list[str]) -> list[str]:
+    """`keys` less any that share a hash with an earlier (more frequent) one: a 4-gram's hash
+    wraps, so two may meet, though in practice none do."""
+    _, first = np.unique(key_hashes(keys), return_index=True)
+    return keys if len(first) == len(keys) else [keys[i] for i in sorted(first.tolist())]
 
 
 class Vectoriser:
     """Sublinear TF-IDF over three blocks (characters, words, opening); fitted state ends in `_`.
 
-    `fit` keeps n-grams seen in at least `min_df` documents; `transform` returns rows whose
-    character block and word block each have unit L2 norm, scaled by `word_weight` for words.
+    `fit` keeps n-grams seen in at least `min_df` documents, the `max_features` most frequent;
+    `transform` returns rows whose blocks each have unit L2 norm, times `word_weight` for words
+    and `head_weight` for the opening.
     """
 
-    def __init__(self, char_max: int = 4, min_df: int = 2, word_weight: float = 1.0,
+    def __init__(self, char_max: int = 4, min_df: int = 2, word_weight: float = 0.4,
                  head_chars: int = 40, head_weight: float = 0.7,
                  max_features: int = 400_000, char_chars: int = CHAR_CHARS,
                  word_chars: int = WORD_CHARS) -> None:
@@ -115,32 +237,19 @@ class Vectoriser:
         self.max_features = max_features
         self._cut_fn: Cut | None = None
 
-    def _blocks(self, text: str) -> tuple[Counter[str], Counter[str], Counter[str]]:
-        chars = char_ngrams(text[:self.char_chars], self.char_max)
-        if len(text) <= self.head_chars:
-            head = Counter({k: v for k, v in chars.items() if len(k) <= 3})
-        else:
-            head = char_ngrams(text[:self.head_chars], 3)
-        return chars, words(text[:self.word_chars], self._cut_fn), head
+    def _string_blocks(self, text: str) -> tuple[Counter[str], Counter[str], Counter[str]]:
+        return (char_ngrams(text[:self.char_chars], self.char_max),
+                Counter(word_keys(text[:self.word_chars], self._cut_fn)),
+                char_ngrams(text[:self.head_chars], 3))
 
     def fit(self, texts: Iterable[str]) -> Vectoriser:
         self._cut_fn = None
-        self._fit_blocks([self._blocks(t) for t in texts])
-        return self
-
-    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """`fit` then `transform`, segmenting each text once."""
-        self._cut_fn = None
-        blocks = [self._blocks(t) for t in texts]
-        self._fit_blocks(blocks)
-        return self._matrix(blocks)
-
-    def _fit_blocks(self, all_blocks: Sequence[tuple[Counter[str], ...]]) -> None:
         char_df: Counter[str] = Counter()
         word_df: Counter[str] = Counter()
         head_df: Counter[str] = Counter()
         n_docs = 0
-        for chars, toks, head in all_blocks:
+        for text in texts:
+            chars, toks, head = self._string_blocks(text)
             char_df.update(chars.keys())
             word_df.update(toks.keys())
             head_df.update(head.keys())
@@ -152,95 +261,80 @@ class Vectoriser:
             kept.sort()
             return [k for _, k in kept[:limit]]
 
-        char_keys = keep(char_df, self.max_features)
-        word_keys = keep(word_df, self.max_features // 2)
-        self.char_vocab_ = {k: i for i, k in enumerate(char_keys)}
-        offset = len(char_keys)
-        self.word_vocab_ = {k: offset + i for i, k in enumerate(word_keys)}
-        head_keys = keep(head_df, self.max_features // 4)
-        offset += len(word_keys)
-        self.head_vocab_ = {k: offset + i for i, k in enumerate(head_keys)}
-        idf = [math.log((1 + n_docs) / (1 + char_df[k])) + 1 for k in char_keys]
-        idf += [math.log((1 + n_docs) / (1 + word_df[k])) + 1 for k in word_keys]
-        idf += [math.log((1 + n_docs) / (1 + head_df[k])) + 1 for k in head_keys]
-        self.idf_ = np.asarray(idf, dtype=np.float64)
-        self._idf_list = idf
-        self.n_features_ = len(idf)
+        self.char_keys_ = without_collisions(keep(char_df, self.max_features))
+        self.word_keys_ = keep(word_df, self.max_features // 2)
+        self.head_keys_ = without_collisions(keep(head_df, self.max_features // 4))
+        idf = [math.log((1 + n_docs) / (1 + df[k])) + 1
+               for df, keys in ((char_df, self.char_keys_), (word_df, self.word_keys_),
+                                (head_df, self.head_keys_))
+               for k in keys]
         full = _full_tokenizer()
-        self.dictionary_ = {w: full.FREQ[w] for w in sorted(word_df)
-                            if "|" not in w and full.FREQ.get(w, 0) > 0}
-        self.dictionary_total_ = int(full.total)
-        self._cut_fn = small_tokenizer(self.dictionary_, self.dictionary_total_).lcut
+        dictionary = {w: full.FREQ[w] for w in sorted(word_df)
+                      if "|" not in w and full.FREQ.get(w, 0) > 0}
+        self._set_state(np.asarray(idf, dtype=np.float64), dictionary, int(full.total))
+        return self
 
-    def _row(self, blocks: tuple[Counter[str], ...]) -> tuple[list[int], list[float]]:
-        indices: list[int] = []
-        values: list[float] = []
-        idf = self._idf_list
-        log = math.log
-        for counts, vocab, weight in zip(blocks, (self.char_vocab_, self.word_vocab_, self.head_vocab_),
-                                         (1.0, self.word_weight, self.head_weight)):
-            found = [(j, c) for j, c in zip(map(vocab.get, counts), counts.values()) if j is not None]
-            if not found:
-                continue
-            block = [(1.0 + log(c)) * idf[j] if c > 1 else idf[j] for j, c in found]
-            norm = weight / math.sqrt(sum(v * v for v in block))
-            indices.extend(j for j, _ in found)
-            values.extend(v * norm for v in block)
-        return indices, values
+    def _set_state(self, idf: np.ndarray, dictionary: dict[str, int], total: int) -> None:
+        """Columns, idf and word segmenter from the fitted keys (after `fit` or from files)."""
+        n_char, n_word = len(self.char_keys_), len(self.word_keys_)
+        self.char_columns_ = NgramColumns(self.char_keys_, 0)
+        self.word_vocab_ = {k: n_char + i for i, k in enumerate(self.word_keys_)}
+        self.head_columns_ = NgramColumns(self.head_keys_, n_char + n_word)
+        self._block_ends = np.asarray([n_char, n_char + n_word])
+        self._block_weights = np.asarray([1.0, self.word_weight, self.head_weight])
+        self.idf_ = idf
+        self.n_features_ = len(idf)
+        self.dictionary_ = dictionary
+        self.dictionary_total_ = total
+        self._cut_fn = small_tokenizer(dictionary, total).lcut
 
-    def _row_arrays(self, blocks: tuple[Counter[str], ...]) -> tuple[np.ndarray, np.ndarray]:
-        """`_row` with numpy arithmetic: the same figures, faster for a long text's thousands
-        of n-grams (and slower for a chat message's hundred)."""
-        all_indices, all_values = [], []
-        for counts, vocab, weight in zip(blocks, (self.char_vocab_, self.word_vocab_, self.head_vocab_),
-                                         (1.0, self.word_weight, self.head_weight)):
-            n = len(counts)
-            ids = np.fromiter(map(vocab.get, counts, repeat(-1, n)), dtype=np.int64, count=n)
-            known = ids >= 0
-            if not known.any():
-                continue
-            ids = ids[known]
-            tf = np.fromiter(counts.values(), dtype=np.float64, count=n)[known]
-            block = (1.0 + np.log(tf)) * self.idf_[ids]
-            block *= weight / math.sqrt(float(block @ block))
-            all_indices.append(ids)
-            all_values.append(block)
-        if not all_indices:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        return np.concatenate(all_indices), np.concatenate(all_values)
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        return self.fit(texts).transform(texts)
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """The non-zero feature indices and values of one normalised text."""
-        blocks = self._blocks(text)
-        if len(blocks[0]) > NUMPY_ROW_ABOVE:
-            return self._row_arrays(blocks)
-        indices, values = self._row(blocks)
-        return np.asarray(indices, dtype=np.int64), np.asarray(values, dtype=np.float64)
+        """The non-zero feature columns and values of one normalised text."""
+        _, columns, values = self._entries([text])
+        return columns, values
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        return self._matrix([self._blocks(t) for t in texts])
-
-    def _matrix(self, all_blocks: Sequence[tuple[Counter[str], ...]]) -> sp.csr_matrix:
         import scipy.sparse as sp
 
-        indptr = [0]
-        all_indices: list[np.ndarray] = []
-        all_values: list[np.ndarray] = []
-        for blocks in all_blocks:
-            if len(blocks[0]) > NUMPY_ROW_ABOVE:
-                indices, values = self._row_arrays(blocks)
-            else:
-                row = self._row(blocks)
-                indices = np.asarray(row[0], dtype=np.int64)
-                values = np.asarray(row[1], dtype=np.float64)
-            all_indices.append(indices)
-            all_values.append(values)
-            indptr.append(indptr[-1] + len(indices))
-        empty = np.zeros(0)
-        return sp.csr_matrix(
-            (np.concatenate([empty, *all_values]),
-             np.concatenate([empty.astype(np.int64), *all_indices]), np.asarray(indptr)),
-            shape=(len(all_blocks), self.n_features_))
+        rows, columns, values = self._entries(texts)
+        indptr = np.searchsorted(rows, np.arange(len(texts) + 1))
+        return sp.csr_matrix((values, columns, indptr), shape=(len(texts), self.n_features_))
+
+    def _entries(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and value of every non-zero feature of `texts`, sorted by row and column.
+
+        The whole batch goes through each step at once: one look-up per n-gram block, one count
+        of (row, column) pairs, one normalisation per (row, block).
+        """
+        char_hashes, head_hashes, word_columns = [], [], []
+        for text in texts:
+            chars, head = text_ngram_hashes(text[:self.char_chars], self.char_max, self.head_chars)
+            char_hashes.append(chars)
+            head_hashes.append(head)
+            word_columns.append(np.fromiter(
+                (j for j in map(self.word_vocab_.get,
+                                word_keys(text[:self.word_chars], self._cut_fn)) if j is not None),
+                dtype=np.int64))
+        found = []
+        for table, hashes in ((self.char_columns_, char_hashes), (self.head_columns_, head_hashes)):
+            which, columns = table.find(np.concatenate(hashes))
+            found.append((_row_of(hashes)[which], columns))
+        found.append((_row_of(word_columns), np.concatenate(word_columns)))
+        # Each (row, column) pair once, with its count: rows * width + column is unique and
+        # sorts by row, then column.
+        width = self.n_features_
+        pairs, counts = np.unique(np.concatenate([r * width + c for r, c in found]),
+                                  return_counts=True)
+        rows, columns = np.divmod(pairs, width)
+        values = (1.0 + np.log(counts)) * self.idf_[columns]
+        block = np.searchsorted(self._block_ends, columns, side="right")
+        group = rows * 3 + block
+        norms = np.sqrt(np.bincount(group, weights=values * values))
+        values *= self._block_weights[block] / norms[group]
+        return rows, columns, values
 
     def state(self) -> dict[str, object]:
         """The fitted state as plain data, for model files."""
@@ -248,28 +342,17 @@ class Vectoriser:
                            "word_weight": self.word_weight, "head_chars": self.head_chars,
                            "head_weight": self.head_weight, "max_features": self.max_features,
                            "char_chars": self.char_chars, "word_chars": self.word_chars},
-                "char_keys": list(self.char_vocab_), "word_keys": list(self.word_vocab_),
-                "head_keys": list(self.head_vocab_),
+                "char_keys": self.char_keys_, "word_keys": self.word_keys_,
+                "head_keys": self.head_keys_,
                 "dictionary": self.dictionary_, "dictionary_total": self.dictionary_total_,
                 "idf": self.idf_}
 
     @classmethod
-    def from_state(cls, state: dict[str, object]) -> Vectoriser:
-        params = state["params"]
-        assert isinstance(params, dict)
-        # Models written before the prefixes were parameters used the whole normalised text.
-        vec = cls(**{"char_chars": 2000, "word_chars": 2000, **params})
-        char_keys = list(state["char_keys"])  # type: ignore[call-overload]
-        word_keys = list(state["word_keys"])  # type: ignore[call-overload]
-        head_keys = list(state["head_keys"])  # type: ignore[call-overload]
-        vec.char_vocab_ = {k: i for i, k in enumerate(char_keys)}
-        vec.word_vocab_ = {k: len(char_keys) + i for i, k in enumerate(word_keys)}
-        offset = len(char_keys) + len(word_keys)
-        vec.head_vocab_ = {k: offset + i for i, k in enumerate(head_keys)}
-        vec.idf_ = np.asarray(state["idf"], dtype=np.float64)
-        vec._idf_list = vec.idf_.tolist()
-        vec.dictionary_ = dict(state["dictionary"])  # type: ignore[call-overload]
-        vec.dictionary_total_ = int(state["dictionary_total"])  # type: ignore[call-overload]
-        vec._cut_fn = small_tokenizer(vec.dictionary_, vec.dictionary_total_).lcut
-        vec.n_features_ = len(vec.idf_)
+    def from_state(cls, state: dict[str, Any]) -> Vectoriser:
+        vec = cls(**state["params"])
+        vec.char_keys_ = list(state["char_keys"])
+        vec.word_keys_ = list(state["word_keys"])
+        vec.head_keys_ = list(state["head_keys"])
+        vec._set_state(np.asarray(state["idf"], dtype=np.float64), dict(state["dictionary"]),
+                       int(state["dictionary_total"]))
         return vec
