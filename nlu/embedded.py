@@ -56,7 +56,9 @@ class EmbeddedClassifier:
         indices, values = self.vectoriser.transform_one(normalise(text))
         if not len(indices):
             return None
-        return self._head_probabilities(values @ self._coef[indices] + self._intercept)
+        # In float32, the weights' own precision, as `parse_many` computes it.
+        scores = values.astype(np.float32) @ self._coef[indices]
+        return self._head_probabilities(scores + self._intercept)
 
     def _head_probabilities(self, scores: np.ndarray) -> dict[str, dict[str, float]]:
         out = {}
@@ -74,7 +76,7 @@ class EmbeddedClassifier:
         if not texts:
             return []
         X = self.vectoriser.transform([normalise(t) for t in texts])
-        scores = np.asarray(X @ self._coef.astype(np.float64)) + self._intercept
+        scores = np.asarray(X.astype(np.float32) @ self._coef) + self._intercept
         empty = np.diff(X.indptr) == 0
         return [self._parse(text, None if empty[i] else self._head_probabilities(scores[i]))
                 for i, text in enumerate(texts)]

@@ -26,7 +26,7 @@ from typing import Any
 _sre_c: Any = importlib.import_module("re._constants")
 _sre_parse: Any = importlib.import_module("re._parser")
 
-from nlu.normalise import to_simplified
+from nlu.normalise import half_width, to_simplified
 from nlu.parse import Entity
 
 # When two entities overlap, the one whose type comes first here is kept.
@@ -51,13 +51,9 @@ def chinese_number(text: str) -> str:
     return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
 
 
-_HALF_WIDTH = {0xFF01 + i: 0x21 + i for i in range(0x5E)} | {0x3000: 0x20}
-_WIDE = re.compile("[\uff01-\uff5e\u3000]")
-
-
 def _fold(text: str) -> str:
     """Full-width ASCII to half-width and Traditional to Simplified, keeping every offset."""
-    folded = text.translate(_HALF_WIDTH) if _WIDE.search(text) else text
+    folded = half_width(text)
     simplified = to_simplified(folded)
     return simplified if len(simplified) == len(folded) else folded
 

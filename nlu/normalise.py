@@ -15,6 +15,23 @@ MAX_CHARS = 2000
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _SPACES = re.compile(r"\s+")
+_WIDE = re.compile("[\uff01-\uff5e\u3000]")
+# Full-width ASCII (Ｕ+FF01..FF5E) sits 0xFEE0 above its half-width form.
+_WIDE_OFFSET = 0xFEE0
+
+
+def _half(match: re.Match[str]) -> str:
+    char = match.group()
+    return " " if char == "\u3000" else chr(ord(char) - _WIDE_OFFSET)
+
+
+def half_width(text: str) -> str:
+    """Full-width ASCII and the ideographic space as their half-width forms; offsets kept.
+
+    A Chinese letter's punctuation (，？！：) is full-width: substituting the few such
+    characters is faster than translating every character.
+    """
+    return _WIDE.sub(_half, text)
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +45,10 @@ def to_simplified(text: str) -> str:
 
 def normalise(text: str) -> str:
     """Simplified script, half-width ASCII, lower case, single spaces."""
-    text = unicodedata.normalize("NFKC", text[:MAX_CHARS])
+    # NFKC would also fold the full widths; folding them first lets most texts skip NFKC.
+    text = half_width(text[:MAX_CHARS])
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
     text = to_simplified(text).lower()
     return _SPACES.sub(" ", text).strip()
 
