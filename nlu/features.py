@@ -113,15 +113,10 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
 
 
-def _hash(columns: Sequence[np.ndarray]) -> np.ndarray:
-    """The hashes of n-grams given as n columns of code points, one row per n-gram."""
-    hashes = columns[0].copy()
-    for column in columns[1:]:
-        hashes *= _MULTIPLIER
-        hashes += column
-    hashes += _LENGTH_SALT[len(columns)]
-    hashes *= _FIBONACCI  # carries every bit into the top bits, which `NgramColumns` buckets by
-    return hashes
+def _finish(polynomial: np.ndarray, n: int) -> np.ndarray:
+    """The hashes of n-grams from their polynomials c0*M**(n-1) + ... + c(n-1)."""
+    # The multiplication carries every bit into the top bits, which `NgramColumns` buckets by.
+    return (polynomial + _LENGTH_SALT[n]) * _FIBONACCI
 
 
 def key_hashes(keys: Sequence[str]) -> np.ndarray:
@@ -131,7 +126,11 @@ def key_hashes(keys: Sequence[str]) -> np.ndarray:
     for n in np.unique(lengths).tolist():
         rows = np.flatnonzero(lengths == n)
         codes = _code_points("".join([keys[i] for i in rows])).reshape(len(rows), n)
-        hashes[rows] = _hash([codes[:, k] for k in range(n)])
+        polynomial = codes[:, 0].copy()
+        for k in range(1, n):
+            polynomial *= _MULTIPLIER
+            polynomial += codes[:, k]
+        hashes[rows] = _finish(polynomial, n)
     return hashes
 
 
@@ -139,10 +138,12 @@ def text_ngram_hashes(text: str, n_max: int, head_chars: int) -> tuple[np.ndarra
     """The hashes of `char_ngrams(text, n_max)`'s n-grams, one per occurrence, and of
     `char_ngrams(text[:head_chars], 3)`'s."""
     codes = _code_points(text.replace(" ", "_"))
-    length = len(codes)
+    polynomial = codes
     every, head = [], []
-    for n in range(1, min(n_max, length) + 1):
-        hashes = _hash([codes[k:length - n + 1 + k] for k in range(n)])
+    for n in range(1, min(n_max, len(codes)) + 1):
+        if n > 1:  # the n-gram at i is the (n-1)-gram at i, one character longer
+            polynomial = polynomial[:-1] * _MULTIPLIER + codes[n - 1:]
+        hashes = _finish(polynomial, n)
         if n == 1:
             hashes = hashes[codes != _SPACE_MARK]
             head.append(hashes[:np.count_nonzero(codes[:head_chars] != _SPACE_MARK)])
