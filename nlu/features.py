@@ -166,7 +166,8 @@ class NgramColumns:
 
     def __init__(self, keys: Sequence[str], offset: int) -> None:
         hashes = key_hashes(keys)
-        if len(np.unique(hashes)) != len(hashes):
+        order = np.argsort(hashes)
+        if np.any(hashes[order[1:]] == hashes[order[:-1]]):
             raise ValueError("two n-grams share a hash; drop one with `without_collisions`")
         bits = max(int(2 * len(keys)).bit_length(), 1)
         self._shift = np.uint64(64 - bits)
@@ -174,7 +175,6 @@ class NgramColumns:
         sizes = np.bincount(bucket, minlength=1 << bits)
         self._window = np.arange(max(int(sizes.max()), 1))
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
-        order = np.argsort(hashes)
         # Padded so that a window starting at the last key stays inside the arrays.
         padding = len(self._window)
         self._hashes = np.concatenate([hashes[order], np.zeros(padding, dtype=np.uint64)])
