@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import build_app, build_services  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from storage import tables as t  # noqa: E402
-from storage.db import recreate_database  # noqa: E402
-from storage.unit_of_work import UnitOfWork  # noqa: E402
+from bot.app import build_app, build_services
+from bot.settings import Settings
+from storage import tables as t
+from storage.db import recreate_database
+from storage.unit_of_work import UnitOfWork
 
 MESSAGES = [
     "3单元楼道的灯坏了好几天了，晚上太黑",
@@ -142,7 +142,7 @@ def main() -> int:
             else:
                 try:
                     url = fresh_postgres(args.pg_url)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - no PostgreSQL: say so, go on
                     print(f"{'postgresql':<11} skipped: {exc.__class__.__name__}: {exc}"[:200])
                     continue
             r = asyncio.run(run(url, args.n, args.concurrency))

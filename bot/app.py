@@ -23,8 +23,8 @@ from bot.channels.base import ChannelSender
 from bot.channels.webchat import WebChatSender
 from bot.pipeline import Pipeline
 from bot.sender import OutboxSender
-from bot.worker import Scheduler, policy_from
 from bot.settings import EXAMPLE_REGISTRY, Settings
+from bot.worker import Scheduler, policy_from
 from handlers.desk import Classifier
 from handlers.registry import load_registry
 from storage import db

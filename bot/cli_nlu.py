@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import nlu

@@ -59,27 +59,27 @@ class Pipeline:
     def handle_sync(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
         """Serve one message; `deliver(session, replies, now)` queues the replies in the same
         transaction as the work (channels whose replies go through the outbox use it)."""
-        with self._locks[f"{incoming.channel}:{incoming.address}"]:
-            with UnitOfWork(self.engine) as uow:
-                actor = self.actor_for(uow.session, incoming)
-                desk = Desk(
-                    session=uow.session,
-                    now=self.clock.now(),
-                    state=self.state,
-                    classifier=self.classifier,
-                    clarify_below=self.clarify_below,
-                    max_text=self.max_text,
-                )
-                try:
-                    replies = intake.handle(desk, actor, text=incoming.text, action=incoming.action)
-                except Exception:
-                    log.exception("message from %s:%s failed", incoming.channel, incoming.address)
-                    uow.rollback()
-                    replies = [Reply(say(actor.lang, "error.generic"))]
-                if deliver is not None:
-                    deliver(uow.session, replies, desk.now)
-                uow.commit()
-                return replies
+        lock = self._locks[f"{incoming.channel}:{incoming.address}"]
+        with lock, UnitOfWork(self.engine) as uow:
+            actor = self.actor_for(uow.session, incoming)
+            desk = Desk(
+                session=uow.session,
+                now=self.clock.now(),
+                state=self.state,
+                classifier=self.classifier,
+                clarify_below=self.clarify_below,
+                max_text=self.max_text,
+            )
+            try:
+                replies = intake.handle(desk, actor, text=incoming.text, action=incoming.action)
+            except Exception:
+                log.exception("message from %s:%s failed", incoming.channel, incoming.address)
+                uow.rollback()
+                replies = [Reply(say(actor.lang, "error.generic"))]
+            if deliver is not None:
+                deliver(uow.session, replies, desk.now)
+            uow.commit()
+            return replies
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:
         """Who is writing: the identity's person or resident, else an unbound newcomer."""

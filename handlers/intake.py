@@ -16,10 +16,10 @@ import unicodedata
 
 from handlers import (
     chat_cases,  # noqa: F401  (registers the case commands and actions)
+    chat_council,  # noqa: F401
+    chat_watch,  # noqa: F401  (registers /overdue, /dead, /digest)
     dispatch,
 )
-from handlers import chat_council  # noqa: F401
-from handlers import chat_watch  # noqa: F401  (registers /overdue, /dead, /digest)
 from handlers.conversation import Actor, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError

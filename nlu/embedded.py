@@ -10,7 +10,7 @@ import numpy as np
 from nlu import model_files
 from nlu.classifier import softmax
 from nlu.entities import EntityExtractor
-from nlu.normalise import detect_lang, normalise
+from nlu.normalise import detect_lang, encodable, normalise
 from nlu.parse import KINDS, OTHER_INTENTS, Entity, Parse
 
 # Entities are looked for in this many characters; classification truncates earlier
@@ -68,11 +68,12 @@ class EmbeddedClassifier:
         return out
 
     def parse(self, text: str) -> Parse:
+        text = encodable(text)
         return self._parse(text, self.probabilities(text))
 
     def parse_many(self, texts: Sequence[str]) -> list[Parse]:
         """`parse` for many messages, featurised as one sparse matrix and scored by one product."""
-        texts = list(texts)
+        texts = [encodable(t) for t in texts]
         if not texts:
             return []
         X = self.vectoriser.transform([normalise(t) for t in texts])

@@ -43,8 +43,19 @@ def to_simplified(text: str) -> str:
     return str(_t2s().convert(text))
 
 
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate (half of a JSON "\\ud83d\\ude00" escape) as "?", offsets
+    kept: no encoder, OpenCC's included, accepts one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def normalise(text: str) -> str:
     """Simplified script, half-width ASCII, lower case, single spaces."""
+    text = encodable(text)
     # NFKC would also fold the full widths; folding them first lets most texts skip NFKC.
     text = half_width(text[:MAX_CHARS])
     if not unicodedata.is_normalized("NFKC", text):

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
 # --------------------------------------------------------------------------- registry
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ class UnitOfWork:
         self.engine = engine
         self.session: Session
 
-    def __enter__(self) -> UnitOfWork:
+    def __enter__(self) -> Self:
         self.session = Session(self.engine, expire_on_commit=False)
         return self
 

@@ -8,7 +8,7 @@ back to zh-Hans, and a key missing everywhere is a programming error (KeyError).
 from __future__ import annotations
 
 import datetime as dt
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

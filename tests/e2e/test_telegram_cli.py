@@ -18,7 +18,6 @@ from storage.unit_of_work import UnitOfWork
 from tests.conftest import EXAMPLE
 
 
-
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     url = f"sqlite:///{tmp_path / 'ops.db'}"

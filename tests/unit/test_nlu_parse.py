@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import opencc
 import pytest
 
@@ -104,6 +106,17 @@ def test_a_100_kb_message_is_parsed_without_crashing(classifier: nlu.Classifier)
     parsed = classifier.parse(text)
     assert parsed.kind in KINDS
     assert parsed.text == text
+
+
+def test_a_lone_surrogate_is_read_as_an_unknown_character(classifier: nlu.Classifier) -> None:
+    # json.loads('"\\ud83d"') gives half of an emoji, which no encoder accepts.
+    text = json.loads('"3栋2单元楼道灯坏了\\ud83d"')
+    parsed = classifier.parse(text)
+    assert (parsed.kind, parsed.category) == ("service_request", "facilities")
+    assert parsed.text == "3栋2单元楼道灯坏了?"
+    assert parsed.entity("building") == "3"
+    assert [p.category for p in classifier.parse_many([text, "谢谢\udfff"])] == [  # type: ignore[attr-defined]
+        "facilities", classifier.parse("谢谢").category]
 
 
 def test_module_level_parse_uses_the_shipped_model() -> None:
