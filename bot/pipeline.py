@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections import defaultdict
+import weakref
 from collections.abc import Callable
 
 import anyio
@@ -34,6 +34,25 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Session, list[Reply], dt.datetime], None]
 
 
+class AddressLocks:
+    """One lock per address, kept only while a message for it holds or awaits the lock: an
+    address that writes once does not cost memory for the life of the process."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+        self._guard = threading.Lock()
+
+    def get(self, address: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(address)
+            if lock is None:
+                lock = self._locks[address] = threading.Lock()
+            return lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -51,7 +70,7 @@ class Pipeline:
         self.clock = clock
         self.clarify_below = clarify_below
         self.max_text = max_text
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks = AddressLocks()
 
     async def handle(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
         return await anyio.to_thread.run_sync(self.handle_sync, incoming, deliver)
@@ -59,7 +78,7 @@ class Pipeline:
     def handle_sync(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
         """Serve one message; `deliver(session, replies, now)` queues the replies in the same
         transaction as the work (channels whose replies go through the outbox use it)."""
-        lock = self._locks[f"{incoming.channel}:{incoming.address}"]
+        lock = self._locks.get(f"{incoming.channel}:{incoming.address}")
         with lock, UnitOfWork(self.engine) as uow:
             actor = self.actor_for(uow.session, incoming)
             desk = Desk(
