@@ -196,3 +196,23 @@ def test_the_model_cuts_its_training_texts_as_the_full_jieba_dictionary_does(
     assert vectoriser._cut_fn is not None
     for text in texts:
         assert vectoriser._cut_fn(text, HMM=False) == _cut()(text, HMM=False), text
+
+
+def test_the_shipped_data_has_hundreds_of_examples_per_kind_in_three_scripts() -> None:
+    from nlu.normalise import detect_lang
+
+    examples = read_yaml(nlu.DATA_DIR / "kinds.yml").examples
+    for kind in ("service_request", "complaint", "proposal"):
+        texts = [e.text for e in examples if e.label == kind]
+        langs = {lang: sum(detect_lang(t) == lang for t in texts) for lang in nlu.LANGS}
+        assert len(texts) >= 200, kind
+        assert min(langs.values()) >= 25, (kind, langs)
+
+
+def test_no_held_out_message_is_trained_on() -> None:
+    held_out = {json.loads(line)["text"]
+                for line in (nlu.DATA_DIR / "heldout.jsonl").read_text(encoding="utf-8").splitlines()}
+    trained = {e.text for name in ("kinds.yml", "categories.yml", "urgent.yml")
+               for e in read_yaml(nlu.DATA_DIR / name).examples}
+    assert len(held_out) >= 150
+    assert not held_out & trained
