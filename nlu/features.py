@@ -5,15 +5,16 @@ the first `head_chars` characters: residents say what they want first (a subject
 坏了，……"), and the rest is story. For chat-length messages it is the whole message.
 
 Character n-grams are found by hash, not by string: a text becomes an array of code points,
-each n-gram a 64-bit polynomial hash computed by numpy, and one binary search in the sorted
-hashes of the vocabulary gives their columns. A long letter's thousands of n-grams thus cost a
-few array operations instead of thousands of dict look-ups and string slices. Training counts
-document frequencies on the n-gram strings themselves (`char_ngrams`), so the vocabulary in
-the model files stays readable; the hashes are recomputed from it at load.
+each n-gram a 64-bit polynomial hash computed by numpy, and a bucketed table of the
+vocabulary's hashes (`NgramColumns`) gives their columns. A long letter's thousands of n-grams
+thus cost a few array operations instead of thousands of dict look-ups and string slices, and
+a batch of texts goes through each step at once. Training counts document frequencies on the
+n-gram strings themselves (`char_ngrams`), so the vocabulary in the model files stays
+readable; the hashes are recomputed from it at load.
 
-Words come from jieba on the first `word_chars` characters only: segmentation is the slowest
-step per character, and on long letters words past the opening added nothing the character
-n-grams did not already carry (nlu/README.md, "Speed").
+Words come from jieba on the first `word_chars` characters only, at a lower weight:
+segmentation is the slowest step per character, and on long letters words past the opening
+added nothing the character n-grams did not already carry (nlu/README.md, "Figures").
 
 Every head shares one vocabulary: parsing costs one featurisation and one small matrix product.
 """
@@ -42,8 +43,10 @@ CHAR_CHARS = 2000
 WORD_CHARS = 40
 
 # The polynomial hash of an n-gram's code points, modulo 2**64 (numpy arrays wrap without
-# warning): an odd multiplier with well-mixed bits, and a salt per length so that "ab" and
-# "\x01ab" differ. Collisions within a vocabulary are dropped at training (`without_collisions`).
+# warning): an odd multiplier with well-mixed bits, a salt per length so that "ab" and "\x01ab"
+# differ, and a final multiplication by 2**64 / golden ratio that carries every bit into the
+# top bits `NgramColumns` buckets by. Collisions within a vocabulary are dropped at training
+# (`without_collisions`).
 _MULTIPLIER = np.uint64(0xD6E8FEB86659FD93)
 _LENGTH_SALT = [np.uint64(n * 0xC2B2AE3D27D4EB4F % 2**64) for n in range(8)]
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)
@@ -115,7 +118,6 @@ def _code_points(text: str) -> np.ndarray:
 
 def _finish(polynomial: np.ndarray, n: int) -> np.ndarray:
     """The hashes of n-grams from their polynomials c0*M**(n-1) + ... + c(n-1)."""
-    # The multiplication carries every bit into the top bits, which `NgramColumns` buckets by.
     return (polynomial + _LENGTH_SALT[n]) * _FIBONACCI
 
 
