@@ -46,7 +46,8 @@ def save(model: ModelFiles, out_dir: str | Path) -> Path:
         "sklearn_version": sklearn.__version__,
         "numpy_version": np.__version__,
         "vectoriser": state["params"],
-        "heads": {name: {"labels": head.classes_, "temperature": head.temperature_, "C": head.C}
+        "heads": {name: {"labels": head.classes_, "temperature": head.temperature_, "C": head.C,
+                         "nb_smoothing": head.nb_smoothing, "nb_power": head.nb_power}
                   for name, head in model.heads.items()},
         "n_features": model.vectoriser.n_features_,
     })
@@ -90,7 +91,9 @@ def read(model_dir: str | Path) -> ModelFiles:
     heads = {}
     for name in HEADS:
         spec = manifest["heads"][name]
-        head = LinearHead(C=spec["C"])
+        # The naive Bayes scaling is already folded into `coef`; its settings are a record.
+        head = LinearHead(C=spec["C"], nb_smoothing=spec.get("nb_smoothing"),
+                          nb_power=spec.get("nb_power", 1.0))
         head.classes_ = list(spec["labels"])
         head.temperature_ = float(spec["temperature"])
         head.coef_ = arrays[f"{name}_coef"]

@@ -216,3 +216,26 @@ def test_no_held_out_message_is_trained_on() -> None:
                for e in read_yaml(nlu.DATA_DIR / name).examples}
     assert len(held_out) >= 150
     assert not held_out & trained
+
+
+def test_naive_bayes_scaling_is_folded_into_the_weights() -> None:
+    """A head with the scaling scores a text as an SVM on the scaled features does."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.svm import LinearSVC
+
+    from nlu.classifier import LinearHead
+
+    X = sp.random(90, 40, density=0.2, random_state=0, format="csr")
+    y = np.array(["a", "b", "c"] * 30)
+    head = LinearHead(C=1.0, nb_smoothing=1.0, nb_power=0.5, folds=2).fit(X, y)
+    present = (X > 0).astype(float)
+    for k, label in enumerate(head.classes_):
+        positive = y == label
+        inside = 1 + np.asarray(present[positive].sum(axis=0)).ravel()
+        outside = 1 + np.asarray(present[~positive].sum(axis=0)).ravel()
+        ratio = np.log((inside / inside.sum()) / (outside / outside.sum()))
+        scaled = X @ sp.diags(np.sign(ratio) * np.abs(ratio) ** 0.5)
+        svm = LinearSVC(C=1.0, random_state=0).fit(scaled, positive)
+        np.testing.assert_allclose(X @ head.coef_[:, k] + head.intercept_[k],
+                                   svm.decision_function(scaled), rtol=1e-4, atol=1e-4)
