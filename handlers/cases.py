@@ -440,12 +440,14 @@ def resolve(session: Session, case: t.Case, person: t.Person, note: str, now: dt
     case.state = CaseState.RESOLVED
     case.resolved_at = now
     record(session, case, "resolved", now, person=person, note=note)
+    evaluated_by_council = False
     if case.proposal_id is not None:
         from handlers import council  # the council imports this module
 
-        council.execution_resolved(session, case, person, now)
-    _tell_resident(session, case, "case.resolved", now, buttons=rating_buttons(case), name=person.name,
-                   note=note)
+        evaluated_by_council = council.execution_resolved(session, case, person, note, now)
+    if not evaluated_by_council:  # else the proposer was told and asked by the council's notice
+        _tell_resident(session, case, "case.resolved", now, buttons=rating_buttons(case),
+                       name=person.name, note=note)
     _tell_first_responder(session, case, person, now, "resolved", note)
     return case
 

@@ -32,7 +32,7 @@ from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
 from storage.sequences import next_event_seq, next_in_counter
-from storage.tables import OPEN_PROPOSAL_STAGES, MeetingKind, ProposalStage
+from storage.tables import OPEN_PROPOSAL_STAGES, CaseState, MeetingKind, ProposalStage
 
 # Cosine similarity (TF-IDF over characters and character bigrams) above which two proposals
 # read as the same matter; tuned on short Chinese proposals where one shared word is not enough.
@@ -557,8 +557,22 @@ def evaluate(
         row.rating, row.comment, row.created_at = rating, comment or row.comment, now
     record(session, proposal, "evaluated", now, resident=resident, note=comment, rating=rating)
     proposal.stage = ProposalStage.EVALUATED
+    _rate_execution_case(session, proposal, resident, rating, comment, now)
     session.flush()
     return row
+
+
+def _rate_execution_case(session: Session, proposal: t.Proposal, resident: t.Resident,
+                         rating: str, comment: str, now: dt.datetime) -> None:
+    """The proposer's evaluation rates the execution case, which was opened in their name: they
+    are asked once about the work, and the case desk's follow-up visit has nothing left to ask.
+    An unsatisfied evaluation goes to the council's evaluation meeting rather than reopening it."""
+    case = session.get(t.Case, proposal.case_id) if proposal.case_id else None
+    if case is None or case.resident_id != resident.id or case.state != CaseState.RESOLVED:
+        return
+    case.rating, case.rating_comment = rating, comment
+    cases.record(session, case, "rated", now, resident=resident, note=comment, rating=rating,
+                 proposal=proposal.number)
 
 
 def comment(
@@ -574,6 +588,9 @@ def comment(
         raise WrongStage(number=proposal.number)
     row.comment = text.strip()
     record(session, proposal, "evaluation_commented", now, resident=resident, note=row.comment)
+    case = session.get(t.Case, proposal.case_id) if proposal.case_id else None
+    if case is not None and case.resident_id == resident.id and case.rating is not None:
+        case.rating_comment = row.comment
 
 
 def evaluation_counts(session: Session, proposal: t.Proposal) -> dict[str, int]:
@@ -1063,17 +1080,23 @@ def evaluation_buttons(proposal: t.Proposal) -> list[list[tuple[str, str]]]:
     ]
 
 
-def execution_resolved(session: Session, case: t.Case, person: t.Person, now: dt.datetime) -> None:
-    """The execution case was resolved: the proposal is done; its supporters evaluate it (述职评议)."""
+def execution_resolved(session: Session, case: t.Case, person: t.Person, note: str,
+                       now: dt.datetime) -> bool:
+    """The execution case was resolved: the proposal is done; its supporters evaluate it (述职评议).
+
+    True when they were asked: the proposer's evaluation is then the execution case's rating too
+    (`evaluate`), so the case desk does not ask the proposer a second time.
+    """
     if case.proposal_id is None:
-        return
+        return False
     proposal = session.get(t.Proposal, case.proposal_id)
     if proposal is None or proposal.stage != ProposalStage.IN_EXECUTION:
-        return
+        return False
     proposal.stage = ProposalStage.DONE
     proposal.done_at = now
     record(session, proposal, "done", now, person=person, case=case.number)
-    _tell_supporters(session, proposal, "council.done", now, buttons=evaluation_buttons(proposal))
+    _tell_supporters(session, proposal, "council.done", now, buttons=evaluation_buttons(proposal),
+                     name=person.name, note=note)
     community = _community(session, proposal.community_id)
     for secretary in secretaries(session, community, now):
         tell(
@@ -1085,6 +1108,7 @@ def execution_resolved(session: Session, case: t.Case, person: t.Person, now: dt
             title=proposal.title,
             case_number=case.number,
         )
+    return True
 
 
 # --------------------------------------------------------------------------- agenda

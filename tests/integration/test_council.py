@@ -134,14 +134,25 @@ async def test_whole_lifecycle_from_proposal_to_evaluation(chat: Chat, services:
     assert "还想说点什么" in said.text
     said = await neighbour.says("器材很好用 谢谢社区")
     assert "已记录" in said.text
-    assert any("请对执行情况进行评议" in n.text for n in await proposer.inbox())
+    proposer_notices = await proposer.inbox()
+    asked_proposer = [n for n in proposer_notices if "请对执行情况进行评议" in n.text]
+    assert len(asked_proposer) == 1 and "健身器材已安装完毕" in asked_proposer[0].text
+    assert not [n for n in proposer_notices if "请为这次办理打分" in n.text]
+    await proposer.presses(asked_proposer[0].action("不满意"))
+    await proposer.says("器材位置离楼太近")
+    with UnitOfWork(services.engine) as uow:
+        executed = uow.session.get(t.Case, case_id)
+        assert executed is not None
+        assert (executed.state, executed.rating, executed.rating_comment) == (
+            "resolved", "unsatisfied", "器材位置离楼太近")
 
     assert _proposal(services, number).stage == "evaluated"
     with UnitOfWork(services.engine) as uow:
         rows = uow.session.scalars(
             select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id)
         ).all()
-        assert [(r.rating, r.comment) for r in rows] == [("satisfied", "器材很好用 谢谢社区")]
+        assert sorted((r.rating, r.comment) for r in rows) == [
+            ("satisfied", "器材很好用 谢谢社区"), ("unsatisfied", "器材位置离楼太近")]
     assert _events(services, number) == [
         "collected",
         "on_agenda",
@@ -155,6 +166,8 @@ async def test_whole_lifecycle_from_proposal_to_evaluation(chat: Chat, services:
         "adopted",
         "in_execution",
         "done",
+        "evaluated",
+        "evaluation_commented",
         "evaluated",
         "evaluation_commented",
     ]
