@@ -349,6 +349,28 @@ class Inbound(SQLModel, table=True):
     done_at: dt.datetime | None = None
 
 
+class ChatLine(SQLModel, table=True):
+    """A line of a conversation on a channel that keeps no history of its own (the web chat):
+    what the person sent ("in") or a direct reply to it ("out").
+
+    Notices are not copied here; they stay in the outbox and are merged in when the history is
+    read. The lines of one turn are written in the transaction that handles it, so a turn that
+    did not commit leaves no line.
+    """
+
+    __table_args__ = (Index("ix_chatline_address", "channel", "address", "created_at", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=128)
+    direction: str = Field(max_length=3)  # in | out
+    text: str
+    action: str = Field(default="", max_length=64)
+    buttons: list[list[dict[str, str]]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: dt.datetime
+
+
 
 # ----- council (三会一评)
 

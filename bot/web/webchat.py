@@ -1,7 +1,10 @@
-"""The web chat: a page, a send endpoint and an inbox that the page polls."""
+"""The web chat: a page, a send endpoint, an inbox that the page polls and the history it
+shows after a reload."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,23 +12,27 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bot.channels.base import Incoming
+from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
 from bot.web.deps import Address, Services
 from handlers import directory
 from handlers.notify import ensure_identity
+from storage import chat_history
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
 router = APIRouter()
 STATIC = Path(__file__).parent / "static"
+CURSOR = re.compile(r"(said|reply|notice):([0-9]{1,18})")
 
 
 class SendBody(BaseModel):
     text: str | None = None
     action: str | None = Field(default=None, max_length=64)
+    label: str | None = Field(default=None, max_length=200)  # the pressed button's, for the history
 
 
 class PersonaBody(BaseModel):
@@ -172,11 +179,32 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
 async def send(body: SendBody, address: Address, services: Services) -> dict[str, Any]:
     if body.text is None and body.action is None:
         raise HTTPException(status_code=422, detail="send 'text' or 'action'")
+    said = _said(body, services.pipeline.max_text)
+
+    def record(session: Session, replies: list[Reply], now: dt.datetime) -> None:
+        # In the pipeline's own transaction: the turn is kept exactly when its work commits.
+        chat_history.record_turn(
+            session, channel=CHANNEL, address=address, said=said, action=body.action or "",
+            replies=[(r.text, [[b.to_json() for b in row] for row in r.buttons]) for r in replies], now=now,
+        )
+
     replies = await services.pipeline.handle(
-        Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action)
+        Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action), deliver=record
     )
     services.sender.wake()
     return {"replies": [r.to_json() for r in replies]}
+
+
+def _said(body: SendBody, max_chars: int) -> str:
+    """The person's side of a turn as the page shows it: the pressed button's label, else the text.
+
+    The pipeline refuses a text over `max_chars` with a reply; only its opening is kept, so an
+    oversized message costs no more to store than an accepted one.
+    """
+    if body.action:
+        return body.label or body.action
+    text = body.text or ""
+    return text if len(text) <= max_chars else text[:max_chars] + "…"
 
 
 @router.get("/api/chat/inbox")
@@ -194,3 +222,36 @@ def inbox(address: Address, services: Services, after: int = 0, limit: int = 50)
             {"id": r.id, "text": r.text, "buttons": r.buttons, "at": r.created_at.isoformat()}
             for r in rows
         ]}
+
+
+@router.get("/api/chat/history")
+def history(address: Address, services: Services, before: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """The address's conversation, oldest first: what it sent ("said", with the pressed button's
+    `action` or null), the direct replies ("reply") and the delivered notices ("notice", the
+    inbox's rows).
+
+    Without `before` the newest page; the answer's `before` ("kind:id", null at the start) asks
+    for the page older than it. `last_notice_id` is where polling the inbox carries on.
+    """
+    position = None
+    if before is not None:
+        match = CURSOR.fullmatch(before)
+        if match is None:
+            raise HTTPException(status_code=422, detail="before is said:<id>, reply:<id> or notice:<id>")
+        position = (match[1], int(match[2]))
+    with UnitOfWork(services.engine) as uow:
+        try:
+            page = chat_history.read_page(uow.session, channel=CHANNEL, address=address, before=position,
+                                          limit=min(max(limit, 1), 200))
+        except LookupError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+    first = page.items[0] if page.items else None
+    return {
+        "messages": [
+            {"kind": i.kind, "id": i.id, "text": i.text, "buttons": i.buttons, "at": i.at.isoformat()}
+            | ({"action": i.action or None} if i.kind == "said" else {})
+            for i in page.items
+        ],
+        "before": f"{first.kind}:{first.id}" if page.more and first else None,
+        "last_notice_id": page.last_notice_id,
+    }

@@ -1,16 +1,24 @@
-"""The web chat over real HTTP: personas, a case's whole journey, sign-in and bad input."""
+"""The web chat over real HTTP: personas, a case's whole journey, sign-in, bad input, and the
+history a reloaded page shows."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import func, select
 
 from bot.settings import Settings
-from bot.web.auth import sign
+from bot.web import webchat
+from bot.web.auth import COOKIE, sign
+from storage import outbox
+from storage import tables as t
 from storage.clock import FixedClock
+from storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import Running, start
 
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
@@ -30,6 +38,17 @@ def as_persona(web: Running, who: str) -> httpx.Client:
     client = web.client()
     client.post("/api/demo/persona", json={"who": who}).raise_for_status()
     return client
+
+
+def reload(web: Running, client: httpx.Client) -> httpx.Client:
+    """The same browser after a reload: only the session cookie is left of the page."""
+    return web.client(cookies={COOKIE: client.cookies[COOKIE]})
+
+
+def history(client: httpx.Client, **params: Any) -> dict[str, Any]:
+    answer = client.get("/api/chat/history", params=params)
+    answer.raise_for_status()
+    return answer.json()
 
 
 def test_resident_reports_and_worker_handles_it_in_the_browser_api(web: Running) -> None:
@@ -107,3 +126,117 @@ def test_persona_picker_is_off_outside_the_demo(sqlite_url: str, clock: FixedClo
     finally:
         served.stop()
         services.engine.dispose()
+
+
+def test_a_reload_shows_what_was_said_and_answered_then_later_notices(web: Running, clock: FixedClock) -> None:
+    who = httpx.get(f"{web.url}/api/demo/personas").json()["residents"][0]["who"]
+    resident = as_persona(web, who)
+    answer = resident.post("/api/chat/send", json={"text": "楼道灯坏了三天了"}).json()["replies"][0]
+    number = NUMBER.search(answer["text"]).group(0)  # type: ignore[union-attr]
+    clock.advance(dt.timedelta(minutes=1))
+    worker = as_persona(web, "person:zhang_li")
+    arrived = wait_for_notice(worker, number)
+    ack = next(b for row in arrived["buttons"] for b in row if b["label"] == "签收")
+    worker.post("/api/chat/send", json={"action": ack["action"], "label": ack["label"]}).raise_for_status()
+    told = wait_for_notice(resident, "已由")
+
+    page = history(reload(web, resident))
+    items = [(m["kind"], m["text"]) for m in page["messages"]]
+    assert items[:2] == [("said", "楼道灯坏了三天了"), ("reply", answer["text"])]
+    assert ("notice", told["text"]) in items[2:]
+    assert page["before"] is None
+    # The notices are the inbox's, and polling carries on after the newest of them.
+    inbox = resident.get("/api/chat/inbox").json()["messages"]
+    assert [(m["id"], m["text"]) for m in page["messages"] if m["kind"] == "notice"] == \
+        [(m["id"], m["text"]) for m in inbox]
+    assert page["last_notice_id"] == inbox[-1]["id"]
+    assert resident.get("/api/chat/inbox", params={"after": page["last_notice_id"]}).json()["messages"] == []
+    assert all(m["at"].startswith("2026-11-23T02:0") for m in page["messages"])
+    assert page["messages"][0]["action"] is None and "action" not in page["messages"][1]
+
+    # The worker sees the case arrive, the button they pressed by its label, and the answer.
+    worker_items = history(reload(web, worker))["messages"]
+    kinds = [(m["kind"], m["text"]) for m in worker_items]
+    pressed = kinds.index(("said", "签收"))
+    assert worker_items[pressed]["action"] == ack["action"]
+    assert kinds[pressed - 1] == ("notice", arrived["text"])
+    assert kinds[pressed + 1][0] == "reply" and number in kinds[pressed + 1][1]
+
+
+def test_history_pages_backwards_across_lines_and_notices(web: Running, clock: FixedClock) -> None:
+    resident = as_persona(web, "building:ZN-B01")
+    address = resident.get("/api/session").json()["address"]
+    for n in range(4):
+        resident.post("/api/chat/send", json={"text": f"你好 {n}"}).raise_for_status()
+        if n == 1:
+            # A notice written at the same moment as a turn comes after the turn's replies.
+            with UnitOfWork(web.services.engine) as uow:
+                outbox.enqueue(uow.session, channel="web", address=address, text="停水通知", now=clock.now())
+                uow.commit()
+            web.services.sender.wake()
+            wait_for_notice(resident, "停水通知")
+        clock.advance(dt.timedelta(seconds=30))
+
+    whole = history(resident, limit=200)
+    assert whole["before"] is None
+    said = [m["text"] for m in whole["messages"] if m["kind"] == "said"]
+    assert said == [f"你好 {n}" for n in range(4)]
+    kinds = [m["kind"] for m in whole["messages"]]
+    notice = kinds.index("notice")
+    assert kinds[notice - 1] == "reply" and whole["messages"][notice + 1]["text"] == "你好 2"
+
+    for limit in (1, 2, 3, 5):
+        page = history(resident, limit=limit)
+        seen = page["messages"]
+        assert seen == whole["messages"][-limit:]
+        while page["before"] is not None:
+            page = history(resident, limit=limit, before=page["before"])
+            assert 0 < len(page["messages"]) <= limit
+            seen = page["messages"] + seen
+        assert seen == whole["messages"], limit
+
+
+def test_history_is_only_ever_the_signed_in_persons_own(web: Running) -> None:
+    one = as_persona(web, "building:ZN-B01")
+    two = as_persona(web, "building:ZN-B02")
+    one.post("/api/chat/send", json={"text": "你好，我住一号楼"}).raise_for_status()
+    two.post("/api/chat/send", json={"text": "你好，我住二号楼"}).raise_for_status()
+
+    texts_one = [m["text"] for m in history(one)["messages"]]
+    texts_two = [m["text"] for m in history(two)["messages"]]
+    assert "你好，我住一号楼" in texts_one and "你好，我住二号楼" not in texts_one
+    assert "你好，我住二号楼" in texts_two and "你好，我住一号楼" not in texts_two
+    # A position in someone else's conversation is refused, not used to read around it.
+    line_of_two = history(two)["messages"][-1]
+    refused = one.get("/api/chat/history", params={"before": f"{line_of_two['kind']}:{line_of_two['id']}"})
+    assert refused.status_code == 422
+    for bad in ("nonsense", "said:", "said:-1", "notice:x", "said:１"):
+        assert one.get("/api/chat/history", params={"before": bad}).status_code == 422, bad
+    assert web.client().get("/api/chat/history").status_code == 401
+
+
+def test_an_oversized_message_is_kept_short_with_its_refusal(web: Running) -> None:
+    resident = as_persona(web, "building:ZN-B01")
+    resident.post("/api/chat/send", json={"text": "灯" * 100_000}).raise_for_status()
+    said, refusal = history(resident)["messages"]
+    limit = web.services.settings.max_message_chars
+    assert said["kind"] == "said" and said["text"] == "灯" * limit + "…"
+    assert refusal["kind"] == "reply" and "太长" in refusal["text"]
+
+
+def test_a_turn_that_fails_to_commit_leaves_no_line_and_no_case(web: Running,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    resident = as_persona(web, "building:ZN-B01")
+    real = webchat.chat_history.record_turn
+
+    def record_then_fail(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise RuntimeError("the database went away before the commit")
+
+    monkeypatch.setattr(webchat.chat_history, "record_turn", record_then_fail)
+    assert resident.post("/api/chat/send", json={"text": "楼道灯坏了"}).status_code == 500
+    monkeypatch.undo()
+    # The server closes a connection that ended in an error, so ask on a fresh one.
+    assert history(reload(web, resident))["messages"] == []
+    with UnitOfWork(web.services.engine) as uow:
+        assert uow.session.scalar(select(func.count()).select_from(t.Case)) == 0
