@@ -10,7 +10,7 @@ import numpy as np
 from nlu import model_files
 from nlu.classifier import softmax
 from nlu.entities import EntityExtractor
-from nlu.normalise import detect_lang, encodable, normalise
+from nlu.normalise import Reading, encodable, read
 from nlu.parse import KINDS, OTHER_INTENTS, Entity, Parse
 
 # Entities are looked for in this many characters; classification truncates earlier
@@ -51,40 +51,50 @@ class EmbeddedClassifier:
         self.categories = tuple(model.heads["category"].classes_)
         self.vectoriser.transform_one("社区")  # loads jieba's dictionary now, not on first message
 
-    def probabilities(self, text: str) -> dict[str, dict[str, float]] | None:
-        """Each head's label probabilities for one message, or None if no feature is known."""
-        indices, values = self.vectoriser.transform_one(normalise(text))
+    def probabilities(self, normalised: str) -> dict[str, dict[str, float]] | None:
+        """Each head's label probabilities for one normalised message (`nlu.normalise`), or
+        None if no feature is known."""
+        indices, values = self.vectoriser.transform_one(normalised)
         if not len(indices):
             return None
         # In float32, the weights' own precision, as `parse_many` computes it.
         scores = values.astype(np.float32) @ self._coef[indices]
-        return self._head_probabilities(scores + self._intercept)
+        return self._head_probabilities((scores + self._intercept)[None, :])[0]
 
-    def _head_probabilities(self, scores: np.ndarray) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, labels, temperature, cols in self._heads:
-            probs = softmax(scores[cols], temperature)
-            out[name] = dict(zip(labels, probs.tolist()))
-        return out
+    def _head_probabilities(self, scores: np.ndarray) -> list[dict[str, dict[str, float]]]:
+        """Each message's label probabilities per head, from its row of `scores`.
+
+        One softmax per head for the whole batch: per message, numpy's call overhead would
+        cost more than the arithmetic.
+        """
+        heads = [(name, labels, softmax(scores[:, cols], temperature).tolist())
+                 for name, labels, temperature, cols in self._heads]
+        return [{name: dict(zip(labels, probs[row])) for name, labels, probs in heads}
+                for row in range(len(scores))]
 
     def parse(self, text: str) -> Parse:
         text = encodable(text)
-        return self._parse(text, self.probabilities(text))
+        reading = read(text, ENTITY_MAX_CHARS)
+        return self._parse(text, reading, self.probabilities(reading.normalised))
 
     def parse_many(self, texts: Sequence[str]) -> list[Parse]:
         """`parse` for many messages, featurised as one sparse matrix and scored by one product."""
         texts = [encodable(t) for t in texts]
         if not texts:
             return []
-        X = self.vectoriser.transform([normalise(t) for t in texts])
+        readings = [read(t, ENTITY_MAX_CHARS) for t in texts]
+        X = self.vectoriser.transform([r.normalised for r in readings])
         scores = np.asarray(X.astype(np.float32) @ self._coef) + self._intercept
         empty = np.diff(X.indptr) == 0
-        return [self._parse(text, None if empty[i] else self._head_probabilities(scores[i]))
-                for i, text in enumerate(texts)]
+        return [self._parse(text, reading, None if empty[i] else probs)
+                for i, (text, reading, probs)
+                in enumerate(zip(texts, readings, self._head_probabilities(scores)))]
 
-    def _parse(self, text: str, probs: dict[str, dict[str, float]] | None) -> Parse:
-        lang = detect_lang(text)
-        entities: tuple[Entity, ...] = self.entities.extract(text[:ENTITY_MAX_CHARS])
+    def _parse(self, text: str, reading: Reading,
+               probs: dict[str, dict[str, float]] | None) -> Parse:
+        lang = reading.lang
+        entities: tuple[Entity, ...] = self.entities.extract(text[:ENTITY_MAX_CHARS],
+                                                             reading.folded)
         if probs is None:
             return Parse(text=text, kind="other", intent="out_of_scope",
                          category="other" if "other" in self.categories else self.categories[0],

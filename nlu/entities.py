@@ -26,7 +26,7 @@ from typing import Any
 _sre_c: Any = importlib.import_module("re._constants")
 _sre_parse: Any = importlib.import_module("re._parser")
 
-from nlu.normalise import half_width, to_simplified
+from nlu.normalise import fold, to_simplified
 from nlu.parse import Entity
 
 # When two entities overlap, the one whose type comes first here is kept.
@@ -49,13 +49,6 @@ def chinese_number(text: str) -> str:
     if len(tens) > 1 or len(ones) > 1 or "十" in ones:  # not a number: 三十一二, 十十
         return text
     return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
-
-
-def _fold(text: str) -> str:
-    """Full-width ASCII to half-width and Traditional to Simplified, keeping every offset."""
-    folded = half_width(text)
-    simplified = to_simplified(folded)
-    return simplified if len(simplified) == len(folded) else folded
 
 
 _CATEGORIES = {_sre_c.CATEGORY_DIGIT: r"\d", _sre_c.CATEGORY_SPACE: r"\s",
@@ -217,7 +210,7 @@ class EntityExtractor:
             table.setdefault(type_, {}).update(mapping)
         self.gazetteer: list[tuple[str, dict[str, str], re.Pattern[str]]] = []
         for type_, mapping in table.items():
-            folded = {_fold(s).lower(): v for s, v in mapping.items() if s.strip()}
+            folded = {fold(s).lower(): v for s, v in mapping.items() if s.strip()}
             if folded:
                 alternation = "|".join(re.escape(s) for s in sorted(folded, key=len, reverse=True))
                 self.gazetteer.append((type_, folded, re.compile(alternation, re.IGNORECASE)))
@@ -233,8 +226,10 @@ class EntityExtractor:
             + ("|(?P<word>" + "|".join(re.escape(w) for w in words) + ")" if words else ""),
             re.IGNORECASE)
 
-    def extract(self, text: str) -> tuple[Entity, ...]:
-        folded = _fold(text)
+    def extract(self, text: str, folded: str | None = None) -> tuple[Entity, ...]:
+        """The entities of `text`; `folded` is `fold(text)` when the caller has it already."""
+        if folded is None:
+            folded = fold(text)
         found: list[Entity] = []
         for type_, mapping, pattern in self.gazetteer:
             for m in pattern.finditer(folded):
