@@ -452,18 +452,8 @@ def _text_step(*, prefix: str, commands: tuple[str, ...], what: str, staff: bool
         apply(desk, actor, case, text)
         return [Reply(say(actor.lang, done, number=case.number))]
 
-    def command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-        ref, _, text = arg.partition(" ")
-        if not text.strip():
-            return ask_for_text(desk, actor, ref)
-        return carry_out(desk, actor, ref, text.strip())
-
-    def answer(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-        return carry_out(desk, actor, str(pending["case"]), text)
-
-    dispatch.action(prefix, staff=staff)(ask_for_text)
-    dispatch.command(*commands, staff=staff)(command)
-    dispatch.pending(what)(answer)
+    dispatch.text_step(prefix=prefix, commands=commands, what=what, key="case", staff=staff,
+                       ask=ask_for_text, carry_out=carry_out)
 
 
 _text_step(

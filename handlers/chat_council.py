@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from handlers import chat_cases, council, council_export, directory, dispatch
 from handlers.conversation import Actor, Button, Reply
@@ -630,59 +633,47 @@ def merge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ]
 
 
-@dispatch.action("pr", staff=True)
-def reject_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    _secretary(desk, actor)
-    proposal = _find_for(desk, actor, arg)
-    desk.expect(actor.channel, actor.address, "proposal_reject", proposal=proposal.id)
-    return [
-        Reply(
-            say(actor.lang, "council.ask_reject_reason", number=proposal.number),
-            expects_text=True,
-            buttons=(
-                (
-                    Button(
-                        say(
-                            actor.lang,
-                            "council.button_to_case",
-                            kind=say(actor.lang, "kind.service_request"),
-                        ),
-                        f"pc:{proposal.id}:service_request",
-                    ),
-                ),
-                (
-                    Button(
-                        say(
-                            actor.lang,
-                            "council.button_to_case",
-                            kind=say(actor.lang, "kind.complaint"),
-                        ),
-                        f"pc:{proposal.id}:complaint",
-                    ),
-                ),
-            ),
-        )
-    ]
+def _to_case_buttons(lang: str, proposal: t.Proposal) -> tuple[tuple[Button, ...], ...]:
+    """Instead of a reason: hand the proposal to the case desk as a request or a complaint."""
+    return tuple(
+        (Button(say(lang, "council.button_to_case", kind=say(lang, f"kind.{kind}")),
+                f"pc:{proposal.id}:{kind}"),)
+        for kind in ("service_request", "complaint")
+    )
 
 
-@dispatch.command("/reject", "驳回", "駁回", staff=True)
-def reject_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, reason = arg.partition(" ")
-    if not reason.strip():
-        return reject_button(desk, actor, ref)
-    return _reject(desk, actor, ref, reason.strip())
+def _reason_step(*, prefix: str, commands: tuple[str, ...], what: str, ask: str, done: str,
+                 apply: Callable[[Session, t.Proposal, t.Person, str, dt.datetime], object],
+                 offer: Callable[[str, t.Proposal], tuple[tuple[Button, ...], ...]] | None = None
+                 ) -> None:
+    """Register a secretary's step on a proposal that needs a reason (reject, not adopt).
+
+    Its button asks for the reason (with `offer`'s buttons beside the prompt); its command
+    carries it (`/reject P reason`) or asks when it does not; the next message answers.
+    """
+
+    def ask_for_reason(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+        _secretary(desk, actor)
+        proposal = _find_for(desk, actor, arg)
+        desk.expect(actor.channel, actor.address, what, proposal=proposal.id)
+        return [Reply(say(actor.lang, ask, number=proposal.number), expects_text=True,
+                      buttons=offer(actor.lang, proposal) if offer else ())]
+
+    def carry_out(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
+        person = _secretary(desk, actor)
+        proposal = _find_for(desk, actor, ref)
+        apply(desk.session, proposal, person, reason, desk.now)
+        return [Reply(say(actor.lang, done, number=proposal.number))]
+
+    dispatch.text_step(prefix=prefix, commands=commands, what=what, key="proposal", staff=True,
+                       ask=ask_for_reason, carry_out=carry_out)
 
 
-@dispatch.pending("proposal_reject")
-def reject_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _reject(desk, actor, str(pending["proposal"]), text)
-
-
-def _reject(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
-    person = _secretary(desk, actor)
-    proposal = _find_for(desk, actor, ref)
-    council.reject(desk.session, proposal, person, reason, desk.now)
-    return [Reply(say(actor.lang, "council.rejected_done", number=proposal.number))]
+_reason_step(
+    prefix="pr", commands=("/reject", "驳回", "駁回"), what="proposal_reject",
+    ask="council.ask_reject_reason", done="council.rejected_done", apply=council.reject,
+    offer=_to_case_buttons,
+)
 
 
 @dispatch.action("pc", staff=True)
@@ -778,37 +769,10 @@ def _is_date(text: str) -> bool:
     return True
 
 
-@dispatch.action("pna", staff=True)
-def not_adopt_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    _secretary(desk, actor)
-    proposal = _find_for(desk, actor, arg)
-    desk.expect(actor.channel, actor.address, "proposal_not_adopt", proposal=proposal.id)
-    return [
-        Reply(
-            say(actor.lang, "council.ask_not_adopt_reason", number=proposal.number),
-            expects_text=True,
-        )
-    ]
-
-
-@dispatch.command("/notadopt", "不通过提议", "不通過提議", staff=True)
-def not_adopt_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    ref, _, reason = arg.partition(" ")
-    if not reason.strip():
-        return not_adopt_button(desk, actor, ref)
-    return _not_adopt(desk, actor, ref, reason.strip())
-
-
-@dispatch.pending("proposal_not_adopt")
-def not_adopt_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    return _not_adopt(desk, actor, str(pending["proposal"]), text)
-
-
-def _not_adopt(desk: Desk, actor: Actor, ref: str, reason: str) -> list[Reply]:
-    person = _secretary(desk, actor)
-    proposal = _find_for(desk, actor, ref)
-    council.not_adopt(desk.session, proposal, person, reason, desk.now)
-    return [Reply(say(actor.lang, "council.not_adopted_done", number=proposal.number))]
+_reason_step(
+    prefix="pna", commands=("/notadopt", "不通过提议", "不通過提議"), what="proposal_not_adopt",
+    ask="council.ask_not_adopt_reason", done="council.not_adopted_done", apply=council.not_adopt,
+)
 
 
 # --------------------------------------------------------------------------- secretary: export

@@ -61,6 +61,30 @@ def pending(what: str) -> Callable[[PendingHandler], PendingHandler]:
     return register
 
 
+def text_step(*, prefix: str, commands: tuple[str, ...], what: str, key: str, staff: bool,
+              ask: Handler, carry_out: Callable[[Desk, Actor, str, str], list[Reply]]) -> None:
+    """Register a step that needs a text (a reply, a note, a reason) on the thing `ref` names.
+
+    Its button (`prefix:ref`) asks for the text: `ask` replies with the prompt and records it
+    with `Desk.expect(..., what, **{key: id})`. Its command carries the text (`/reply N text`)
+    or asks when it does not; the next message answers the prompt. `carry_out(desk, actor, ref,
+    text)` does the step.
+    """
+
+    def by_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+        ref, _, text = arg.partition(" ")
+        if not text.strip():
+            return ask(desk, actor, ref)
+        return carry_out(desk, actor, ref, text.strip())
+
+    def answer(desk: Desk, actor: Actor, prompt: dict[str, Any], text: str) -> list[Reply]:
+        return carry_out(desk, actor, str(prompt[key]), text)
+
+    action(prefix, staff=staff)(ask)
+    command(*commands, staff=staff)(by_command)
+    pending(what)(answer)
+
+
 def free_text(who: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         FREE_TEXT[who] = fn
