@@ -26,7 +26,7 @@ from handlers.notify import tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import tables as t
-from storage.sequences import next_event_seq, next_in_counter
+from storage.sequences import append_event, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
 
 # Limits used when a category is missing from the registry (an unroutable category).
@@ -57,18 +57,8 @@ def record(
     **data: Any,
 ) -> t.CaseEvent:
     """Append one event to the case's history."""
-    event = t.CaseEvent(
-        case_id=case.id,
-        seq=next_event_seq(session, t.CaseEvent.case_id, case.id, t.CaseEvent.seq),
-        at=now,
-        action=action,
-        actor_person_id=person.id if person else None,
-        actor_resident_id=resident.id if resident else None,
-        note=note,
-        data=data,
-    )
-    session.add(event)
-    return event
+    return append_event(session, t.CaseEvent, "case_id", case.id, at=now, action=action,
+                        person=person, resident=resident, note=note, data=data)
 
 
 def history(session: Session, case: t.Case) -> list[t.CaseEvent]:

@@ -31,7 +31,7 @@ from handlers.notify import tell
 from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
-from storage.sequences import next_event_seq, next_in_counter
+from storage.sequences import append_event, next_in_counter
 from storage.tables import OPEN_PROPOSAL_STAGES, CaseState, MeetingKind, ProposalStage
 
 # Cosine similarity (TF-IDF over characters and character bigrams) above which two proposals
@@ -81,18 +81,8 @@ def record(
     **data: Any,
 ) -> t.ProposalEvent:
     """Append one event to the proposal's history."""
-    event = t.ProposalEvent(
-        proposal_id=proposal.id or 0,
-        seq=next_event_seq(session, t.ProposalEvent.proposal_id, proposal.id, t.ProposalEvent.seq),
-        at=now,
-        action=action,
-        actor_person_id=person.id if person else None,
-        actor_resident_id=resident.id if resident else None,
-        note=note,
-        data=data,
-    )
-    session.add(event)
-    return event
+    return append_event(session, t.ProposalEvent, "proposal_id", proposal.id, at=now, action=action,
+                        person=person, resident=resident, note=note, data=data)
 
 
 def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:

@@ -1,4 +1,4 @@
-"""Gap-free counters and per-owner event sequence numbers, safe under concurrent writers."""
+"""Gap-free counters and per-owner event histories, safe under concurrent writers."""
 
 from __future__ import annotations
 
@@ -26,7 +26,18 @@ def next_in_counter(session: Session, table: Any, **key: Any) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
-def next_event_seq(session: Session, owner_column: Any, owner_id: int | None, seq_column: Any) -> int:
-    """The next sequence number of an append-only history (a unique (owner, seq) guards races)."""
-    last = session.scalar(select(func.max(seq_column)).where(owner_column == owner_id))
-    return int(last or 0) + 1
+def append_event(session: Session, table: Any, owner: str, owner_id: int | None, *, at: Any,
+                 action: str, person: Any = None, resident: Any = None, note: str = "",
+                 data: dict[str, Any] | None = None) -> Any:
+    """Add the next row of an append-only history (case or proposal events) and return it.
+
+    `table` has an `owner` column, a `seq` numbered from 1 per owner, and the actor columns;
+    the unique (owner, seq) constraint turns a race between two writers into an error for one
+    of them instead of two rows with one number.
+    """
+    last = session.scalar(select(func.max(table.seq)).where(getattr(table, owner) == owner_id))
+    row = table(**{owner: owner_id}, seq=int(last or 0) + 1, at=at, action=action,
+                actor_person_id=person.id if person else None,
+                actor_resident_id=resident.id if resident else None, note=note, data=data or {})
+    session.add(row)
+    return row
