@@ -191,7 +191,7 @@ def build_services(
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import health, telegram, webchat, wechat
+    from bot.web import health, media, telegram, webchat, wechat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,6 +220,7 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(webchat.router)
+    app.include_router(media.router)
     app.include_router(wechat.router)
     app.include_router(telegram.router)
     return app

@@ -32,6 +32,7 @@ from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[Session, list[Reply], dt.datetime], None]
+Prepare = Callable[[Incoming], Incoming]
 
 
 class AddressLocks:
@@ -72,14 +73,27 @@ class Pipeline:
         self.max_text = max_text
         self._locks = AddressLocks()
 
-    async def handle(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
-        return await anyio.to_thread.run_sync(self.handle_sync, incoming, deliver)
+    async def handle(self, incoming: Incoming, deliver: Deliver | None = None,
+                     prepare: Prepare | None = None) -> list[Reply]:
+        return await anyio.to_thread.run_sync(self.handle_sync, incoming, deliver, prepare)
 
-    def handle_sync(self, incoming: Incoming, deliver: Deliver | None = None) -> list[Reply]:
+    def handle_sync(self, incoming: Incoming, deliver: Deliver | None = None,
+                    prepare: Prepare | None = None) -> list[Reply]:
         """Serve one message; `deliver(session, replies, now)` queues the replies in the same
-        transaction as the work (channels whose replies go through the outbox use it)."""
+        transaction as the work (channels whose replies go through the outbox use it).
+
+        `prepare(incoming)` runs first, under the address's lock, for what a channel must do
+        before the message can be read (WeChat downloads a photo): the next message from the
+        same address waits for it, so a description typed right after a photo finds it there.
+        """
         lock = self._locks.get(f"{incoming.channel}:{incoming.address}")
-        with lock, UnitOfWork(self.engine) as uow:
+        with lock:
+            if prepare is not None:
+                incoming = prepare(incoming)
+            return self._serve(incoming, deliver)
+
+    def _serve(self, incoming: Incoming, deliver: Deliver | None) -> list[Reply]:
+        with UnitOfWork(self.engine) as uow:
             actor = self.actor_for(uow.session, incoming)
             desk = Desk(
                 session=uow.session,

@@ -25,6 +25,7 @@ from handlers.errors import InvalidState, NotAllowed, NotFound
 from handlers.notify import tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
+from storage import media
 from storage import tables as t
 from storage.sequences import append_event, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
@@ -123,6 +124,41 @@ def _community(session: Session, case: t.Case) -> t.Community:
     return directory.community(session, case.community_id)
 
 
+# Stands for an optional line with nothing to say; the card leaves such lines out.
+_NO_LINE = "\x00"
+# A location's label is the resident's (or their map app's) words: the card keeps it short.
+MAX_LABEL = 60
+
+
+def attachments_of(session: Session, case: t.Case) -> list[t.Attachment]:
+    """What the resident sent with the case (photos, voice messages, locations), oldest first."""
+    return list(session.scalars(
+        select(t.Attachment).where(t.Attachment.case_id == case.id).order_by(t.Attachment.id)))
+
+
+def where_of(att: t.Attachment) -> str:
+    """A location as people read it: its label, else its coordinates."""
+    label = att.ref.strip()
+    if label:
+        return label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+    if att.latitude is not None and att.longitude is not None:
+        return f"{att.latitude:.5f}, {att.longitude:.5f}"
+    return "—"
+
+
+def sent_line(session: Session, case: t.Case, lang: str) -> str:
+    """One line saying what the resident sent: how many photos (and voice messages), and each
+    location; "" when they sent nothing but text."""
+    sent = attachments_of(session, case)
+    items = []
+    for kind, key in (("photo", "case.sent_photos"), ("voice", "case.sent_voices")):
+        count = sum(1 for a in sent if a.kind == kind)
+        if count:
+            items.append(say(lang, key, count=count))
+    items += [say(lang, "case.sent_location", where=where_of(a)) for a in sent if a.kind == "location"]
+    return say(lang, "case.card_sent", items=" · ".join(items)) if items else ""
+
+
 def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) -> str:
     """The case as a staff member sees it; contact details only for those handling it."""
     community = _community(session, case)
@@ -136,7 +172,7 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) 
     else:
         contact = ""
     cat = directory.category(session, case.community_id, case.category)
-    return say(
+    card = say(
         lang,
         "case.card",
         number=case.number,
@@ -145,12 +181,14 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) 
         category=cat.name if cat else case.category,
         text=case.text,
         place=place,
-        contact=contact,
+        sent=sent_line(session, case, lang) or _NO_LINE,
+        contact=contact or _NO_LINE,
         state=say(lang, f"state.{case.state}"),
         ack_due=when(lang, case.ack_due, community.timezone),
         reply_due=when(lang, case.reply_due, community.timezone),
         resolve_due=when(lang, case.resolve_due, community.timezone),
     )
+    return "\n".join(line for line in card.split("\n") if line.strip() != _NO_LINE)
 
 
 def _tell_staff_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime,
@@ -544,6 +582,38 @@ def for_staff(session: Session, ref: str | int, person: t.Person) -> t.Case:
     case = find(session, ref)
     _check_staff(session, case, person)
     return case
+
+
+def may_see(session: Session, case: t.Case, *, person: t.Person | None = None,
+             resident: t.Resident | None = None) -> bool:
+    """Whether a viewer may see the case and what was sent with it: staff who may handle it (as
+    `for_staff`), or the resident who reported it."""
+    if person is not None:
+        return person.active and _may_handle(session, case, person)
+    return resident is not None and case.resident_id == resident.id
+
+
+def for_viewer(session: Session, ref: str | int, *, person: t.Person | None = None,
+               resident: t.Resident | None = None) -> t.Case:
+    """A case as `may_see` allows it; NotFound for anyone else (they do not learn it exists)."""
+    case = find(session, ref)
+    if not may_see(session, case, person=person, resident=resident):
+        raise NotFound(what=str(ref))
+    return case
+
+
+def case_with_media(session: Session, media_id: int, *, person: t.Person | None = None,
+                    resident: t.Resident | None = None) -> t.Case | None:
+    """A case the viewer may see that carries the kept media `media_id`; None when there is none.
+    The same bytes sent twice are stored once, so one media may belong to several cases."""
+    ref = f"{media.REF_PREFIX}{media_id}"
+    case_ids = session.scalars(
+        select(t.Attachment.case_id).where(t.Attachment.ref == ref).distinct()).all()
+    for case_id in case_ids:
+        case = session.get(t.Case, case_id)
+        if case is not None and may_see(session, case, person=person, resident=resident):
+            return case
+    return None
 
 
 def of_resident(session: Session, resident: t.Resident, limit: int = 10) -> list[t.Case]:

@@ -236,7 +236,8 @@ def typed_instead_of_pressing(desk: Desk, actor: Actor, pending: dict[str, Any],
 
 @dispatch.pending("describe")
 def described(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
-    actor.attachments = actor.attachments + _attachments_from(pending)
+    # In the order they were sent, so the case card lists them as the resident sent them.
+    actor.attachments = _attachments_from(pending) + actor.attachments
     return resident_text(desk, actor, text)
 
 

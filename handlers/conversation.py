@@ -13,9 +13,9 @@ from storage.tables import Person, Resident
 
 @dataclass(frozen=True)
 class Attachment:
-    """A photo reference or a shared location sent with a message."""
+    """A photo or voice message (a reference to its bytes) or a shared location sent with a message."""
 
-    kind: str  # photo | location
+    kind: str  # photo | voice | location
     ref: str = ""
     latitude: float | None = None
     longitude: float | None = None

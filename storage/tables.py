@@ -12,7 +12,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # --------------------------------------------------------------------------- registry
@@ -270,14 +270,31 @@ class CaseEvent(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A photo reference or a location sent with a case."""
+    """A photo, a voice message or a location sent with a case.
+
+    `ref` of a photo or voice message is "media:<Media.id>" when its bytes are kept (see
+    storage.media), else the platform's own reference; of a location, its label.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)
-    kind: str  # photo | location
-    ref: str = ""
+    kind: str  # photo | voice | location
+    # Indexed: a request for a kept photo finds the cases that carry it by its ref.
+    ref: str = Field(default="", index=True)
     latitude: float | None = None
     longitude: float | None = None
+    created_at: dt.datetime
+
+
+class Media(SQLModel, table=True):
+    """The bytes of a photo or voice message a resident sent, kept because the platform's copy
+    expires after a few days. Rows are shared: the same bytes are stored once (`sha256`)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(index=True, max_length=64)
+    content_type: str = Field(max_length=127)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: dt.datetime
 
 

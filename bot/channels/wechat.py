@@ -5,6 +5,8 @@ Inbound (`bot/web/wechat.py` drives it):
   AES with the current EncodingAESKey, then the previous one (key rotation).
 - `parse_xml`: a flat `<xml>` with no DOCTYPE or entity declaration (XXE, billion laughs).
 - `translate`: one push → what to do: an `Incoming` for the pipeline, a channel text, or nothing.
+- `keep_media`: a photo's or voice message's bytes downloaded (`media/get`) and stored while the
+  push is handled, since a MediaId expires after a few days.
 - `render` / `reply_xml`: replies as one text (buttons become numbered options the resident
   answers with a digit) inside CDATA with `]]>` split, so echoed text cannot break the XML.
 
@@ -22,6 +24,7 @@ Outbound:
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -33,7 +36,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import quote, urlparse
 
@@ -48,6 +51,7 @@ from wechatpy.exceptions import WeChatClientException
 
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
 from handlers.replies import DEFAULT, say
+from storage import media
 from storage import tables as t
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
@@ -195,6 +199,9 @@ class Translation:
     incoming: Incoming | None = None
     lead_key: str | None = None
     text_key: str | None = None
+    # The MediaId of a photo or voice message to download and keep before the pipeline runs
+    # (`keep_media`); the attachment refers to it until then.
+    media_id: str | None = None
 
 
 def dedupe_key(fields: dict[str, str]) -> str:
@@ -228,12 +235,17 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
         action = number_action(content)
         return Translation(incoming(action=action) if action else incoming(text=content))
     if kind == "image":
-        ref = fields.get("MediaId") or fields.get("PicUrl") or ""
-        return Translation(incoming(attachments=(Attachment(kind="photo", ref=ref),)))
+        # PicUrl is only a fallback: it expires like the MediaId, and the API cannot fetch it.
+        media_id = fields.get("MediaId", "")
+        ref = media_id or fields.get("PicUrl") or ""
+        return Translation(incoming(attachments=(Attachment(kind="photo", ref=ref),)),
+                           media_id=media_id or None)
     if kind == "voice":
         recognised = fields.get("Recognition", "").strip()
         if recognised:
-            return Translation(incoming(text=recognised))
+            media_id = fields.get("MediaId", "")
+            voice = (Attachment(kind="voice", ref=media_id),) if media_id else ()
+            return Translation(incoming(text=recognised, attachments=voice), media_id=media_id or None)
         return Translation(text_key="wechat.voice_not_understood")
     if kind == "location":
         lat, lon = _float(fields.get("Location_X")), _float(fields.get("Location_Y"))
@@ -504,6 +516,67 @@ def build_client(settings: Any, *, now: Callable[[], float] = time.time) -> WeCh
         tokens = MemoryTokenStore(now=now)
     return WeChatClient(settings.wechat_appid, settings.wechat_secret, api_base=settings.wechat_api_base,
                         tokens=tokens)
+
+
+# --------------------------------------------------------------------------- media
+
+
+class MediaUnavailable(Exception):
+    """WeChat did not hand over the media: an error code (40007 once it has expired), an answer
+    that is not media, or a network failure."""
+
+
+def download_media(client: WeChatClient, media_id: str) -> tuple[bytes, str]:
+    """(bytes, content type) of a temporary media (GET /cgi-bin/media/get).
+
+    WeChat answers an error as JSON with `errcode` where the bytes would be (wechatpy raises it
+    as WeChatClientException; a token error is retried once by the client); anything else
+    that is JSON or text is not media either.
+    """
+    try:
+        answer = client.media.download(media_id)
+    except WeChatClientException as exc:
+        raise MediaUnavailable(f"wechat {exc.errcode}: {exc.errmsg}") from exc
+    except requests.RequestException as exc:
+        raise MediaUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(answer, requests.Response):
+        raise MediaUnavailable(f"WeChat answered {str(answer)[:200]!r} instead of media")
+    content_type = answer.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if not content_type or content_type.startswith("text/") or content_type.endswith("json"):
+        raise MediaUnavailable(f"WeChat answered {content_type or 'no content type'}, not media")
+    return answer.content, content_type
+
+
+def keep_media(client: WeChatClient | None, engine: Engine, incoming: Incoming, media_id: str,
+               now: dt.datetime) -> Incoming:
+    """The incoming message with its photo or voice message stored (storage.media) and its
+    attachment referring to the kept copy ("media:<id>").
+
+    WeChat keeps a MediaId only a few days (PROTOCOLS.md §2.2), so this runs while the message
+    is handled. Whatever goes wrong, the message goes on with the MediaId it came with: the
+    report is never lost for want of its photo.
+    """
+    if client is None:
+        log.warning("wechat: no API client, so media %s is kept only as a reference", media_id)
+        return incoming
+    try:
+        data, content_type = download_media(client, media_id)
+        with UnitOfWork(engine) as uow:
+            row = media.put(uow.session, data, content_type, now=now)
+            ref = media.ref_of(row)
+            uow.commit()
+    except (MediaUnavailable, media.MediaRefused) as exc:
+        log.warning("wechat: media %s of %s not kept (%s); the attachment keeps the MediaId",
+                    media_id, incoming.address, exc)
+        return incoming
+    except Exception:
+        log.warning("wechat: media %s of %s not kept; the attachment keeps the MediaId", media_id,
+                    incoming.address, exc_info=True)
+        return incoming
+    attachments = tuple(
+        replace(a, ref=ref) if a.ref == media_id and a.kind in ("photo", "voice") else a
+        for a in incoming.attachments)
+    return replace(incoming, attachments=attachments)
 
 
 # --------------------------------------------------------------------------- sending

@@ -8,9 +8,12 @@ mode, decided per request from `encrypt_type`:
 3. dedupe on MsgId (events: FromUserName+CreateTime) in the shared StateStore: WeChat's
    retries answer "success" and create nothing;
 4. the resident's held notices are released (they are interacting again);
-5. the pipeline runs as a task; within `WECHAT_REPLY_BUDGET_SECONDS` its replies become the
-   passive reply, else we answer "success" and its replies go out through the outbox as
-   customer-service messages.
+5. the pipeline runs as a task, after the push's photo or voice message is downloaded and kept
+   (MediaIds expire); within `WECHAT_REPLY_BUDGET_SECONDS` its replies become the passive
+   reply, else we answer "success" and its replies go out through the outbox as
+   customer-service messages. A slow download is thus covered by the same budget. One
+   resident's messages are read one after another (the pipeline's lock per address covers the
+   download), so a photo is kept before the text that follows it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from bot.channels import wechat as wc
-from bot.channels.base import Reply
+from bot.channels.base import Incoming, Reply
 from bot.web.deps import Services
 from handlers.replies import say
 from storage import outbox
@@ -178,7 +181,11 @@ async def _run(services: Any, translation: wc.Translation, openid: str,
     queueing them as customer-service messages."""
     assert translation.incoming is not None
     try:
-        replies = await services.pipeline.handle(translation.incoming)
+        # The download runs inside the runner, so a slow one only delays the answer (it then
+        # goes out as a customer-service message) and the push is still answered within 5 s.
+        media_id = translation.media_id
+        replies = await services.pipeline.handle(
+            translation.incoming, prepare=(lambda inc: _keep_media(services, inc, media_id)) if media_id else None)
     except Exception:
         log.exception("wechat: the pipeline failed for %s", openid)
         lang = await anyio.to_thread.run_sync(wc.language_of, services.engine, openid)
@@ -187,6 +194,12 @@ async def _run(services: Any, translation: wc.Translation, openid: str,
         return list(replies)
     await _enqueue_async(services, openid, list(replies), translation.lead_key)
     return None
+
+
+def _keep_media(services: Any, incoming: Incoming, media_id: str) -> Incoming:
+    sender = services.senders.get(wc.CHANNEL)
+    return wc.keep_media(getattr(sender, "client", None), services.engine, incoming, media_id,
+                         services.clock.now())
 
 
 async def _enqueue_async(services: Any, openid: str, replies: list[Reply], lead_key: str | None) -> None:

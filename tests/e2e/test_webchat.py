@@ -240,3 +240,48 @@ def test_a_turn_that_fails_to_commit_leaves_no_line_and_no_case(web: Running,
     assert history(reload(web, resident))["messages"] == []
     with UnitOfWork(web.services.engine) as uow:
         assert uow.session.scalar(select(func.count()).select_from(t.Case)) == 0
+
+
+def test_what_was_sent_with_a_case_is_shown_only_to_who_may_see_the_case(web: Running) -> None:
+    from storage import media
+    from tests.fakes.wechat import tiny_png
+
+    resident = as_persona(web, httpx.get(f"{web.url}/api/demo/personas").json()["residents"][0]["who"])
+    answer = resident.post("/api/chat/send", json={"text": "楼道灯坏了三天了"}).json()["replies"][0]
+    number = NUMBER.search(answer["text"]).group(0)  # type: ignore[union-attr]
+    photo = tiny_png((9, 9, 9))
+    with UnitOfWork(web.services.engine) as uow:
+        case = uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
+        kept = media.put(uow.session, photo, "image/png")
+        orphan = media.put(uow.session, tiny_png((8, 8, 8)), "image/png")
+        now = web.services.clock.now()
+        uow.session.add_all([
+            t.Attachment(case_id=case.id, kind="photo", ref=media.ref_of(kept), created_at=now),
+            t.Attachment(case_id=case.id, kind="photo", ref="AgACAgIAAx0", created_at=now),
+            t.Attachment(case_id=case.id, kind="location", ref="中南小区东门", latitude=26.5694,
+                         longitude=106.7175, created_at=now)])
+        uow.commit()
+        kept_id, orphan_id = kept.id, orphan.id
+
+    expected = [
+        {"kind": "photo", "url": f"/media/{kept_id}"},
+        {"kind": "photo", "url": None},  # known only by the platform's reference
+        {"kind": "location", "latitude": 26.5694, "longitude": 106.7175, "label": "中南小区东门"},
+    ]
+    for who in (resident, as_persona(web, "person:zhang_li"), as_persona(web, "person:lin_hui")):
+        listed = who.get(f"/api/cases/{number}/attachments")
+        assert listed.status_code == 200
+        assert [{k: v for k, v in a.items() if k not in ("id", "at")} for a in listed.json()] == expected
+        got = who.get(f"/media/{kept_id}")
+        assert (got.status_code, got.content, got.headers["content-type"]) == (200, photo, "image/png")
+        # Bytes attached to no case are nobody's to see.
+        assert who.get(f"/media/{orphan_id}").status_code == 404
+
+    for stranger in (as_persona(web, "building:ZN-B20"), as_persona(web, "person:chen_jing")):
+        assert stranger.get(f"/api/cases/{number}/attachments").status_code == 404
+        assert stranger.get(f"/media/{kept_id}").status_code == 404
+    for unknown in ("ZN-20200101-0001", "1", "99999999999999999999", "nonsense"):
+        assert resident.get(f"/api/cases/{unknown}/attachments").status_code == 404, unknown
+    assert resident.get("/media/99999999999999999999").status_code == 404
+    assert web.client().get(f"/media/{kept_id}").status_code == 401
+    assert web.client().get(f"/api/cases/{number}/attachments").status_code == 401

@@ -20,13 +20,14 @@ from sqlalchemy import func, select
 from bot.app import Services, build_app, build_services
 from bot.channels import wechat as wc
 from bot.settings import Settings
+from storage import media
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
 from tests.fakes import wechat_crypto as crypto
 from tests.fakes.classifier import KeywordClassifier
 from tests.fakes.serving import ServedApp
-from tests.fakes.wechat import UNAVAILABLE, FakeWeChat, Message, PushResult, new_openid
+from tests.fakes.wechat import UNAVAILABLE, FakeWeChat, Message, PushResult, new_openid, tiny_png
 
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
 TEMPLATE = "TPL_CASE_PROGRESS"
@@ -111,9 +112,9 @@ def wechat_app(sqlite_url: str, clock: FixedClock) -> Iterator[Factory]:
 def slow_pipeline(services: Services, seconds: float) -> None:
     original = services.pipeline.handle
 
-    async def handle(incoming: Any) -> Any:
+    async def handle(incoming: Any, **options: Any) -> Any:
         await asyncio.sleep(seconds)
-        return await original(incoming)
+        return await original(incoming, **options)
 
     services.pipeline.handle = handle  # type: ignore[method-assign]
 
@@ -343,24 +344,135 @@ async def test_voice_with_and_without_recognition(wechat_app: Factory) -> None:
     resident = await app.bound_resident()
     silent = await app.fake.sends_voice(resident)
     assert "语音" in (silent.text or "") and "文字" in (silent.text or "")
-    heard = await app.fake.sends_voice(resident, recognition="小区路灯坏了")
+    recording = b"#!AMR\n" + os.urandom(64)
+    heard = await app.fake.sends_voice(resident, recognition="小区路灯坏了", media_id="VOICE1", data=recording)
     assert NUMBER.search(heard.text or "")
     empty = await app.fake.sends_voice(resident, recognition="")
     assert "语音" in (empty.text or "")
     assert case_count(app) == 1
+    # The recognised voice message is kept with its case: staff can listen to what was said.
+    [(kind, data, content_type)] = kept_attachments(app)
+    assert (kind, data, content_type) == ("voice", recording, "audio/amr")
 
 
-async def test_photo_then_description_opens_a_case_with_the_photo(wechat_app: Factory) -> None:
+def kept_attachments(app: WeChatApp) -> list[tuple[str, bytes | None, str | None]]:
+    """(kind, kept bytes or None, content type or None) of every attachment, oldest first."""
+    found: list[tuple[str, bytes | None, str | None]] = []
+    with UnitOfWork(app.services.engine) as uow:
+        for att in uow.session.scalars(select(t.Attachment).order_by(t.Attachment.id)):
+            media_id = media.id_in(att.ref)
+            row = media.get(uow.session, media_id) if media_id is not None else None
+            found.append((att.kind, row.data if row else None, row.content_type if row else None))
+    return found
+
+
+def attachment_refs(app: WeChatApp) -> list[str]:
+    with UnitOfWork(app.services.engine) as uow:
+        return [a.ref for a in uow.session.scalars(select(t.Attachment).order_by(t.Attachment.id))]
+
+
+def web_resident(app: WeChatApp, building: str = "ZN-B01") -> httpx.Client:
+    """A resident of another building, signed in to the web chat."""
+    client = httpx.Client(base_url=app.url, timeout=10, trust_env=False)
+    app.clients.append(client)
+    client.post("/api/demo/persona", json={"who": f"building:{building}"}).raise_for_status()
+    return client
+
+
+async def test_a_photo_is_kept_and_the_grid_worker_sees_it(wechat_app: Factory, database_url: str) -> None:
+    app = wechat_app(database_url=database_url)
+    resident = await app.bound_resident()
+    photo = tiny_png((250, 200, 0))
+    asked = await app.fake.sends_image(resident, media_id="MEDIA123", data=photo, content_type="image/png")
+    assert "说明" in (asked.text or "")
+    filed = await app.fake.says(resident, "楼道灯坏了")
+    number = NUMBER.search(filed.text or "").group(0)  # type: ignore[union-attr]
+
+    # What WeChat served is what is kept, and the attachment points at the kept copy.
+    assert app.fake.media("MEDIA123") == (photo, "image/png")
+    assert kept_attachments(app) == [("photo", photo, "image/png")]
+    [ref] = attachment_refs(app)
+    media_id = media.id_in(ref)
+    assert media_id is not None
+
+    worker = app.staff("zhang_li")
+    card = (await wait_for_web(worker, number))["text"]
+    assert "居民发来：照片 1 张" in card
+
+    listed = worker.get(f"/api/cases/{number}/attachments")
+    assert listed.status_code == 200
+    assert [(a["kind"], a["url"]) for a in listed.json()] == [("photo", f"/media/{media_id}")]
+    got = worker.get(f"/media/{media_id}")
+    assert got.status_code == 200 and got.content == photo
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["x-content-type-options"] == "nosniff"
+
+    # Nobody else learns of it: another resident, a grid worker of another grid, no session.
+    others = [web_resident(app), app.staff("chen_jing")]
+    for other in others:
+        assert other.get(f"/media/{media_id}").status_code == 404
+        assert other.get(f"/api/cases/{number}/attachments").status_code == 404
+        assert other.get(f"/media/{media_id + 1}").status_code == 404
+    anonymous = httpx.Client(base_url=app.url, timeout=10, trust_env=False)
+    app.clients.append(anonymous)
+    assert anonymous.get(f"/media/{media_id}").status_code == 401
+
+    # The same photo sent again (a new MediaId, the same bytes) is stored once.
+    await app.fake.sends_image(resident, media_id="MEDIA456", data=photo, content_type="image/png")
+    again = await app.fake.says(resident, "楼道灯还是坏的")
+    assert NUMBER.search(again.text or "")
+    assert app.count(t.Media) == 1
+    assert attachment_refs(app) == [ref, ref]
+
+
+async def test_a_photo_wechat_will_not_hand_over_still_files_the_case_with_its_media_id(
+        wechat_app: Factory) -> None:
     app = wechat_app()
     resident = await app.bound_resident()
+    app.fake.inject(40007, path="media/get")  # invalid media_id: expired, or never there
     asked = await app.fake.sends_image(resident, media_id="MEDIA123")
     assert "说明" in (asked.text or "")
     filed = await app.fake.says(resident, "楼道灯坏了")
+    number = NUMBER.search(filed.text or "").group(0)  # type: ignore[union-attr]
+    assert attachment_refs(app) == ["MEDIA123"]
+    assert app.count(t.Media) == 0
+    assert [c.answer["errcode"] for c in app.fake.api_calls  # type: ignore[index]
+            if c.path == "media/get"] == [40007]
+
+    worker = app.staff("zhang_li")
+    assert "居民发来：照片 1 张" in (await wait_for_web(worker, number))["text"]
+    assert [(a["kind"], a["url"]) for a in worker.get(f"/api/cases/{number}/attachments").json()] == \
+        [("photo", None)]
+
+
+async def test_a_slow_download_does_not_make_wechat_retry(wechat_app: Factory) -> None:
+    app = wechat_app(wechat_reply_budget_seconds=0.3)
+    resident = await app.bound_resident()
+    app.fake.inject(None, delay=1.0, path="media/get")
+    photo = tiny_png((0, 0, 250))
+    result = await app.fake.sends_image(resident, data=photo, content_type="image/png")
+    # Answered "success" within the budget, once; the prompt follows as a customer-service message.
+    assert result.outcome == "nothing" and len(result.attempts) == 1
+    await app.seen(resident, "说明", kind="custom")
+    filed = await app.fake.says(resident, "楼道灯坏了")
     assert NUMBER.search(filed.text or "")
-    with UnitOfWork(app.services.engine) as uow:
-        case = uow.session.scalars(select(t.Case)).one()
-        refs = [a.ref for a in uow.session.scalars(select(t.Attachment).where(t.Attachment.case_id == case.id))]
-        assert refs == ["MEDIA123"]
+    assert kept_attachments(app) == [("photo", photo, "image/png")]
+
+
+async def test_a_description_sent_while_its_photo_downloads_still_gets_the_photo(
+        wechat_app: Factory) -> None:
+    app = wechat_app(wechat_reply_budget_seconds=0.3)
+    resident = await app.bound_resident()
+    app.fake.inject(None, delay=1.0, path="media/get")
+    photo = tiny_png((0, 250, 0))
+    # The photo is answered "success" after the budget, its download still under way; the
+    # description arrives before the download ends.
+    shown = await app.fake.sends_image(resident, data=photo, content_type="image/png")
+    described = await app.fake.says(resident, "楼道灯坏了")
+    assert shown.outcome == "nothing" and described.outcome == "nothing"
+    assert NUMBER.search(await app.seen(resident, "已受理", kind="custom"))
+    assert kept_attachments(app) == [("photo", photo, "image/png")]
+    assert case_count(app) == 1
 
 
 async def test_an_unbound_resident_binds_by_location_or_by_options(wechat_app: Factory) -> None:

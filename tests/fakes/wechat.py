@@ -7,7 +7,8 @@ see lands in a per-openid transcript: passive replies, customer-service messages
 template messages, subscription notifications (订阅通知) and WeChat's own error line.
 
 API side: `/cgi-bin/token`, `stable_token`, `message/custom/send`, `message/template/send`,
-`message/subscribe/bizsend`, `menu/create|get|delete`, `qrcode/create` and `showqrcode`, each
+`message/subscribe/bizsend`, `menu/create|get|delete`, `qrcode/create`, `showqrcode` and
+`media/get` (the bytes of the photos and voice messages the fake pushed, for three days), each
 answering HTTP 200 with `errcode`/`errmsg` as WeChat does. Time comes from an injectable
 clock, so the 48 h and 1 min windows and token expiry are tested without waiting.
 
@@ -35,9 +36,11 @@ import json
 import re
 import secrets
 import string
+import struct
 import threading
 import time
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +72,8 @@ MESSAGE_WINDOW = (48 * 3600, 5)     # a user's message: 5 customer-service messa
 INTERACTION_WINDOW = (60, 3)        # a menu tap, follow or scan: 3 in 1 min
 STABLE_DAILY_QUOTA = 10000
 STABLE_FORCE_DAILY_QUOTA = 20       # force_refresh: 20 a day, 30 s apart (PROTOCOLS.md §2.1)
+# Temporary media (the MediaId of a pushed photo or voice message) lives three days.
+MEDIA_LIFETIME = 3 * 24 * 3600
 # WeChat counts daily quotas by the Beijing calendar day.
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
@@ -77,6 +82,7 @@ ERRMSG: dict[int, str] = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
+    40007: "invalid media_id",
     40008: "invalid message type",
     40013: "invalid appid",
     40014: "invalid access_token",
@@ -106,6 +112,18 @@ ERRMSG: dict[int, str] = {
 def new_openid() -> str:
     """A 28-character openid shaped like WeChat's."""
     return "o" + crypto.random_text(27, string.ascii_letters + string.digits + "_-")
+
+
+def tiny_png(rgb: tuple[int, int, int] | None = None) -> bytes:
+    """A valid 1×1 PNG of one colour (random by default, so two photos differ)."""
+    r, g, b = rgb if rgb is not None else tuple(secrets.token_bytes(3))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1×1, 8-bit RGB
+    pixels = zlib.compress(bytes([0, r, g, b]))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def _rid() -> str:
@@ -263,6 +281,13 @@ class _Token:
 
 
 @dataclass(frozen=True)
+class _Media:
+    data: bytes
+    content_type: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class _Injection:
     errcode: int | None
     delay: float
@@ -361,6 +386,7 @@ class FakeWeChat:
         self._last_force_refresh: float | None = None
         self._injections: list[_Injection] = []
         self._qrcodes: dict[str, QrCode] = {}
+        self._media: dict[str, _Media] = {}
         self.menu: dict[str, Any] | None = None
         self._next_msg_id = 24_000_000_000_000_000 + secrets.randbelow(10**15)
         self.blocking = _Blocking(self)
@@ -502,20 +528,40 @@ class FakeWeChat:
         fields = self._base(openid, "text") | {"Content": content, "MsgId": self._msg_id()}
         return Message(openid, fields)
 
-    def image(self, openid: str, *, pic_url: str | None = None,
-              media_id: str | None = None) -> Message:
+    def _issue_media(self, media_id: str, data: bytes, content_type: str) -> None:
+        """Keep the bytes behind a pushed MediaId, downloadable through `media/get` for three days."""
+        with self._lock:
+            self._media[media_id] = _Media(data, content_type, self.now() + MEDIA_LIFETIME)
+
+    def media(self, media_id: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) the fake serves for a MediaId, or None when it serves none."""
+        with self._lock:
+            kept = self._media.get(media_id)
+        return (kept.data, kept.content_type) if kept else None
+
+    def image(self, openid: str, *, pic_url: str | None = None, media_id: str | None = None,
+              data: bytes | None = None, content_type: str | None = None) -> Message:
+        """A photo; its bytes (`data`, else a tiny PNG of a random colour) are what `media/get`
+        serves for its MediaId."""
         media_id = media_id or crypto.random_text(64)
+        if data is None:
+            data, content_type = tiny_png(), "image/png"
+        self._issue_media(media_id, data, content_type or "image/jpeg")
         pic_url = pic_url or f"http://mmbiz.qpic.cn/mmbiz_jpg/{crypto.random_text(40)}/0"
         fields = self._base(openid, "image") | {"PicUrl": pic_url, "MediaId": media_id,
                                                 "MsgId": self._msg_id()}
         return Message(openid, fields)
 
     def voice(self, openid: str, *, media_id: str | None = None, format: str = "amr",
-              recognition: str | None = None) -> Message:
+              recognition: str | None = None, data: bytes | None = None) -> Message:
         """A voice message; `Recognition` is present only when `recognition` is not None (it is
-        often empty, PROTOCOLS.md §2.1)."""
-        fields = self._base(openid, "voice") | {"MediaId": media_id or crypto.random_text(64),
-                                                "Format": format}
+        often empty, PROTOCOLS.md §2.1). Its bytes (`data`, else a short AMR-looking blob) are
+        what `media/get` serves for its MediaId."""
+        media_id = media_id or crypto.random_text(64)
+        if data is None:
+            data = b"#!AMR\n" + secrets.token_bytes(32)
+        self._issue_media(media_id, data, f"audio/{format}")
+        fields = self._base(openid, "voice") | {"MediaId": media_id, "Format": format}
         if recognition is not None:
             fields["Recognition"] = recognition
         fields["MsgId"] = self._msg_id()
@@ -829,6 +875,7 @@ class FakeWeChat:
             Route("/cgi-bin/menu/delete", api(self._menu_delete), methods=["GET", "POST"]),
             Route("/cgi-bin/qrcode/create", api(self._qrcode_create), methods=["POST"]),
             Route("/cgi-bin/showqrcode", self._showqrcode, methods=["GET"]),
+            Route("/cgi-bin/media/get", api(self._media_get), methods=["GET"]),
         ]
         routes += _control_routes(self)
         return Starlette(routes=routes)
@@ -857,10 +904,14 @@ class FakeWeChat:
                         except _BadRequest as exc:
                             answer = _error(exc.code, exc.errmsg)
                 task = call.after
+            media = answer if isinstance(answer, Response) else None
             with self._changed:
                 self._api_calls.append(ApiCall(request.method, path, dict(request.query_params),
-                                               request.headers.get("content-type"), body, answer))
+                                               request.headers.get("content-type"), body,
+                                               None if media is not None else answer))
                 self._changed.notify_all()
+            if media is not None:
+                return media
             return JSONResponse(answer, background=task)
 
         return endpoint
@@ -1018,6 +1069,20 @@ class FakeWeChat:
         self._note(openid, Seen("subscribe", text, now, "subscribe"),
                    Sent("subscribe", openid, data, text, now))
         return dict(OK)
+
+    # media
+
+    def _media_get(self, call: _Call) -> Response:
+        """The bytes of a temporary media, as WeChat sends a file; an unknown or expired
+        MediaId is 40007 in JSON where the bytes would be."""
+        media_id = call.request.query_params.get("media_id", "")
+        kept = self._media.get(media_id)
+        if kept is None or self.now() >= kept.expires_at:
+            raise _BadRequest(40007)
+        extension = kept.content_type.rsplit("/", 1)[-1]
+        return Response(kept.data, media_type=kept.content_type, headers={
+            "Content-Disposition": f'attachment; filename="{media_id}.{extension}"',
+            "Cache-Control": "no-cache, must-revalidate"})
 
     # menus and QR codes
 

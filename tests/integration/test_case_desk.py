@@ -226,3 +226,36 @@ async def test_newcomer_binds_by_building_code_then_reports(chat: Chat, services
     assert name in said.text
     said = await newcomer.says("楼道灯坏了")
     assert NUMBER.search(said.text)
+
+
+async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: Services) -> None:
+    from bot.channels.base import Attachment, Incoming
+    from handlers import cases
+
+    resident = chat.resident(0)
+    sent = (Attachment(kind="photo", ref="media:1"), Attachment(kind="photo", ref="AgACAgIAAx0"),
+            Attachment(kind="location", latitude=26.5694, longitude=106.7175, ref="中南小区东门"),
+            Attachment(kind="location", latitude=26.5686, longitude=106.7182))
+    for attachment in sent:
+        await services.pipeline.handle(Incoming("web", resident.address, attachments=(attachment,)))
+    said = await resident.says("楼道灯坏了，晚上很黑")
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    arrived = await chat.staff(_person(services, case.holder_id).code).inbox()
+    assert "居民发来：照片 2 张 · 位置 中南小区东门 · 位置 26.56860, 106.71820" in arrived[0].text
+
+    with UnitOfWork(services.engine) as uow:
+        row = uow.session.get(t.Case, case.id)
+        assert row is not None
+        assert "居民發來：照片 2 張 · 位置 中南小区东门" in cases.case_card(uow.session, row, "zh-Hant", with_contact=False)
+        english = cases.case_card(uow.session, row, "en", with_contact=False)
+        assert "Sent by the resident: 2 photo(s) · location 中南小区东门 · location 26.56860, 106.71820" in english
+        # Without contact details the card has no empty line where they would be.
+        assert "\n\n" not in english
+
+    plain = await chat.resident(1).says("小区门口垃圾没人清")
+    other = _case(services, NUMBER.search(plain.text).group(0))  # type: ignore[union-attr]
+    with UnitOfWork(services.engine) as uow:
+        row = uow.session.get(t.Case, other.id)
+        assert row is not None
+        card = cases.case_card(uow.session, row, "zh-Hans", with_contact=True)
+        assert "居民发来" not in card and "\n\n" not in card and "居民：" in card

@@ -39,7 +39,7 @@ from wechatpy.utils import check_signature
 
 from tests.fakes import wechat_crypto as crypto
 from tests.fakes.serving import serve
-from tests.fakes.wechat import UNAVAILABLE, FakeWeChat, new_openid, render_xml
+from tests.fakes.wechat import UNAVAILABLE, FakeWeChat, new_openid, render_xml, tiny_png
 
 APPID = "wx00griddesk0001"
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -575,6 +575,42 @@ async def test_qr_codes_carry_their_scene_into_follow_and_scan(wechat: Setup) ->
     fake.advance(601)
     with pytest.raises(ValueError, match="expired"):
         await fake.scans(newcomer, temporary["ticket"])
+
+
+async def test_media_of_pushed_photos_and_voice_messages_downloads_for_three_days(wechat: Setup) -> None:
+    fake, client = wechat.fake, wechat.client()
+    resident = fake.add_user()
+    photo = tiny_png((10, 20, 30))
+    await fake.sends_image(resident, media_id="PHOTO1", data=photo, content_type="image/png")
+    voice = await fake.sends_voice(resident, media_id="VOICE1", format="speex")
+    assert isinstance(wechat.app.received[0], ImageMessage)
+    assert wechat.app.received[0].media_id == "PHOTO1"
+
+    # wechatpy hands back the HTTP response itself when the answer is not JSON.
+    got = await asyncio.to_thread(client.media.download, "PHOTO1")
+    assert got.content == photo and got.headers["Content-Type"] == "image/png"
+    assert 'filename="PHOTO1.png"' in got.headers["Content-Disposition"]
+    heard = await asyncio.to_thread(client.media.download, voice.fields["MediaId"])
+    assert heard.headers["Content-Type"] == "audio/speex" and heard.content == fake.media("VOICE1")[0]  # type: ignore[index]
+    # A default photo is a real PNG, different each time.
+    await fake.sends_image(resident, media_id="PHOTO2")
+    await fake.sends_image(resident, media_id="PHOTO3")
+    second, third = fake.media("PHOTO2"), fake.media("PHOTO3")
+    assert second and third and second[0].startswith(b"\x89PNG\r\n\x1a\n") and second[0] != third[0]
+
+    # An id WeChat never issued, and one past its three days: 40007, as JSON where bytes would be.
+    for media_id in ("NEVER-ISSUED", ""):
+        with pytest.raises(WeChatClientException) as excinfo:
+            await asyncio.to_thread(client.media.download, media_id)
+        assert excinfo.value.errcode == 40007 and excinfo.value.errmsg.startswith("invalid media_id")
+    async with httpx.AsyncClient(base_url=wechat.api, trust_env=False) as http:
+        assert (await http.get("/cgi-bin/media/get", params={"media_id": "PHOTO1"})).json()["errcode"] == 41001
+        forged = await http.get("/cgi-bin/media/get", params={"media_id": "PHOTO1", "access_token": "x"})
+        assert forged.json()["errcode"] == 40014
+    fake.advance(dt.timedelta(days=3))
+    with pytest.raises(WeChatClientException) as excinfo:
+        await asyncio.to_thread(wechat.client().media.download, "PHOTO1")
+    assert excinfo.value.errcode == 40007
 
 
 def test_injected_answers_come_once(wechat: Setup) -> None:

@@ -21,7 +21,7 @@ def test_the_migrated_schema_is_the_declared_one(database_url: str) -> None:
     try:
         with engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
-            assert "chatline" in inspect(conn).get_table_names()
+            assert {"chatline", "media"} <= set(inspect(conn).get_table_names())
     finally:
         engine.dispose()
     assert differences == []
@@ -44,5 +44,10 @@ def test_db_upgrade_builds_an_empty_database_and_downgrade_removes_it(
         assert "chatline" not in inspect(engine).get_table_names()
         assert main(["db", "upgrade"]) == 0
         assert "chatline" in inspect(engine).get_table_names()
+        # One deployed before kept media gains the media table, and loses it going back.
+        command.downgrade(db.alembic_config(url), "0002")
+        assert "media" not in inspect(engine).get_table_names()
+        assert main(["db", "upgrade"]) == 0
+        assert "media" in inspect(engine).get_table_names()
     finally:
         engine.dispose()

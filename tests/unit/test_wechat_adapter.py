@@ -77,6 +77,21 @@ def test_translation_of_events_and_messages() -> None:
     assert wc.dedupe_key(event("CLICK")) == "eo1:7"
 
 
+def test_photos_and_voice_messages_name_the_media_to_keep() -> None:
+    photo = wc.translate({"FromUserName": "o1", "MsgType": "image", "MediaId": "M1", "PicUrl": "http://p/1"})
+    assert photo.media_id == "M1" and photo.incoming is not None
+    assert [(a.kind, a.ref) for a in photo.incoming.attachments] == [("photo", "M1")]
+    # Without a MediaId the PicUrl is the only reference there is, and nothing can be downloaded.
+    url_only = wc.translate({"FromUserName": "o1", "MsgType": "image", "PicUrl": "http://p/1"})
+    assert url_only.media_id is None and url_only.incoming is not None
+    assert url_only.incoming.attachments[0].ref == "http://p/1"
+    heard = wc.translate({"FromUserName": "o1", "MsgType": "voice", "MediaId": "V1", "Recognition": "灯坏了"})
+    assert heard.media_id == "V1" and heard.incoming is not None and heard.incoming.text == "灯坏了"
+    assert [(a.kind, a.ref) for a in heard.incoming.attachments] == [("voice", "V1")]
+    silent = wc.translate({"FromUserName": "o1", "MsgType": "voice", "MediaId": "V2"})
+    assert silent.incoming is None and silent.media_id is None
+
+
 def test_buttons_become_numbered_options_a_digit_answers() -> None:
     state = MemoryStateStore()
     reply = Reply("工单已办结", buttons=((Button("满意", "rate:1:s"), Button("基本满意", "rate:1:b")),
