@@ -44,8 +44,10 @@ def policy_from(settings: Settings) -> WatchPolicy:
 class Scheduler:
     """Drives the deadline watch: plan from case events, perform what is due, send digests.
 
-    The first pass after start re-plans every watched case (covering whatever happened while no
-    scheduler ran); later passes read only new case events.
+    Each pass reads the case events written since the stored cursor, including those written while
+    no scheduler ran; a restart re-plans every watched case only when the policy, a working
+    calendar, the holiday data or the planner changed, in chunks between due work
+    (handlers/escalation.py).
     """
 
     def __init__(
@@ -64,12 +66,9 @@ class Scheduler:
         self.tick_seconds = tick_seconds
         self.batch = batch
         self.on_queued = on_queued
-        self._started = False
 
     def tick(self, now: dt.datetime | None = None) -> TickReport:
-        report = escalation.tick(self.engine, now or self.clock.now(), self.policy, batch=self.batch,
-                                 full=not self._started)
-        self._started = True
+        report = escalation.tick(self.engine, now or self.clock.now(), self.policy, batch=self.batch)
         if report.queued_notices and self.on_queued is not None:
             self.on_queued()
         if report.done or report.digests or report.failed:

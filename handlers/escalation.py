@@ -12,9 +12,18 @@ so the case desk (handlers/cases.py) needs no change: every change to a case app
 and the planner reads new events since its stored cursor (WatchCursor) and plans the due actions
 of the cases they touch. A case whose deadline moved (reopened, escalated) gets new keys; the old
 actions are checked again when they fall due and are skipped when the planner would no longer
-plan them. At start-up a full pass re-plans every open case, which also covers cases written while
-no scheduler ran. Finding due work is then an index range scan on (state, due_at), however many
-cases are open.
+plan them. Finding due work is then an index range scan on (state, due_at), however many cases are
+open.
+
+A restart does not re-plan every case. A case's plan is a function of the case (its columns and
+events), the WatchPolicy, its community's working calendar, the holiday data of `chinesecalendar`
+and `plan()` itself; every change to a case appends a CaseEvent, and the event cursor is stored,
+so changes made while no scheduler ran are read like any others. A full pass over every watched
+case is needed only when one of the other inputs changed (or on the very first start), and a
+fingerprint of them names its cursor ("full:<sha256 prefix>"). The pass goes in chunks of
+`PLAN_CHUNK` cases in case-id order, each chunk its own transaction that advances the cursor, so
+a pass cut short by a crash resumes where it stopped, and the tick performs due work between
+chunks: a restart delays escalations by one chunk, not by the whole pass.
 
 Each action is performed in ONE transaction with its case event and its notices (outbox rows with
 a dedupe key); see storage/scheduler.py for why that makes it happen exactly once across
@@ -49,13 +58,16 @@ Decisions:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import importlib.metadata
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -80,6 +92,12 @@ PLAN_CURSOR = "plan"
 # committed after a later one is still seen (planning is idempotent, so re-reading costs little).
 CURSOR_OVERLAP = 500
 PLAN_CHUNK = 1000
+# Bump when plan() (or what it reads) changes what it plans: the next start re-plans every case.
+PLANNER_VERSION = 1
+FULL_CURSOR_PREFIX = "full:"
+# The full pass's cursor value once every watched case has been planned (WatchCursor.last_id is
+# a 32-bit integer).
+FULL_DONE = 2**31 - 1
 WATCHED_EVENTS = ("reopened", "escalated", "replied", "followed_up")
 MAX_ATTEMPTS = 5
 
@@ -319,29 +337,78 @@ def _plan_cases(session: Session, case_ids: Sequence[int], now: dt.datetime, pol
     return offered
 
 
-def plan_changes(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, full: bool = False) -> int:
-    """Plan the due actions of cases changed since the last pass (or of every watched case)."""
+def plan_changes(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> int:
+    """Plan the due actions of the cases changed since the last pass."""
     with UnitOfWork(engine) as uow:
         session = uow.session
         if not scheduler.try_planner_lock(session):
             return 0
         last = scheduler.cursor(session, PLAN_CURSOR)
         top = session.scalar(select(t.CaseEvent.id).order_by(t.CaseEvent.id.desc()).limit(1)) or 0
-        if full:
-            case_ids = list(session.scalars(
-                select(t.Case.id).where(or_(t.Case.state.in_(list(OPEN)),
-                                            (t.Case.state == CaseState.RESOLVED) & t.Case.rating.is_(None)))
-            ))
-        else:
-            case_ids = list(session.scalars(
-                select(t.CaseEvent.case_id).where(t.CaseEvent.id > max(0, last - CURSOR_OVERLAP),
-                                                  t.CaseEvent.id <= top).distinct()
-            ))
+        case_ids = list(session.scalars(
+            select(t.CaseEvent.case_id).where(t.CaseEvent.id > max(0, last - CURSOR_OVERLAP),
+                                              t.CaseEvent.id <= top).distinct()
+        ))
         offered = _plan_cases(session, [i for i in case_ids if i is not None], now, policy, _Calendars(session))
         if top > last:
             scheduler.advance(session, PLAN_CURSOR, top, now)
         uow.commit()
         return offered
+
+
+@functools.cache
+def _holiday_data_version() -> str:
+    # The version this process imported: an upgrade on disk takes effect at the next start.
+    return importlib.metadata.version("chinesecalendar")
+
+
+def full_cursor_name(session: Session, policy: WatchPolicy) -> str:
+    """The cursor of the full pass for what plans depend on besides the case itself.
+
+    A different policy, working calendar, holiday data or planner version gives a different name,
+    so a fresh pass starts from the first case.
+    """
+    calendars = [(c.id, c.timezone, str(c.work_start), str(c.work_end))
+                 for c in session.scalars(select(t.Community).order_by(t.Community.id))]
+    inputs = (PLANNER_VERSION, policy, calendars, _holiday_data_version())
+    digest = hashlib.sha256(repr(inputs).encode()).hexdigest()
+    return FULL_CURSOR_PREFIX + digest[:27]  # WatchCursor.name holds 32 characters
+
+
+def plan_full_chunk(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> tuple[int, bool]:
+    """Plan the next `PLAN_CHUNK` watched cases of the full pass, if one is pending.
+
+    Returns (due actions offered, whether more of the pass is left). While another process holds
+    the planner lock this returns (0, False): that process is planning, and the caller goes on with
+    its due work and tries again on a later tick.
+    """
+    with UnitOfWork(engine) as uow:
+        session = uow.session
+        if not scheduler.try_planner_lock(session):
+            return 0, False
+        name = full_cursor_name(session, policy)
+        last = scheduler.cursor(session, name)
+        if last >= FULL_DONE:
+            return 0, False
+        case_ids: list[int] = list(session.scalars(
+            select(t.Case.id)
+            .where(t.Case.id > last,
+                   or_(t.Case.state.in_(list(OPEN)),
+                       (t.Case.state == CaseState.RESOLVED) & t.Case.rating.is_(None)))
+            .order_by(t.Case.id)
+            .limit(PLAN_CHUNK)
+        ))
+        offered = _plan_cases(session, case_ids, now, policy, _Calendars(session))
+        more = len(case_ids) >= PLAN_CHUNK
+        if more:
+            scheduler.advance(session, name, case_ids[-1], now)
+        else:
+            scheduler.advance(session, name, FULL_DONE, now)
+            # Passes of earlier policies, calendars or planner versions will never be needed again.
+            session.execute(delete(t.WatchCursor).where(t.WatchCursor.name.startswith(FULL_CURSOR_PREFIX),
+                                                        t.WatchCursor.name != name))
+        uow.commit()
+        return offered, more
 
 
 # --------------------------------------------------------------------------- who
@@ -609,6 +676,9 @@ class TickReport:
     find_seconds: float = 0.0
     process_seconds: float = 0.0
     kinds: dict[str, int] = field(default_factory=dict)
+    # Actions that failed in this pass: not tried again before the next tick, so a full pass's
+    # many rounds do not spend an action's attempts within seconds.
+    failed_ids: set[int] = field(default_factory=set)
 
     @property
     def queued_notices(self) -> bool:
@@ -622,7 +692,8 @@ def run_due(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int
     report = report or TickReport()
     started = time.perf_counter()
     with UnitOfWork(engine) as uow:
-        ids = scheduler.due_ids(uow.session, now, batch)
+        found = scheduler.due_ids(uow.session, now, batch + len(report.failed_ids))
+    ids = [i for i in found if i not in report.failed_ids][:batch]
     report.find_seconds += time.perf_counter() - started
     report.due += len(ids)
     started = time.perf_counter()
@@ -639,6 +710,7 @@ def run_due(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int
         except Exception as exc:  # one broken case must not stop the watch of the others
             log.exception("due action %s failed", action_id)
             report.failed += 1
+            report.failed_ids.add(action_id)
             with UnitOfWork(engine) as uow:
                 scheduler.note_failure(uow.session, action_id, f"{type(exc).__name__}: {exc}", MAX_ATTEMPTS)
                 uow.commit()
@@ -654,19 +726,27 @@ def run_due(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int
     return report
 
 
-def tick(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int = 500, full: bool = False,
+def tick(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int = 500,
          after_commit: Callable[[t.DueAction], None] | None = None) -> TickReport:
     """One pass: plan from new case events, perform what is due, send the morning digests.
 
+    A pending full pass (plan_full_chunk) goes one chunk per round, with due work performed in
+    between, so escalations that fall due during a long pass wait for a chunk, not for the pass.
     Due work larger than `batch` continues on the next pass; the digest goes out after the due
     actions so that it lists the cases as they stand after this pass's escalations.
     """
     report = TickReport()
-    report.planned = plan_changes(engine, now, policy, full=full)
+    report.planned = plan_changes(engine, now, policy)
+    full_pending = True
     while True:
         before = report.due
         run_due(engine, now, policy, batch=batch, report=report, after_commit=after_commit)
-        if report.due - before < batch:
+        more_due = report.due - before >= batch
+        offered = 0
+        if full_pending:  # False once the pass is done or another process holds the planner lock
+            offered, full_pending = plan_full_chunk(engine, now, policy)
+            report.planned += offered
+        if not (more_due or full_pending or offered):
             break
         # Escalations and reminders append events: plan their follow-ups in the same pass.
         report.planned += plan_changes(engine, now, policy)

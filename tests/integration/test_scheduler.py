@@ -3,17 +3,21 @@ simulated clock, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import delete, insert, select, text
 
 from bot.app import Services
 from bot.channels.base import Outgoing, SendResult
 from bot.sender import OutboxSender
 from bot.worker import Scheduler, scheduler_of
+from handlers import cases, escalation
 from handlers.deadlines import WorkingCalendar
 from handlers.notify import ensure_identity, tell
+from storage import scheduler
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -235,3 +239,201 @@ async def test_director_sees_the_overdue_list_and_dead_notices(
     at(services, clock, bj(2026, 11, 24, 8, 31))
     digest = [n.text for n in await director.inbox() if "社区超时工单" in n.text]
     assert len(digest) == 1 and number in digest[0] and "Telegram 500" in digest[0]
+
+
+# --------------------------------------------------------------------------- restarts and the full pass
+
+ALL_KINDS = {"remind_ack", "escalate_ack", "remind_reply", "escalate_reply", "remind_resolve", "escalate_resolve"}
+
+
+def bulk_cases(services: Services, count: int, ack_due: dt.datetime) -> list[int]:
+    """`count` cases on post G01 (张丽, B 王芳) written straight into the tables, without events:
+    as if they were there before any scheduler ran. Dispatched an hour before `ack_due`."""
+    with UnitOfWork(services.engine) as uow:
+        session = uow.session
+        community = session.scalars(select(t.Community)).one()
+        resident = session.scalars(select(t.Resident).order_by(t.Resident.id)).first()
+        post = session.scalars(select(t.Post).where(t.Post.code == "G01")).one()
+        assert resident is not None
+        start = session.scalar(select(t.Case.id).order_by(t.Case.id.desc()).limit(1)) or 0
+        session.execute(insert(t.Case), [{
+            "number": f"ZN-BULK-{start + n:05d}", "community_id": community.id, "kind": "service_request",
+            "category": "facilities", "urgent": False, "text": f"楼道灯坏了 #{n}", "lang": "zh-Hans",
+            "channel": "web", "resident_id": resident.id, "state": "assigned", "post_id": post.id,
+            "holder_id": post.a_holder_id, "created_at": ack_due - dt.timedelta(hours=1),
+            "dispatched_at": ack_due - dt.timedelta(hours=1), "ack_due": ack_due,
+            "reply_due": ack_due + dt.timedelta(days=1), "resolve_due": ack_due + dt.timedelta(days=5),
+            "rating_comment": "", "reopen_count": 0, "escalation_level": 0,
+        } for n in range(count)])
+        ids = list(session.scalars(select(t.Case.id).where(t.Case.id > start).order_by(t.Case.id)))
+        uow.commit()
+    assert len(ids) == count
+    return ids
+
+
+def planned(services: Services) -> dict[int, set[str]]:
+    """The kinds of the pending due actions, by case."""
+    with UnitOfWork(services.engine) as uow:
+        found: dict[int, set[str]] = {}
+        for action in uow.session.scalars(select(t.DueAction).where(t.DueAction.state == "pending",
+                                                                    t.DueAction.case_id.is_not(None))):
+            found.setdefault(action.case_id or 0, set()).add(action.kind)
+        return found
+
+
+def pending_keys(services: Services) -> set[str]:
+    with UnitOfWork(services.engine) as uow:
+        return set(uow.session.scalars(select(t.DueAction.key).where(t.DueAction.state == "pending")))
+
+
+def forget_actions(services: Services, case_id: int) -> None:
+    with UnitOfWork(services.engine) as uow:
+        uow.session.execute(delete(t.DueAction).where(t.DueAction.case_id == case_id))
+        uow.commit()
+
+
+def full_cursors(services: Services) -> dict[str, int]:
+    with UnitOfWork(services.engine) as uow:
+        rows = uow.session.scalars(select(t.WatchCursor).where(t.WatchCursor.name.startswith("full:")))
+        return {r.name: r.last_id for r in rows}
+
+
+def full_cursor_name(services: Services, policy: escalation.WatchPolicy) -> str:
+    with UnitOfWork(services.engine) as uow:
+        return escalation.full_cursor_name(uow.session, policy)
+
+
+async def test_cases_present_before_the_first_start_are_planned_by_its_first_tick(
+        services: Services, clock: FixedClock) -> None:
+    ids = bulk_cases(services, 5, bj(2026, 11, 23, 11, 0))
+    assert not set(planned(services)) & set(ids)
+    watch(services).tick()
+    assert {i: planned(services).get(i) for i in ids} == {i: ALL_KINDS for i in ids}
+    assert full_cursors(services) == {full_cursor_name(services, watch(services).policy): escalation.FULL_DONE}
+
+
+async def test_a_restart_replans_only_when_the_policy_changed(services: Services, clock: FixedClock) -> None:
+    ids = bulk_cases(services, 4, bj(2026, 11, 23, 11, 0))
+    policy = watch(services).policy
+    watch(services).tick()
+    before = pending_keys(services)
+    forget_actions(services, ids[0])  # so that a re-plan would show
+    # While no scheduler runs, 张丽 acknowledges another case: that change is in its events.
+    forget_actions(services, ids[1])
+    with UnitOfWork(services.engine) as uow:
+        case = uow.session.get(t.Case, ids[1])
+        zhang_li = uow.session.scalars(select(t.Person).where(t.Person.code == "zhang_li")).one()
+        assert case is not None
+        cases.acknowledge(uow.session, case, zhang_li, clock.now())
+        uow.commit()
+
+    clock.advance(dt.timedelta(minutes=1))
+    Scheduler(services.engine, clock, policy).tick()  # a new process, same policy
+    now = planned(services)
+    assert ids[0] not in now  # not re-planned: nothing about it changed
+    assert now[ids[1]] == {"remind_reply", "escalate_reply", "remind_resolve", "escalate_resolve"}
+    assert now[ids[2]] == now[ids[3]] == ALL_KINDS
+
+    changed = dataclasses.replace(policy, reminder_lead=0.5)
+    Scheduler(services.engine, clock, changed).tick()  # a new process with another reminder lead
+    assert planned(services)[ids[0]] == ALL_KINDS
+    # Planning is idempotent: every other case keeps the actions it had, once each.
+    assert pending_keys(services) - before == set()
+    assert full_cursors(services) == {full_cursor_name(services, changed): escalation.FULL_DONE}
+
+
+async def test_the_full_pass_goes_in_chunks_with_due_work_in_between(
+        services: Services, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(escalation, "PLAN_CHUNK", 3)
+    [late] = bulk_cases(services, 1, bj(2026, 11, 23, 9, 30))  # overdue at 10:00, in the first chunk
+    later = bulk_cases(services, 10, bj(2026, 11, 23, 11, 0))
+    policy = watch(services).policy
+    name = full_cursor_name(services, policy)
+    cursor_at_escalation: list[int] = []
+
+    def escalated(action: t.DueAction) -> None:
+        if action.kind == "escalate_ack":
+            with UnitOfWork(services.engine) as uow:
+                cursor_at_escalation.append(scheduler.cursor(uow.session, name))
+
+    report = escalation.tick(services.engine, clock.now(), policy, after_commit=escalated)
+    # Escalated right after the first of four chunks (3 + 3 + 3 + 2 cases), in the same tick.
+    assert cursor_at_escalation == [later[1]]
+    assert report.kinds.get("escalate_ack") == 1
+    assert [e.data["to"] for e in events(services, case_of_id(services, late).number, "escalated")] == ["wang_fang"]
+    assert set(planned(services)) >= set(later) | {late}
+    assert full_cursors(services) == {name: escalation.FULL_DONE}
+
+
+async def test_an_interrupted_full_pass_resumes_where_it_stopped(
+        services: Services, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(escalation, "PLAN_CHUNK", 3)
+    ids = bulk_cases(services, 8, bj(2026, 11, 23, 11, 0))
+    policy = watch(services).policy
+    offered, more = escalation.plan_full_chunk(services.engine, clock.now(), policy)
+    assert (offered, more) == (3 * len(ALL_KINDS), True)
+    assert set(planned(services)) == set(ids[:3])
+    assert full_cursors(services) == {full_cursor_name(services, policy): ids[2]}
+    # The process dies here. The next one goes on after the cursor: what the first chunk planned
+    # is not gone over again (its plans are removed here to make that visible).
+    forget_actions(services, ids[0])
+    Scheduler(services.engine, clock, policy).tick()
+    assert set(planned(services)) == set(ids[1:])
+    assert full_cursors(services) == {full_cursor_name(services, policy): escalation.FULL_DONE}
+
+
+async def test_a_finished_full_pass_removes_the_cursors_of_earlier_passes(
+        services: Services, clock: FixedClock) -> None:
+    with UnitOfWork(services.engine) as uow:
+        for name, last in (("full:" + "0" * 27, escalation.FULL_DONE), ("full:" + "1" * 27, 7), ("plan", 0)):
+            uow.session.add(t.WatchCursor(name=name, last_id=last, updated_at=clock.now()))
+        uow.commit()
+    ids = bulk_cases(services, 2, bj(2026, 11, 23, 11, 0))
+    watch(services).tick()
+    assert set(planned(services)) >= set(ids)
+    assert full_cursors(services) == {full_cursor_name(services, watch(services).policy): escalation.FULL_DONE}
+    with UnitOfWork(services.engine) as uow:
+        assert uow.session.get(t.WatchCursor, "plan") is not None
+
+
+async def test_a_failing_action_is_tried_once_per_tick_during_a_long_full_pass(
+        services: Services, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(escalation, "PLAN_CHUNK", 2)
+    [late] = bulk_cases(services, 1, bj(2026, 11, 23, 9, 30))
+    bulk_cases(services, 9, bj(2026, 11, 23, 11, 0))
+    real = escalation.perform
+
+    def perform(session, action, now, policy):  # type: ignore[no-untyped-def]
+        if action.kind == "escalate_ack":
+            raise RuntimeError("broken case")
+        return real(session, action, now, policy)
+
+    monkeypatch.setattr(escalation, "perform", perform)
+    report = watch(services).tick()
+    assert report.failed == 1
+    with UnitOfWork(services.engine) as uow:
+        action = uow.session.scalars(select(t.DueAction).where(t.DueAction.case_id == late,
+                                                               t.DueAction.kind == "escalate_ack")).one()
+        assert (action.state, action.attempts) == ("pending", 1)
+
+
+async def test_a_tick_moves_on_while_another_process_holds_the_planner_lock(
+        services: Services, clock: FixedClock) -> None:
+    if not services.settings.database_url.startswith("postgresql"):
+        pytest.skip("the planner lock is PostgreSQL's; SQLite serialises writers")
+    ids = bulk_cases(services, 3, bj(2026, 11, 23, 11, 0))
+    policy = watch(services).policy
+    with services.engine.connect() as other, other.begin():
+        other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": scheduler.PLANNER_LOCK})
+        assert escalation.plan_full_chunk(services.engine, clock.now(), policy) == (0, False)
+        watch(services).tick()  # returns: the pass is the lock holder's to do
+        assert not set(planned(services)) & set(ids)
+    watch(services).tick()
+    assert set(planned(services)) >= set(ids)
+
+
+def case_of_id(services: Services, case_id: int) -> t.Case:
+    with UnitOfWork(services.engine) as uow:
+        case = uow.session.get(t.Case, case_id)
+        assert case is not None
+        return case

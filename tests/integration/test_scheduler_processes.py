@@ -85,7 +85,7 @@ async def test_killed_scheduler_leaves_each_notice_to_go_out_exactly_once(servic
     clock.set(overdue)
     assert await services.sender.drain() == len(waiting)
     assert finish(scheduler_process(services.settings.database_url, overdue)) == 0
-    escalation.tick(services.engine, overdue, escalation.WatchPolicy(), full=True)  # and once more
+    escalation.tick(services.engine, overdue, escalation.WatchPolicy())  # and once more
     await services.sender.drain()
     assert await services.sender.drain() == 0
 
@@ -160,7 +160,7 @@ def _main(argv: list[str]) -> None:
     for n, now in enumerate(moments):
         if barrier is not None:
             wait_for_partner(barrier, n)
-        escalation.tick(engine, now, escalation.WatchPolicy(), full=n == 0, after_commit=after_commit)
+        escalation.tick(engine, now, escalation.WatchPolicy(), after_commit=after_commit)
     engine.dispose()
 
 
