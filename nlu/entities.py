@@ -192,6 +192,15 @@ def gates(pattern: re.Pattern[str]) -> tuple[tuple[re.Pattern[str], bool], ...]:
                  else (re.compile(g.source, flags), False) for g in ordered)
 
 
+def _passes(required: Sequence[tuple[re.Pattern[str], bool]], lower: str, folded: str) -> bool:
+    """Whether the text holds every gate (a plain loop: a generator per pattern and message
+    cost more than the searches that fail)."""
+    for gate, in_lower in required:
+        if not gate.search(lower if in_lower else folded):
+            return False
+    return True
+
+
 class EntityExtractor:
     """Finds entities in one message; built once at load from the YAML and the gazetteer."""
 
@@ -239,7 +248,7 @@ class EntityExtractor:
         lower = folded.lower()
         gated = not _EXOTIC.search(folded)
         for (name, pattern), required in zip(self.regexes, self._gates):
-            if gated and not all(g.search(lower if low else folded) for g, low in required):
+            if gated and not _passes(required, lower, folded):
                 continue
             for m in pattern.finditer(folded):
                 regex_found.extend(self._from_match(name, m, text))

@@ -327,11 +327,14 @@ class Vectoriser:
             found.append((_row_of(hashes)[which], columns))
         found.append((_row_of(word_columns), np.concatenate(word_columns)))
         # Each (row, column) pair once, with its count: rows * width + column is unique and
-        # sorts by row, then column.
+        # sorts by row, then column. In 32 bits when a batch's keys fit: the sort, the costliest
+        # step of a batch, takes half the time.
         width = self.n_features_
-        pairs, counts = np.unique(np.concatenate([r * width + c for r, c in found]),
-                                  return_counts=True)
-        rows, columns = np.divmod(pairs, width)
+        keys = np.concatenate([r * width + c for r, c in found])
+        if len(texts) * width < 2**32:
+            keys = keys.astype(np.uint32)
+        pairs, counts = np.unique(keys, return_counts=True)
+        rows, columns = np.divmod(pairs.astype(np.int64), width)
         values = (1.0 + np.log(counts)) * self.idf_[columns]
         block = np.searchsorted(self._block_ends, columns, side="right")
         group = rows * 3 + block
