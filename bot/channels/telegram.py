@@ -11,7 +11,8 @@ What a Telegram user does, and what the pipeline sees:
 - `/start s_<token>` → a staff invite is redeemed (handlers/staff_invites.py);
 - `/start` → the binding prompt for a newcomer, the help for someone we know;
 - text, including `/status`, `/mine`, `/grid`, `/agenda` … → text (handlers/dispatch.py answers);
-- a photo → an attachment (the file_id of the largest size) with the caption as text;
+- a photo → an attachment with the caption as text: the largest size is downloaded and kept
+  (storage.media) before the message is read, or, when that fails, referred to by its file_id;
 - a location → a location attachment;
 - an inline button → its callback_data as the action (answered at once, so the spinner stops).
 
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import aiohttp
 import anyio
 from aiogram import Bot, Router
 from aiogram.exceptions import (
@@ -49,11 +52,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
-from bot.pipeline import Pipeline
+from bot.channels.keep import MediaUnavailable, keep_media
+from bot.pipeline import Pipeline, Prepare
 from handlers import staff_invites
 from handlers.errors import InvalidState
 from handlers.replies import pick_language, say
-from storage import outbox
+from storage import media, outbox
 from storage import tables as t
 from storage.clock import Clock
 from storage.unit_of_work import UnitOfWork
@@ -68,6 +72,9 @@ FORCE_REPLY = {"markup": "force_reply"}
 BIND_PREFIX = "b_"
 INVITE_PREFIX = staff_invites.PREFIX
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+# How long getFile and the download may each take. Photos are at most a few MB; a file the Bot
+# API will not hand over (getFile refuses anything over 20 MB) fails at once.
+DOWNLOAD_SECONDS = 30
 
 
 # --------------------------------------------------------------------------- translation
@@ -198,6 +205,36 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
+# --------------------------------------------------------------------------- photos
+
+
+def photo_content_type(file_path: str) -> str:
+    """Telegram re-encodes every photo as JPEG; a file_path naming another image type wins."""
+    guessed = mimetypes.guess_type(file_path)[0] or ""
+    return guessed if guessed.startswith("image/") else "image/jpeg"
+
+
+async def download_photo(bot: Bot, file_id: str) -> tuple[bytes, str]:
+    """(bytes, content type) of a file the user sent: getFile, then its file URL (on the
+    bot's API server). MediaUnavailable when the Bot API refuses it ("file is too big",
+    "invalid file_id") or the network fails; MediaRefused when it is larger than we keep."""
+    try:
+        file = await bot.get_file(file_id, request_timeout=DOWNLOAD_SECONDS)
+    except TelegramAPIError as exc:
+        raise MediaUnavailable(f"getFile: {exc}") from exc
+    if not file.file_path:
+        raise MediaUnavailable("getFile gave no file_path")
+    if file.file_size is not None and file.file_size > media.MAX_MEDIA_BYTES:
+        raise media.MediaRefused(f"the file is {file.file_size} bytes, over MAX_MEDIA_BYTES")
+    try:
+        buffer = await bot.download_file(file.file_path, timeout=DOWNLOAD_SECONDS)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise MediaUnavailable(f"download: {type(exc).__name__}: {exc}") from exc
+    if buffer is None:
+        raise MediaUnavailable("the download gave no bytes")
+    return buffer.read(), photo_content_type(file.file_path)
+
+
 # --------------------------------------------------------------------------- the adapter
 
 
@@ -211,10 +248,10 @@ class TelegramChannel:
         self.clock = clock
         self.wake = wake
 
-    async def message(self, message: Message) -> None:
+    async def message(self, message: Message, bot: Bot | None = None) -> None:
         translated = translate_message(message)
         if translated is not None:
-            await self.handle(translated)
+            await self.handle(translated, bot)
 
     async def callback(self, query: CallbackQuery, bot: Bot) -> None:
         # Answer first: the button's spinner keeps turning until we do (PROTOCOLS.md §1.2).
@@ -236,7 +273,7 @@ class TelegramChannel:
         blocked = event.new_chat_member.status == "kicked"
         await anyio.to_thread.run_sync(self._set_reachable, str(event.from_user.id), not blocked)
 
-    async def handle(self, translated: Translated) -> None:
+    async def handle(self, translated: Translated, bot: Bot | None = None) -> None:
         if translated.invite is not None:
             await anyio.to_thread.run_sync(self._redeem, translated)
         elif translated.unsupported:
@@ -251,9 +288,36 @@ class TelegramChannel:
             # it with the committee → building picker. The replies are queued in the pipeline's
             # own transaction, together with the case they answer.
             await self.pipeline.handle(
-                incoming, deliver=lambda session, replies, now: self._write(session, translated, replies, now)
+                incoming, deliver=lambda session, replies, now: self._write(session, translated, replies, now),
+                prepare=self._keeper(incoming, bot),
             )
         self.wake()
+
+    def _keeper(self, incoming: Incoming, bot: Bot | None) -> Prepare | None:
+        """What keeps the message's photo, for the pipeline to run under the chat's lock before
+        the message is read, so the description sent next finds the photo kept.
+
+        The pipeline runs it in a worker thread while the Bot's HTTP session belongs to this
+        event loop, so the download is run on the loop and awaited from the thread.
+        """
+        file_id = next((a.ref for a in incoming.attachments if a.kind == "photo"), None)
+        if file_id is None or bot is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def fetch() -> tuple[bytes, str]:
+            future = asyncio.run_coroutine_threadsafe(download_photo(bot, file_id), loop)
+            try:
+                # getFile and the download each have DOWNLOAD_SECONDS; this only guards a stall.
+                return future.result(timeout=2 * DOWNLOAD_SECONDS + 5)
+            except TimeoutError as exc:
+                future.cancel()
+                raise MediaUnavailable("the download did not finish in time") from exc
+
+        def prepare(current: Incoming) -> Incoming:
+            return keep_media(self.engine, current, file_id, fetch, self.clock.now())
+
+        return prepare
 
     # ------------------------------------------------------------------ database work (threads)
 
@@ -329,8 +393,8 @@ def build_router(channel: TelegramChannel) -> Router:
     router = Router(name="griddesk-telegram")
 
     @router.message()
-    async def on_message(message: Message) -> None:
-        await channel.message(message)
+    async def on_message(message: Message, bot: Bot) -> None:
+        await channel.message(message, bot)
 
     @router.callback_query()
     async def on_callback(query: CallbackQuery, bot: Bot) -> None:

@@ -36,7 +36,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlparse
 
@@ -49,9 +49,10 @@ from wechatpy.client import WeChatClient as _WeChatpyClient
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import WeChatClientException
 
+from bot.channels import keep
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
+from bot.channels.keep import MediaUnavailable
 from handlers.replies import DEFAULT, say
-from storage import media
 from storage import tables as t
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
@@ -521,17 +522,13 @@ def build_client(settings: Any, *, now: Callable[[], float] = time.time) -> WeCh
 # --------------------------------------------------------------------------- media
 
 
-class MediaUnavailable(Exception):
-    """WeChat did not hand over the media: an error code (40007 once it has expired), an answer
-    that is not media, or a network failure."""
-
-
 def download_media(client: WeChatClient, media_id: str) -> tuple[bytes, str]:
     """(bytes, content type) of a temporary media (GET /cgi-bin/media/get).
 
     WeChat answers an error as JSON with `errcode` where the bytes would be (wechatpy raises it
     as WeChatClientException; a token error is retried once by the client); anything else
-    that is JSON or text is not media either.
+    that is JSON or text is not media either. All of these are MediaUnavailable (40007 once a
+    MediaId has expired).
     """
     try:
         answer = client.media.download(media_id)
@@ -549,34 +546,17 @@ def download_media(client: WeChatClient, media_id: str) -> tuple[bytes, str]:
 
 def keep_media(client: WeChatClient | None, engine: Engine, incoming: Incoming, media_id: str,
                now: dt.datetime) -> Incoming:
-    """The incoming message with its photo or voice message stored (storage.media) and its
-    attachment referring to the kept copy ("media:<id>").
+    """The incoming message with its photo or voice message stored and its attachment referring
+    to the kept copy (bot/channels/keep.py); on any failure it keeps the MediaId.
 
     WeChat keeps a MediaId only a few days (PROTOCOLS.md §2.2), so this runs while the message
-    is handled. Whatever goes wrong, the message goes on with the MediaId it came with: the
-    report is never lost for want of its photo.
+    is handled.
     """
     if client is None:
         log.warning("wechat: no API client, so media %s is kept only as a reference", media_id)
         return incoming
-    try:
-        data, content_type = download_media(client, media_id)
-        with UnitOfWork(engine) as uow:
-            row = media.put(uow.session, data, content_type, now=now)
-            ref = media.ref_of(row)
-            uow.commit()
-    except (MediaUnavailable, media.MediaRefused) as exc:
-        log.warning("wechat: media %s of %s not kept (%s); the attachment keeps the MediaId",
-                    media_id, incoming.address, exc)
-        return incoming
-    except Exception:
-        log.warning("wechat: media %s of %s not kept; the attachment keeps the MediaId", media_id,
-                    incoming.address, exc_info=True)
-        return incoming
-    attachments = tuple(
-        replace(a, ref=ref) if a.ref == media_id and a.kind in ("photo", "voice") else a
-        for a in incoming.attachments)
-    return replace(incoming, attachments=attachments)
+    return keep.keep_media(engine, incoming, media_id,
+                           lambda: download_media(client, media_id), now)
 
 
 # --------------------------------------------------------------------------- sending

@@ -58,6 +58,8 @@ CONTROL_PREFIX = "/_control/"
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_CALLBACK_DATA_BYTES = 64
+# getFile hands out files of at most 20 MB; a larger one is "file is too big" (Bot API, getFile).
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 # An unanswered callback query expires after about 15 s (PROTOCOLS.md §1.2).
 CALLBACK_ANSWER_WINDOW = 15.0
 # Updates are kept 24 h (PROTOCOLS.md §1.1, getUpdates).
@@ -943,6 +945,8 @@ class FakeTelegram:
         found = bot.files.get(str(params.get("file_id") or ""))
         if found is None:
             raise bad_request("invalid file_id")
+        if found.content is not None and len(found.content) > MAX_DOWNLOAD_BYTES:
+            raise bad_request("file is too big")
         return found.as_object()
 
     def _set_webhook(self, bot: _Bot, params: dict[str, Any]) -> bool:

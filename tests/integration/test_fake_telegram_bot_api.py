@@ -42,6 +42,7 @@ from tests.fakes.telegram_bot_api import (
     CANT_INITIATE,
     CONFLICT_POLLER,
     CONFLICT_WEBHOOK,
+    MAX_DOWNLOAD_BYTES,
     NOT_MODIFIED,
     QUERY_TOO_OLD,
     FakeTelegram,
@@ -522,6 +523,21 @@ async def test_an_injected_photo_can_be_fetched_with_get_file(
     assert file.file_size == len(b"\xff\xd8photo\xff\xd9") and file.file_path
     downloaded = await bot.download_file(file.file_path)
     assert downloaded is not None and downloaded.read() == b"\xff\xd8photo\xff\xd9"
+
+
+async def test_get_file_refuses_files_over_20_mb_and_unknown_file_ids(
+        fake: FakeTelegram, bot: Bot) -> None:
+    at_limit = fake.inject_photo(RESIDENT, content=bytes(MAX_DOWNLOAD_BYTES))
+    over = fake.inject_photo(RESIDENT, content=bytes(MAX_DOWNLOAD_BYTES + 1))
+
+    file = await bot.get_file(at_limit["message"]["photo"][-1]["file_id"])
+    assert file.file_size == MAX_DOWNLOAD_BYTES and file.file_path
+    with pytest.raises(TelegramBadRequest) as error:
+        await bot.get_file(over["message"]["photo"][-1]["file_id"])
+    assert error.value.message == "Bad Request: file is too big"
+    with pytest.raises(TelegramBadRequest) as error:
+        await bot.get_file("AgADnot-a-file")
+    assert error.value.message == "Bad Request: invalid file_id"
 
 
 # --------------------------------------------------------------------------- webhook

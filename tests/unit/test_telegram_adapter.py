@@ -11,6 +11,7 @@ from bot.channels.base import Attachment, Button, Reply
 from bot.channels.telegram import (
     MAX_TEXT,
     outbox_buttons,
+    photo_content_type,
     reply_markup,
     split_text,
     translate_callback,
@@ -57,6 +58,17 @@ def test_photo_keeps_the_largest_size_and_the_caption() -> None:
     assert translated is not None and translated.incoming is not None
     assert translated.incoming.text == "垃圾堆在楼道"
     assert translated.incoming.attachments == (Attachment(kind="photo", ref="large"),)
+
+
+@pytest.mark.parametrize(("file_path", "content_type"), [
+    ("photos/file_12.jpg", "image/jpeg"),
+    ("photos/file_12.png", "image/png"),
+    ("photos/file_12", "image/jpeg"),
+    ("documents/file_3.pdf", "image/jpeg"),
+])
+def test_a_photo_is_kept_as_jpeg_unless_its_file_path_names_another_image_type(
+        file_path: str, content_type: str) -> None:
+    assert photo_content_type(file_path) == content_type
 
 
 def test_location_becomes_a_location_attachment() -> None:
