@@ -3,16 +3,15 @@
     replies = await pipeline.handle(Incoming(channel="web", address="resident:7", text="楼道灯坏了"))
 
 The case, its events and its notices commit together; the direct replies go back to the channel
-that asked. One address is served one message at a time within a process, so a resident's quick
-double message cannot race itself.
+that asked. One address is served one message at a time (the state store's lock: in-process, or
+shared through Redis by every process), so a resident's quick double message cannot race itself,
+even when the two arrive at different processes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import weakref
 from collections.abc import Callable
 
 import anyio
@@ -35,25 +34,6 @@ Deliver = Callable[[Session, list[Reply], dt.datetime], None]
 Prepare = Callable[[Incoming], Incoming]
 
 
-class AddressLocks:
-    """One lock per address, kept only while a message for it holds or awaits the lock: an
-    address that writes once does not cost memory for the life of the process."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
-        self._guard = threading.Lock()
-
-    def get(self, address: str) -> threading.Lock:
-        with self._guard:
-            lock = self._locks.get(address)
-            if lock is None:
-                lock = self._locks[address] = threading.Lock()
-            return lock
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -71,7 +51,6 @@ class Pipeline:
         self.clock = clock
         self.clarify_below = clarify_below
         self.max_text = max_text
-        self._locks = AddressLocks()
 
     async def handle(self, incoming: Incoming, deliver: Deliver | None = None,
                      prepare: Prepare | None = None) -> list[Reply]:
@@ -86,8 +65,7 @@ class Pipeline:
         before the message can be read (WeChat downloads a photo): the next message from the
         same address waits for it, so a description typed right after a photo finds it there.
         """
-        lock = self._locks.get(f"{incoming.channel}:{incoming.address}")
-        with lock:
+        with self.state.lock(f"address:{incoming.channel}:{incoming.address}"):
             if prepare is not None:
                 incoming = prepare(incoming)
             return self._serve(incoming, deliver)
