@@ -185,7 +185,8 @@ def build_services(
     # The deadline watch: reminders, escalations, follow-ups and digests (bot/worker.py).
     services.background.append(
         Scheduler(engine, clock, policy_from(settings), tick_seconds=settings.watch_tick_seconds,
-                  batch=settings.watch_batch, on_queued=sender.wake).run
+                  batch=settings.watch_batch, on_queued=sender.wake,
+                  chat_history_days=settings.chat_history_days).run
     )
     return services
 

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # duty_leader (today's 带班领导), director. Urgent cases climb on minutes, at any hour.
     watch_chain: str = "b,director"
     watch_urgent_chain: str = "b,duty_leader,director"
+    # Web chat lines older than this are deleted (storage/retention.py); cases keep their history.
+    chat_history_days: int = Field(default=365, ge=1)
 
     # Telegram
     telegram_bot_token: str | None = None

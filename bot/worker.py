@@ -1,5 +1,8 @@
 """The background worker: the deadline watch's scheduler loop and the outbox sender.
 
+The scheduler also deletes, once an hour, what is kept no longer: photos no case refers to and
+web chat lines past CHAT_HISTORY_DAYS (storage/retention.py).
+
 `griddesk serve` runs both in its lifespan (Services.background and Services.sender);
 `griddesk worker` runs them without the web app. Any number of either may run against one
 database: due work is claimed row by row (storage/scheduler.py), notices are leased
@@ -25,9 +28,13 @@ from bot.settings import Settings
 from handlers import escalation
 from handlers.escalation import TickReport, WatchPolicy
 from nlu.parse import Parse
+from storage import retention
 from storage.clock import Clock
+from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+# How often a scheduler deletes what is kept no longer (storage/retention.py).
+PURGE_EVERY = dt.timedelta(hours=1)
 
 
 def policy_from(settings: Settings) -> WatchPolicy:
@@ -59,6 +66,7 @@ class Scheduler:
         tick_seconds: float = 30.0,
         batch: int = 500,
         on_queued: Callable[[], None] | None = None,
+        chat_history_days: int = 365,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -66,15 +74,30 @@ class Scheduler:
         self.tick_seconds = tick_seconds
         self.batch = batch
         self.on_queued = on_queued
+        self.chat_history_days = chat_history_days
+        self._purged_at: dt.datetime | None = None
 
     def tick(self, now: dt.datetime | None = None) -> TickReport:
-        report = escalation.tick(self.engine, now or self.clock.now(), self.policy, batch=self.batch)
+        now = now or self.clock.now()
+        report = escalation.tick(self.engine, now, self.policy, batch=self.batch)
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            self._purge(now)
         if report.queued_notices and self.on_queued is not None:
             self.on_queued()
         if report.done or report.digests or report.failed:
             log.info("deadline watch: %s done, %s skipped, %s digests, %s failed", report.done,
                      report.skipped, report.digests, report.failed)
         return report
+
+    def _purge(self, now: dt.datetime) -> None:
+        """Orphan media and old web chat lines (storage/retention.py), once an hour."""
+        with UnitOfWork(self.engine) as uow:
+            purged = retention.purge(uow.session, now, chat_days=self.chat_history_days)
+            uow.commit()
+        self._purged_at = now
+        if purged.media or purged.chat_lines:
+            log.info("retention: %s orphan media and %s web chat lines deleted", purged.media,
+                     purged.chat_lines)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The scheduler loop; a failing pass is logged and the next one tries again."""

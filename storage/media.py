@@ -56,6 +56,8 @@ def put(session: Session, data: bytes, content_type: str, *, now: dt.datetime | 
         select(Media).where(Media.sha256 == digest, Media.size == len(data)).order_by(Media.id)
     ).first()
     if existing is not None:
+        # Stored again now: an orphan about to be purged (storage.retention) is wanted again.
+        existing.created_at = now or dt.datetime.now(dt.UTC)
         return existing
     row = Media(sha256=digest, content_type=kind, size=len(data), data=bytes(data),
                 created_at=now or dt.datetime.now(dt.UTC))

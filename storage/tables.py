@@ -295,7 +295,7 @@ class Media(SQLModel, table=True):
     content_type: str = Field(max_length=127)
     size: int
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    created_at: dt.datetime
+    created_at: dt.datetime  # when these bytes were last stored (storage.retention reads it)
 
 
 class CaseCounter(SQLModel, table=True):
