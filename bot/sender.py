@@ -76,7 +76,8 @@ class OutboxSender:
                 uow.session, channels=list(self.senders), now=self.clock.now(), limit=self.batch,
                 lease=self.lease,
             )
-            claimed = [Outgoing(r.id or 0, r.channel, r.address, r.text, r.buttons) for r in rows]
+            claimed = [Outgoing(r.id or 0, r.channel, r.address, r.text, r.buttons, tuple(r.media or ()))
+                       for r in rows]
             uow.commit()  # the lease must be visible to other senders before anything is sent
             return claimed
 

@@ -131,7 +131,7 @@ class TelegramRuntime:
         dispatcher = Dispatcher(storage=storage, events_isolation=isolation)
         channel = TelegramChannel(engine=engine, pipeline=pipeline, clock=clock, wake=wake)
         dispatcher.include_router(build_router(channel))
-        sender = TelegramSender(bot, per_chat_per_second=settings.telegram_per_chat_per_second,
+        sender = TelegramSender(bot, engine=engine, per_chat_per_second=settings.telegram_per_chat_per_second,
                                 global_per_second=settings.telegram_global_per_second)
         return cls(settings, bot=bot, dispatcher=dispatcher, sender=sender, engine=engine, state=state,
                    clock=clock, shared_dedupe=bool(settings.redis_url))

@@ -128,6 +128,9 @@ def _community(session: Session, case: t.Case) -> t.Community:
 _NO_LINE = "\x00"
 # A location's label is the resident's (or their map app's) words: the card keeps it short.
 MAX_LABEL = 60
+# The photos a case card carries to staff on a channel that shows pictures; the web chat lists
+# every one of them.
+MAX_CARD_PHOTOS = 5
 
 
 def attachments_of(session: Session, case: t.Case) -> list[t.Attachment]:
@@ -191,10 +194,18 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) 
     return "\n".join(line for line in card.split("\n") if line.strip() != _NO_LINE)
 
 
+def card_photos(session: Session, case: t.Case) -> list[int]:
+    """The ids of the case's kept photos that go with its card, oldest first, at most
+    MAX_CARD_PHOTOS (a chat flooded with pictures buries the card)."""
+    ids = (media.id_in(a.ref) for a in attachments_of(session, case) if a.kind == "photo")
+    return [i for i in ids if i is not None][:MAX_CARD_PHOTOS]
+
+
 def _tell_staff_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime,
                      **values: object) -> None:
     card = case_card(session, case, person.language, with_contact=True)
-    tell(session, now, key, person=person, case=case, buttons=staff_buttons(case), card=card, **values)
+    tell(session, now, key, person=person, case=case, buttons=staff_buttons(case), card=card,
+         media=card_photos(session, case), **values)
 
 
 def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None, now: dt.datetime,

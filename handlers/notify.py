@@ -100,9 +100,11 @@ def tell(
     buttons: Sequence[Sequence[ButtonSpec]] = (),
     topic: str = "",
     dedupe_key: str | None = None,
+    media: Sequence[int] = (),
     **values: object,
 ) -> t.Outbox:
-    """Queue the catalogue message `key` for a resident or a person."""
+    """Queue the catalogue message `key` for a resident or a person, with the kept photos
+    `media` for a channel that can show them."""
     ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
     who = person if person is not None else resident
     assert who is not None
@@ -120,4 +122,5 @@ def tell(
         now=now,
         topic=topic or key,
         dedupe_key=dedupe_key,
+        media=media,
     )

@@ -35,6 +35,7 @@ def enqueue(
     case_id: int | None = None,
     topic: str = "",
     dedupe_key: str | None = None,
+    media: Sequence[int] = (),
 ) -> Outbox:
     row = Outbox(
         channel=channel,
@@ -46,6 +47,7 @@ def enqueue(
         topic=topic,
         text=text,
         buttons=[list(r) for r in buttons],
+        media=list(media),
         next_attempt_at=now,
         created_at=now,
         dedupe_key=dedupe_key,

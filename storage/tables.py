@@ -343,6 +343,11 @@ class Outbox(SQLModel, table=True):
     buttons: list[list[dict[str, str]]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    # Ids of kept photos (storage.media) that a channel able to show pictures sends before the
+    # text. The database default fills the rows queued before the column existed.
+    media: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
     state: str = Field(default=OutboxState.PENDING, max_length=16)
     attempts: int = 0
     next_attempt_at: dt.datetime

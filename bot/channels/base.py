@@ -25,13 +25,17 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A queued notice as the sender hands it to a channel."""
+    """A queued notice as the sender hands it to a channel.
+
+    media: ids of kept photos (storage.media) to send before the text, on a channel that can.
+    """
 
     id: int
     channel: str
     address: str
     text: str
     buttons: list[list[dict[str, str]]] = field(default_factory=list)
+    media: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

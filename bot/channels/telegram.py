@@ -26,7 +26,7 @@ import asyncio
 import logging
 import mimetypes
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
 )
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     ChatMemberUpdated,
     ForceReply,
@@ -431,23 +432,27 @@ class _Interval:
 
 
 class TelegramSender:
-    """The outbox's sender for Telegram: rate limits, error mapping, long texts.
+    """The outbox's sender for Telegram: rate limits, error mapping, long texts, photos.
 
     - per chat: at most `per_chat_per_second`; a chat over its budget gets `retry_after`, so the
       outbox postpones that chat alone (not a failure) and others go on;
     - overall: at most `global_per_second`, by waiting for the next free slot;
     - 429 → `retry_after` from Telegram; 403 (blocked, never started) and "chat not found" →
       unreachable, never retried; 5xx and network errors → retried with backoff;
-    - text over 4096 characters is sent as several messages, the buttons on the last; the parts
-      already sent are remembered by outbox id, so a retry continues where it stopped (a crash
-      between parts may repeat the parts sent before it).
+    - a notice's kept photos (`Outgoing.media`, read from `engine`) go first, one sendPhoto each,
+      under the same limits; a photo no longer stored, or one Telegram refuses, is left out (and
+      logged) and the text goes on without it, so a bad picture never holds back a case card;
+    - text over 4096 characters is sent as several messages, the buttons on the last;
+    - the photos and parts already sent are remembered by outbox id, so a retry continues where
+      it stopped (a crash between them may repeat the ones sent before it).
     """
 
     channel = CHANNEL
 
-    def __init__(self, bot: Bot, *, per_chat_per_second: float = 1.0, global_per_second: float = 30.0,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, bot: Bot, *, engine: Engine | None = None, per_chat_per_second: float = 1.0,
+                 global_per_second: float = 30.0, now: Callable[[], float] = time.monotonic) -> None:
         self.bot = bot
+        self.engine = engine
         self.per_chat_per_second = per_chat_per_second
         self.now = now
         self._chats: dict[int, _Interval] = {}
@@ -471,20 +476,35 @@ class TelegramSender:
             chat_id = int(message.address)
         except ValueError:
             return SendResult(ok=False, unreachable=True, error=f"not a Telegram chat id: {message.address!r}")
+        photos = list(message.media)
         parts = split_text(message.text)
         markup = reply_markup(message.buttons)
+        # One step per photo, then one per part of the text; progress counts steps.
         start = self._progress.get(message.id, 0)
-        for index in range(start, len(parts)):
+        for index in range(start, len(photos) + len(parts)):
+            photo = None
+            if index < len(photos):
+                photo = await self._photo(message.id, photos[index])
+                if photo is None:
+                    continue
             wait = self._chat(chat_id).take()
             if wait > 0:
                 self._progress[message.id] = index
                 return SendResult(ok=False, retry_after=wait)
             await self._global_slot()
-            result = await self._send_one(chat_id, parts[index],
-                                          markup if index == len(parts) - 1 else None)
+            if photo is not None:
+                result = await self._call(self.bot.send_photo(chat_id, photo))
+            else:
+                part = index - len(photos)
+                result = await self._call(self.bot.send_message(
+                    chat_id, parts[part], reply_markup=markup if part == len(parts) - 1 else None))
             if not result.ok:
                 if result.retry_after is not None:
                     self._chat(chat_id).hold(result.retry_after)
+                elif photo is not None and not result.unreachable:
+                    log.warning("telegram: photo media:%s of notice %s left out: %s",
+                                photos[index], message.id, result.error)
+                    continue
                 self._progress[message.id] = index
                 if result.unreachable:
                     self._progress.pop(message.id, None)
@@ -492,10 +512,33 @@ class TelegramSender:
         self._progress.pop(message.id, None)
         return SendResult(ok=True)
 
-    async def _send_one(self, chat_id: int, text: str,
-                        markup: InlineKeyboardMarkup | ForceReply | None) -> SendResult:
+    async def _photo(self, notice_id: int, media_id: int) -> BufferedInputFile | None:
+        """The kept photo as an upload; None (logged) when it is gone or cannot be read."""
+        if self.engine is None:
+            return None
         try:
-            await self.bot.send_message(chat_id, text, reply_markup=markup)
+            found = await anyio.to_thread.run_sync(self._read_photo, media_id)
+        except Exception:
+            log.exception("telegram: reading photo media:%s of notice %s failed", media_id, notice_id)
+            return None
+        if found is None:
+            log.info("telegram: photo media:%s of notice %s is no longer kept", media_id, notice_id)
+            return None
+        data, content_type = found
+        return BufferedInputFile(data, filename=f"photo{mimetypes.guess_extension(content_type) or '.jpg'}")
+
+    def _read_photo(self, media_id: int) -> tuple[bytes, str] | None:
+        assert self.engine is not None
+        with UnitOfWork(self.engine) as uow:
+            row = media.get(uow.session, media_id)
+            if row is None or not row.content_type.startswith("image/"):
+                return None
+            return bytes(row.data), row.content_type
+
+    async def _call(self, request: Awaitable[Any]) -> SendResult:
+        """One Bot API call's outcome as the outbox reads it."""
+        try:
+            await request
         except TelegramRetryAfter as exc:
             return SendResult(ok=False, retry_after=float(exc.retry_after))
         except TelegramForbiddenError as exc:

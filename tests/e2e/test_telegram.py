@@ -213,9 +213,10 @@ def test_resident_and_grid_worker_handle_a_case_entirely_in_telegram(app: App, f
     assert found, opened.text
     number = found.group(0)
 
-    # The grid worker's chat receives the case with its buttons.
+    # The grid worker's chat receives the case with its buttons (and no picture: none was sent).
     card = seen(fake, WORKER, number)
     assert "中南小区3栋" in (card.text or "")
+    assert [m.photo for m in fake.sent(WORKER) if m.photo] == []
     tap(fake, WORKER, card, "签收")
     fake.wait_for_sync(lambda: len(fake.answered_callbacks()) == 1)
     told = newer(fake, RESIDENT, opened, "已由")
@@ -481,8 +482,12 @@ def test_a_photo_is_kept_and_the_grid_worker_sees_it(app: App, fake: FakeTelegra
     media_id = media.id_in(ref)
     assert media_id is not None
 
+    # On Telegram the grid worker gets the photo itself, the same bytes, just before the card.
     card = seen(fake, WORKER, number)
     assert "居民发来：照片 1 张" in (card.text or "")
+    [sent_photo] = [m for m in fake.sent(WORKER) if m.photo]
+    assert sent_photo.message_id == card.message_id - 1 and sent_photo.photo is not None
+    assert held(fake, sent_photo.photo) == data
 
     # The grid worker opens it in the web chat.
     with web_staff(app, "zhang_li") as worker:
@@ -508,6 +513,45 @@ def test_a_photo_is_kept_and_the_grid_worker_sees_it(app: App, fake: FakeTelegra
     assert later != number
     assert attachment_refs(app, later) == [ref]
     assert app.count(t.Media) == 1
+
+
+def test_a_photo_gone_before_it_is_sent_leaves_the_card_to_arrive_alone(
+        app: App, fake: FakeTelegram) -> None:
+    fake.start_bot(WORKER, f"s_{app.invite('zhang_li')}")
+    seen(fake, WORKER, "绑定成功")
+    fake.start_bot(RESIDENT, "b_ZN-B03")
+    welcome = seen(fake, RESIDENT, "已登记")
+
+    # Telegram holds the worker's chat at the photo (a 429) and meanwhile the kept photo is
+    # removed: the retry finds no bytes and sends the card alone, once.
+    fake.fail_next(1, method="sendPhoto", retry_after=2)
+    fake.inject_photo(RESIDENT)
+    fake.inject_text(RESIDENT, "楼道灯坏了三天了")
+    newer(fake, RESIDENT, welcome, "已受理")
+    number = filed(fake, RESIDENT)
+
+    def card_row() -> t.Outbox | None:
+        with UnitOfWork(app.services.engine) as uow:
+            return uow.session.scalars(
+                select(t.Outbox).join(t.Case, t.Case.id == t.Outbox.case_id)
+                .where(t.Case.number == number, t.Outbox.address == str(WORKER))).first()
+
+    held_back = fake.wait_for_sync(lambda: (row := card_row()) is not None
+                                   and row.next_attempt_at > app.services.clock.now() + dt.timedelta(seconds=0.5)
+                                   and row)
+    assert held_back.state == "pending" and held_back.media
+    with UnitOfWork(app.services.engine) as uow:
+        for kept in uow.session.scalars(select(t.Media)):
+            uow.session.delete(kept)
+        uow.commit()
+
+    card = seen(fake, WORKER, number)
+    assert "居民发来：照片 1 张" in (card.text or "")
+    fake.wait_for_sync(lambda: (row := card_row()) is not None and row.state == "sent")
+    assert [m for m in fake.sent(WORKER) if m.photo] == []
+    assert len([m for m in fake.sent(WORKER) if number in (m.text or "")]) == 1
+    sent = card_row()
+    assert sent is not None and sent.attempts == 1
 
 
 def test_a_photo_the_bot_api_will_not_hand_over_still_files_the_case_with_its_file_id(

@@ -259,3 +259,35 @@ async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: S
         assert row is not None
         card = cases.case_card(uow.session, row, "zh-Hans", with_contact=True)
         assert "居民发来" not in card and "\n\n" not in card and "居民：" in card
+
+
+async def test_the_staff_card_carries_the_kept_photos(chat: Chat, services: Services) -> None:
+    from bot.channels.base import Attachment, Incoming
+    from handlers.cases import MAX_CARD_PHOTOS
+    from storage import media
+
+    resident = chat.resident(0)
+    with UnitOfWork(services.engine) as uow:
+        ids = [media.put(uow.session, f"photo {n}".encode(), "image/jpeg").id or 0
+               for n in range(MAX_CARD_PHOTOS + 1)]
+        uow.commit()
+    # A photo known only by the platform's reference, and a location, are not pictures to send.
+    sent = [Attachment(kind="photo", ref="AgACAgIAAx0"), Attachment(kind="location", ref="东门")]
+    sent += [Attachment(kind="photo", ref=f"media:{i}") for i in ids]
+    for attachment in sent:
+        await services.pipeline.handle(Incoming("web", resident.address, attachments=(attachment,)))
+    said = await resident.says("楼道灯坏了，晚上很黑")
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    plain = await chat.resident(1).says("小区门口垃圾没人清")
+    other = _case(services, NUMBER.search(plain.text).group(0))  # type: ignore[union-attr]
+
+    with UnitOfWork(services.engine) as uow:
+        def media_of(c: t.Case, person_id: int | None) -> list[list[int]]:
+            return [r.media for r in uow.session.scalars(
+                select(t.Outbox).where(t.Outbox.case_id == c.id, t.Outbox.person_id == person_id))]
+
+        # The first five kept photos, oldest first, on the card to the case's holder; the
+        # resident's own notices carry none.
+        assert media_of(case, case.holder_id) == [ids[:MAX_CARD_PHOTOS]]
+        assert all(m == [] for m in media_of(case, None))
+        assert media_of(other, other.holder_id) == [[]]

@@ -8,12 +8,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 from sqlmodel import SQLModel
 
 import storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from bot.cli import main
 from storage import db
+from storage.tables import Outbox
 
 
 def test_the_migrated_schema_is_the_declared_one(database_url: str) -> None:
@@ -22,6 +23,7 @@ def test_the_migrated_schema_is_the_declared_one(database_url: str) -> None:
         with engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
             assert {"chatline", "media"} <= set(inspect(conn).get_table_names())
+            assert "media" in {c["name"] for c in inspect(conn).get_columns("outbox")}
     finally:
         engine.dispose()
     assert differences == []
@@ -49,5 +51,16 @@ def test_db_upgrade_builds_an_empty_database_and_downgrade_removes_it(
         assert "media" not in inspect(engine).get_table_names()
         assert main(["db", "upgrade"]) == 0
         assert "media" in inspect(engine).get_table_names()
+        # One deployed before notices carried photos: its pending notices gain an empty list.
+        command.downgrade(db.alembic_config(url), "0003")
+        assert "media" not in {c["name"] for c in inspect(engine).get_columns("outbox")}
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO outbox (channel, address, topic, text, buttons, state, attempts, next_attempt_at,"
+                " created_at, last_error) VALUES ('telegram', '1001', '', '通知', '[]', 'pending', 0,"
+                " '2026-12-02 00:00:00', '2026-12-02 00:00:00', '')"))
+        assert main(["db", "upgrade"]) == 0
+        with engine.connect() as conn:
+            assert conn.execute(select(Outbox.media)).scalars().all() == [[]]
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""TelegramSender against the loopback Bot API: limits, Telegram's errors, long texts."""
+"""TelegramSender against the loopback Bot API: limits, Telegram's errors, long texts, photos."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy.engine import Engine
 
 from bot.channels.base import Outgoing, SendResult
 from bot.channels.telegram import TelegramSender
+from storage import media
+from storage.unit_of_work import UnitOfWork
 from tests.fakes.telegram_bot_api import FakeTelegram
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -103,6 +107,22 @@ async def test_long_text_arrives_in_parts_with_the_buttons_on_the_last(fake: Fak
     assert parts[-1].reply_markup == {"inline_keyboard": [[{"text": "签收", "callback_data": "ack:1"}]]}
 
 
+async def retried(sender: TelegramSender, message: Outgoing, clock: list[float],
+                  fake: FakeTelegram) -> list[SendResult]:
+    """The outbox's retries of one notice, each after the wait it was told, until it is sent:
+    every answer but the last is a wait, never a failure."""
+    results = []
+    for _ in range(10):
+        result = await sender.send(message)
+        results.append(result)
+        if result.ok:
+            break
+        assert result.retry_after is not None and not result.error and not result.unreachable
+        clock[0] += result.retry_after
+        fake.clock = lambda: 1_800_000_000.0 + clock[0]
+    return results
+
+
 async def test_a_split_message_resumes_after_a_429(fake: FakeTelegram, bot: Any) -> None:
     clock = [100.0]
     sender = TelegramSender(bot, per_chat_per_second=10, global_per_second=1000, now=lambda: clock[0])
@@ -110,15 +130,7 @@ async def test_a_split_message_resumes_after_a_429(fake: FakeTelegram, bot: Any)
     fake.fail_next(1, method="sendMessage", retry_after=2)
     fake.per_chat_per_second = 1
 
-    results = []
-    for _ in range(10):  # the outbox's retries, each after the wait it was told
-        result = await sender.send(message)
-        results.append(result)
-        if result.ok:
-            break
-        assert result.retry_after is not None and not result.error
-        clock[0] += result.retry_after
-        fake.clock = lambda: 1_800_000_000.0 + clock[0]
+    results = await retried(sender, message, clock, fake)
 
     assert results[0].retry_after == 2.0 and results[-1].ok
     assert [m.text for m in fake.sent(CHAT)] == ["甲" * 4096, "乙" * 4096, "丙"]
@@ -127,3 +139,83 @@ async def test_a_split_message_resumes_after_a_429(fake: FakeTelegram, bot: Any)
 async def test_ask_for_text_uses_force_reply(fake: FakeTelegram, bot: Any) -> None:
     assert (await fast(bot).send(notice("请输入答复", [[{"markup": "force_reply"}]]))).ok
     assert fake.sent(CHAT)[-1].reply_markup == {"force_reply": True}
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def kept(engine: Engine, *contents: bytes) -> list[int]:
+    with UnitOfWork(engine) as uow:
+        ids = [media.put(uow.session, data, "image/jpeg").id or 0 for data in contents]
+        uow.commit()
+    return ids
+
+
+def held(fake: FakeTelegram, file_id: str) -> bytes:
+    """The bytes the Bot API holds for a file the bot sent (getFile, then the file URL)."""
+    with httpx.Client(base_url=fake.url, trust_env=False) as client:
+        path = client.get(f"/bot{TOKEN}/getFile", params={"file_id": file_id}).json()["result"]["file_path"]
+        return client.get(f"/file/bot{TOKEN}/{path}").content
+
+
+def with_photos(text: str, ids: list[int]) -> Outgoing:
+    return Outgoing(next(_ids), "telegram", str(CHAT), text, [[{"label": "签收", "action": "ack:1"}]],
+                    tuple(ids))
+
+
+async def test_photos_go_first_and_a_refused_one_is_left_out(fake: FakeTelegram, bot: Any,
+                                                             engine: Engine) -> None:
+    first, second = kept(engine, b"\xff\xd8 first photo", b"\xff\xd8 second photo")
+    # Telegram refuses the first upload: the second photo and the card still go.
+    fake.fail_next(1, method="sendPhoto", error_code=400, description="Bad Request: IMAGE_PROCESS_FAILED")
+    sender = TelegramSender(bot, engine=engine, per_chat_per_second=1000, global_per_second=1000)
+
+    assert (await sender.send(with_photos("工单卡片", [first, second]))).ok
+
+    arrived = fake.sent(CHAT)
+    assert [(m.photo is not None, m.text) for m in arrived] == [(True, None), (False, "工单卡片")]
+    assert held(fake, arrived[0].photo or "") == b"\xff\xd8 second photo"
+    assert arrived[1].reply_markup == {"inline_keyboard": [[{"text": "签收", "callback_data": "ack:1"}]]}
+
+
+async def test_a_notice_held_by_limits_resumes_without_repeating_a_photo(
+        fake: FakeTelegram, bot: Any, engine: Engine) -> None:
+    first, second = kept(engine, b"\xff\xd8 one", b"\xff\xd8 two")
+    clock = [100.0]
+    sender = TelegramSender(bot, engine=engine, per_chat_per_second=10, global_per_second=1000,
+                            now=lambda: clock[0])
+    message = with_photos("工单卡片", [first, second])
+    fake.fail_next(1, method="sendPhoto", retry_after=2)
+
+    results = await retried(sender, message, clock, fake)
+
+    # Telegram's 429 on the first photo, then the chat's own pace before each later step.
+    assert results[0] == SendResult(ok=False, retry_after=2.0) and results[-1].ok
+    arrived = fake.sent(CHAT)
+    assert [held(fake, m.photo) if m.photo else m.text for m in arrived] == [
+        b"\xff\xd8 one", b"\xff\xd8 two", "工单卡片"]
+
+
+async def test_photos_no_longer_kept_leave_the_card_alone(fake: FakeTelegram, bot: Any,
+                                                          engine: Engine) -> None:
+    [gone] = kept(engine, b"\xff\xd8 purged")
+    with UnitOfWork(engine) as uow:
+        row = media.get(uow.session, gone)
+        uow.session.delete(row)
+        uow.commit()
+    with_engine = TelegramSender(bot, engine=engine, per_chat_per_second=1000, global_per_second=1000)
+
+    assert (await with_engine.send(with_photos("工单卡片", [gone]))).ok
+    # A sender given no database sends the text of a notice that carries photos.
+    assert (await fast(bot).send(with_photos("另一张卡片", [gone]))).ok
+    assert [(m.photo, m.text) for m in fake.sent(CHAT)] == [(None, "工单卡片"), (None, "另一张卡片")]
+
+
+async def test_a_blocked_chat_stops_at_the_first_photo(fake: FakeTelegram, bot: Any, engine: Engine) -> None:
+    [photo] = kept(engine, b"\xff\xd8 photo")
+    fake.block(CHAT)
+    sender = TelegramSender(bot, engine=engine, per_chat_per_second=1000, global_per_second=1000)
+
+    result = await sender.send(with_photos("工单卡片", [photo]))
+
+    assert result.unreachable and not result.ok and result.error
