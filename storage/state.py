@@ -69,10 +69,11 @@ class LocalLocks:
 
 
 class MemoryStateStore:
-    def __init__(self) -> None:
+    def __init__(self, *, wait: float = LOCK_WAIT_SECONDS) -> None:
         self._data: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self.locks = LocalLocks()
+        self.lock_wait = wait
 
     def _live(self, key: str) -> tuple[float, dict[str, Any] | None] | None:
         item = self._data.get(key)
@@ -104,7 +105,7 @@ class MemoryStateStore:
             return True
 
     def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return self.locks.hold(key)
+        return self.locks.hold(key, self.lock_wait)
 
     def ping(self) -> None:
         return None
@@ -117,7 +118,7 @@ class RedisStateStore:
                  lease: float = LOCK_LEASE_SECONDS, wait: float = LOCK_WAIT_SECONDS) -> None:
         self._redis = redis.Redis.from_url(url, decode_responses=True)
         self._prefix = prefix
-        self._lease, self._wait = lease, wait
+        self._lease, self.lock_wait = lease, wait
         self.locks = LocalLocks()
 
     def _k(self, key: str) -> str:
@@ -142,9 +143,10 @@ class RedisStateStore:
         """This process's lock first, so its own threads queue without polling Redis; then
         redis-py's lock (a token under the key, with a lease), which the other processes see."""
         started = time.monotonic()
-        with self.locks.hold(key, self._wait):
+        with self.locks.hold(key, self.lock_wait):
+            left = max(self.lock_wait - (time.monotonic() - started), 0.01)
             shared = self._redis.lock(self._k(f"lock:{key}"), timeout=self._lease, sleep=0.02,
-                                      blocking_timeout=max(self._wait - (time.monotonic() - started), 0.01))
+                                      blocking_timeout=left)
             if not shared.acquire():
                 raise LockTimeout(key)
             try:

@@ -22,6 +22,7 @@ from handlers import directory
 from handlers.notify import ensure_identity
 from storage import chat_history
 from storage import tables as t
+from storage.state import LockTimeout
 from storage.unit_of_work import UnitOfWork
 
 router = APIRouter()
@@ -188,9 +189,15 @@ async def send(body: SendBody, address: Address, services: Services) -> dict[str
             replies=[(r.text, [[b.to_json() for b in row] for row in r.buttons]) for r in replies], now=now,
         )
 
-    replies = await services.pipeline.handle(
-        Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action), deliver=record
-    )
+    try:
+        replies = await services.pipeline.handle(
+            Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action),
+            deliver=record,
+        )
+    except LockTimeout:
+        # An earlier message of this person's is still being served (far longer than any should).
+        raise HTTPException(status_code=503, detail="your previous message is still being handled; "
+                                                     "send this one again in a moment") from None
     services.sender.wake()
     return {"replies": [r.to_json() for r in replies]}
 

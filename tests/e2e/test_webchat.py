@@ -242,6 +242,18 @@ def test_a_turn_that_fails_to_commit_leaves_no_line_and_no_case(web: Running,
         assert uow.session.scalar(select(func.count()).select_from(t.Case)) == 0
 
 
+def test_a_message_that_cannot_get_its_turn_is_refused_clearly_and_kept_nowhere(web: Running) -> None:
+    resident = as_persona(web, "building:ZN-B01")
+    address = resident.get("/api/session").json()["address"]
+    web.services.state.lock_wait = 0.2  # type: ignore[attr-defined]
+    with web.services.state.lock(f"address:web:{address}"):  # an earlier message, stuck
+        refused = resident.post("/api/chat/send", json={"text": "楼道灯坏了"})
+    assert refused.status_code == 503 and "again" in refused.json()["detail"]
+    assert history(reload(web, resident))["messages"] == []
+    answer = reload(web, resident).post("/api/chat/send", json={"text": "楼道灯坏了"}).json()
+    assert NUMBER.search(answer["replies"][0]["text"])
+
+
 def test_what_was_sent_with_a_case_is_shown_only_to_who_may_see_the_case(web: Running) -> None:
     from storage import media
     from tests.fakes.wechat import tiny_png
