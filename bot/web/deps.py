@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, verify
+from storage import tables as t
 
 
 def get_services(request: Request) -> Any:
@@ -27,3 +31,13 @@ def current_address(request: Request) -> str:
 
 
 Address = Annotated[str, Depends(current_address)]
+
+
+def web_identity(session: Session, address: str) -> t.Identity:
+    """The identity behind a signed web chat address; 401 when it no longer exists."""
+    ident = session.scalars(
+        select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
+    ).first()
+    if ident is None:
+        raise HTTPException(status_code=401, detail="unknown session")
+    return ident

@@ -17,11 +17,9 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.channels.webchat import CHANNEL
-from bot.web.deps import Address, Services
+from bot.web.deps import Address, Services, web_identity
 from handlers import cases
 from handlers.errors import GriddeskError
 from storage import media
@@ -36,11 +34,7 @@ INLINE = ("image/", "audio/")
 
 
 def _viewer(session: Session, address: str) -> tuple[t.Person | None, t.Resident | None]:
-    ident = session.scalars(
-        select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
-    ).first()
-    if ident is None:
-        raise HTTPException(status_code=401, detail="unknown session")
+    ident = web_identity(session, address)
     person = session.get(t.Person, ident.person_id) if ident.person_id else None
     resident = session.get(t.Resident, ident.resident_id) if ident.resident_id else None
     return person, resident

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
-from bot.web.deps import Address, Services
+from bot.web.deps import Address, Services, web_identity
 from handlers import directory
 from handlers.notify import ensure_identity
 from storage import chat_history
@@ -96,11 +96,7 @@ def me(services: Services) -> dict[str, Any]:
 @router.get("/api/session")
 def session_info(address: Address, services: Services) -> dict[str, Any]:
     with UnitOfWork(services.engine) as uow:
-        ident = uow.session.scalars(
-            select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
-        ).first()
-        if ident is None:
-            raise HTTPException(status_code=401, detail="unknown session")
+        ident = web_identity(uow.session, address)
         if ident.person_id:
             person = uow.session.get(t.Person, ident.person_id)
             assert person is not None
