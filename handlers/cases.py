@@ -22,7 +22,7 @@ from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
 from handlers.errors import InvalidState, NotAllowed, NotFound
-from handlers.notify import tell
+from handlers.notify import Localised, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
@@ -149,10 +149,9 @@ def where_of(att: t.Attachment) -> str:
     return "—"
 
 
-def sent_line(session: Session, case: t.Case, lang: str) -> str:
+def sent_line(sent: Sequence[t.Attachment], lang: str) -> str:
     """One line saying what the resident sent: how many photos (and voice messages), and each
     location; "" when they sent nothing but text."""
-    sent = attachments_of(session, case)
     items = []
     for kind, key in (("photo", "case.sent_photos"), ("voice", "case.sent_voices")):
         count = sum(1 for a in sent if a.kind == kind)
@@ -162,8 +161,10 @@ def sent_line(session: Session, case: t.Case, lang: str) -> str:
     return say(lang, "case.card_sent", items=" · ".join(items)) if items else ""
 
 
-def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) -> str:
-    """The case as a staff member sees it; contact details only for those handling it."""
+def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool,
+              sent: Sequence[t.Attachment] | None = None) -> str:
+    """The case as a staff member sees it; contact details only for those handling it.
+    `sent` is the case's attachments when the caller has read them already."""
     community = _community(session, case)
     resident = _resident(session, case)
     building = session.get(t.Building, case.building_id) if case.building_id else None
@@ -184,7 +185,7 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) 
         category=cat.name if cat else case.category,
         text=case.text,
         place=place,
-        sent=sent_line(session, case, lang) or _NO_LINE,
+        sent=sent_line(attachments_of(session, case) if sent is None else sent, lang) or _NO_LINE,
         contact=contact or _NO_LINE,
         state=say(lang, f"state.{case.state}"),
         ack_due=when(lang, case.ack_due, community.timezone),
@@ -194,18 +195,24 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool) 
     return "\n".join(line for line in card.split("\n") if line.strip() != _NO_LINE)
 
 
-def card_photos(session: Session, case: t.Case) -> list[int]:
-    """The ids of the case's kept photos that go with its card, oldest first, at most
-    MAX_CARD_PHOTOS (a chat flooded with pictures buries the card)."""
-    ids = (media.id_in(a.ref) for a in attachments_of(session, case) if a.kind == "photo")
+def card_photos(sent: Sequence[t.Attachment]) -> list[int]:
+    """The ids of the kept photos among `sent` that go with a case's card, oldest first, at
+    most MAX_CARD_PHOTOS (a chat flooded with pictures buries the card)."""
+    ids = (media.id_in(a.ref) for a in sent if a.kind == "photo")
     return [i for i in ids if i is not None][:MAX_CARD_PHOTOS]
 
 
-def _tell_staff_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime,
-                     **values: object) -> None:
-    card = case_card(session, case, person.language, with_contact=True)
-    tell(session, now, key, person=person, case=case, buttons=staff_buttons(case), card=card,
-         media=card_photos(session, case), **values)
+def tell_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime, *,
+              with_contact: bool = True, photos: bool = True, buttons: bool = True,
+              dedupe_key: str | None = None, **values: object) -> None:
+    """Tell a staff member `key` with the case's card in their language: with the resident's
+    contact, the kept photos and the action buttons for those who handle it; an informed
+    copy (`with_contact`, `photos` and `buttons` False) is for reading only."""
+    sent = attachments_of(session, case)
+    tell(session, now, key, person=person, case=case,
+         buttons=staff_buttons(case) if buttons else (), dedupe_key=dedupe_key,
+         card=Localised(lambda lang: case_card(session, case, lang, with_contact=with_contact, sent=sent)),
+         media=card_photos(sent) if photos else (), **values)
 
 
 def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None, now: dt.datetime,
@@ -221,8 +228,8 @@ def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None
         person=first,
         case=case,
         number=case.number,
-        step=say(first.language, f"step.{step}"),
-        actor=actor.name if actor else say(first.language, "actor.resident"),
+        step=phrase(f"step.{step}"),
+        actor=actor.name if actor else phrase("actor.resident"),
         note=note,
     )
 
@@ -326,13 +333,14 @@ def open_case(
            urgent=urgent, channel=channel)
     record(session, case, "assigned", now, post=post.code, holder=holder.code, reason=decided.reason,
            covering=decided.covering)
-    _tell_staff_card(session, case, holder, "case.new_for_staff", now,
-                     covering=say(holder.language, "case.covering") if decided.covering else "")
+    tell_card(session, case, holder, "case.new_for_staff", now,
+              covering=phrase("case.covering") if decided.covering else "")
     for code in decided.informed:
         person = directory.person_by_code(session, code)
-        key = "case.urgent_alert" if code == decided.duty_leader else "case.informed"
-        card = case_card(session, case, person.language, with_contact=code == decided.duty_leader)
-        tell(session, now, key, person=person, case=case, card=card, holder=holder.name)
+        leader = code == decided.duty_leader
+        # The duty leader acts on an urgent case and sees it whole; the others are informed.
+        tell_card(session, case, person, "case.urgent_alert" if leader else "case.informed", now,
+                  with_contact=leader, photos=leader, buttons=False, holder=holder.name)
     return Opened(case=case, route=decided, holder=holder, post=post, deadlines=deadlines)
 
 
@@ -421,8 +429,8 @@ def transfer(session: Session, case: t.Case, person: t.Person, post_code: str, n
     record(session, case, "transferred", now, person=person, note=note,
            from_post=old_post.code if old_post else None, to_post=target.code, holder=holder.code,
            covering=covering)
-    _tell_staff_card(session, case, holder, "case.transferred_to_you", now, by=person.name, note=note,
-                     covering=say(holder.language, "case.covering") if covering else "")
+    tell_card(session, case, holder, "case.transferred_to_you", now, by=person.name, note=note,
+              covering=phrase("case.covering") if covering else "")
     lead = accountable(session, case)
     _tell_resident(session, case, "case.transferred", now, post=target.name, name=holder.name,
                    accountable=lead.name)
@@ -454,8 +462,8 @@ def _send_to_front_desk(session: Session, case: t.Case, now: dt.datetime, *, per
     case.state = CaseState.RETURNED
     record(session, case, "returned", now, person=person, note=reason,
            from_post=old_post.code if old_post else None, to_post=seat.code, holder=holder.code)
-    _tell_staff_card(session, case, holder, "case.returned_to_front_desk", now,
-                     by=person.name if person else say(holder.language, "actor.system"), note=reason)
+    tell_card(session, case, holder, "case.returned_to_front_desk", now,
+              by=person.name if person else phrase("actor.system"), note=reason)
 
 
 def return_orphans_to_front_desk(session: Session, community: t.Community, post_ids: set[int],
@@ -513,7 +521,7 @@ def rate(session: Session, case: t.Case, resident: t.Resident, rating: str, comm
     record(session, case, "rated", now, resident=resident, note=comment, rating=rating)
     holder = accountable(session, case)
     tell(session, now, "case.rated_for_staff", person=holder, case=case, number=case.number,
-         rating=say(holder.language, f"rating.{rating}"), comment=comment)
+         rating=phrase(f"rating.{rating}"), comment=comment)
     if rating == "unsatisfied":
         _reopen(session, case, resident, comment, now)
     else:
@@ -547,7 +555,7 @@ def _reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, n
     case.ack_due, case.reply_due, case.resolve_due = deadlines.acknowledge, deadlines.reply, deadlines.resolve
     case.escalation_level = 0
     record(session, case, "reopened", now, resident=resident, note=reason, holder=holder.code)
-    _tell_staff_card(session, case, holder, "case.reopened_for_staff", now, note=reason)
+    tell_card(session, case, holder, "case.reopened_for_staff", now, note=reason)
     _tell_resident(session, case, "case.reopened", now, name=holder.name,
                    reply_due=when(case.lang, case.reply_due, community.timezone))
 

@@ -64,7 +64,7 @@ def dead(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
 
 @dispatch.command("/digest", "今日待办", "今日待辦", "digest", staff=True)
 def digest(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
-    text = escalation.digest_text(desk.session, _person(actor), desk.now)
+    text = escalation.digest_text(desk.session, _person(actor), desk.now, actor.lang)
     if text is None:
         return [Reply(say(actor.lang, "watch.digest_empty"))]
     mine = cases.open_for_person(desk.session, _person(actor))

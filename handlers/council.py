@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from handlers import cases, directory
 from handlers.errors import BadInput, InvalidState, NotAllowed, NotFound
-from handlers.notify import tell
+from handlers.notify import Localised, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
@@ -212,10 +212,9 @@ def _tell_supporters(
     key: str,
     now: dt.datetime,
     buttons: Sequence[Sequence[tuple[str, str]]] = (),
-    localised: Callable[[str], dict[str, object]] | None = None,
     **values: object,
 ) -> None:
-    """Tell the proposer and co-signers; `localised(lang)` adds values written per language (dates)."""
+    """Tell the proposer and co-signers (values as for `tell`, `Localised` ones included)."""
     for resident in supporters(session, proposal):
         tell(
             session,
@@ -228,7 +227,6 @@ def _tell_supporters(
             number=proposal.number,
             title=proposal.title,
             **values,
-            **(localised(resident.language) if localised else {}),
         )
 
 
@@ -240,6 +238,13 @@ def meeting_label(lang: str, meeting: t.Meeting, timezone: str) -> str:
         at=when(lang, meeting.starts_at, timezone),
         place=meeting.place,
     )
+
+
+def _meeting_or_unscheduled(meeting: t.Meeting | None, timezone: str) -> Localised:
+    """The meeting a proposal goes to, or "not scheduled yet", in the recipient's language."""
+    if meeting is None:
+        return phrase("council.meeting_unscheduled")
+    return Localised(lambda lang: meeting_label(lang, meeting, timezone))
 
 
 def next_meeting(
@@ -686,8 +691,8 @@ def _notify_residents(
             "council.meeting_notice",
             resident=resident,
             council=council_name(community),
-            kind=say(resident.language, f"meeting.{row.kind}"),
-            at=when(resident.language, row.starts_at, community.timezone),
+            kind=phrase(f"meeting.{row.kind}"),
+            at=moment(row.starts_at, community.timezone),
             place=row.place,
             dedupe_key=f"meeting:{row.id}:{resident.id}",
         )
@@ -698,9 +703,8 @@ def _tell_stage(
 ) -> None:
     """Supporters hear where their proposal goes next (with the meeting when one is scheduled)."""
     tz = _tz(session, proposal)
+    where = _meeting_or_unscheduled(row, tz)
     for resident in supporters(session, proposal):
-        lang = resident.language
-        where = meeting_label(lang, row, tz) if row else say(lang, "council.meeting_unscheduled")
         tell(
             session,
             now,
@@ -793,7 +797,6 @@ def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) ->
         co_signs=count,
     )
     for i, secretary in enumerate(secretaries(session, community, now)):
-        lang = secretary.language
         tell(
             session,
             now,
@@ -803,9 +806,7 @@ def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) ->
             number=proposal.number,
             title=proposal.title,
             count=count,
-            meeting=meeting_label(lang, upcoming, community.timezone)
-            if upcoming
-            else say(lang, "council.meeting_unscheduled"),
+            meeting=_meeting_or_unscheduled(upcoming, community.timezone),
         )
     return True
 
@@ -972,10 +973,8 @@ def adopt(
         proposal,
         "council.adopted",
         now,
-        localised=lambda lang: {
-            "decision": proposal.decision_text,
-            "due": when(lang, proposal.execution_due or now, community.timezone),
-        },
+        decision=proposal.decision_text,
+        due=moment(proposal.execution_due or now, community.timezone),
     )
     proposer = session.get(t.Resident, proposal.proposer_id)
     assert proposer is not None
@@ -1016,12 +1015,10 @@ def adopt(
         proposal,
         "council.in_execution",
         now,
-        localised=lambda lang: {
-            "post": post.name,
-            "name": opened.holder.name,
-            "due": when(lang, proposal.execution_due or now, community.timezone),
-            "case_number": opened.case.number,
-        },
+        post=post.name,
+        name=opened.holder.name,
+        due=moment(proposal.execution_due or now, community.timezone),
+        case_number=opened.case.number,
     )
     return opened
 

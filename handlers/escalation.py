@@ -73,7 +73,7 @@ from sqlalchemy.orm import Session
 
 from handlers import cases, directory
 from handlers.deadlines import WorkingCalendar, is_working_day
-from handlers.notify import address_of, tell
+from handlers.notify import Localised, language_of, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import RoutingTable, duty_leader, is_absent, seat_holder
 from storage import scheduler
@@ -476,23 +476,13 @@ class _Context:
         return f"due:{self.action.id}:{role}:{who}"
 
 
-def _lang(ctx: _Context, *, person: t.Person | None = None, resident: t.Resident | None = None,
-          prefer: str | None = None) -> str:
-    """The language `tell` will write to this recipient in (their channel's, else their own)."""
-    ident = address_of(ctx.session, ctx.now, person=person, resident=resident, prefer=prefer)
-    who = person if person is not None else resident
-    assert who is not None
-    return ident.language or who.language
-
-
 def _card_to(ctx: _Context, person: t.Person, key: str, role: str, **values: object) -> None:
-    card = cases.case_card(ctx.session, ctx.case, _lang(ctx, person=person), with_contact=True)
-    tell(ctx.session, ctx.now, key, person=person, case=ctx.case, buttons=cases.staff_buttons(ctx.case),
-         dedupe_key=ctx.dedupe(role, person.id), card=card, **values)
+    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, dedupe_key=ctx.dedupe(role, person.id),
+                    **values)
 
 
-def _due_text(ctx: _Context, lang: str, moment: dt.datetime) -> str:
-    return when(lang, moment, ctx.community.timezone)
+def _due(ctx: _Context, at: dt.datetime) -> Localised:
+    return moment(at, ctx.community.timezone)
 
 
 def _remind(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:
@@ -508,18 +498,16 @@ def _remind(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:
         covering = True
     sent: list[str] = []
     if main is not None:
-        lang = _lang(ctx, person=main)
         _card_to(ctx, main, "watch.remind", "main", number=case.number,
-                 what=say(lang, f"watch.what.{deadline}"), due=_due_text(ctx, lang, due),
-                 covering=say(lang, "watch.covering") if covering else "")
+                 what=phrase(f"watch.what.{deadline}"), due=_due(ctx, due),
+                 covering=phrase("watch.covering") if covering else "")
         sent.append(main.code)
     first = session.get(t.Person, case.first_responder_id) if case.first_responder_id else None
     if (deadline != "ack" and first is not None and (main is None or first.id != main.id)
             and _present(first, ctx.table, ctx.day)):
-        lang = _lang(ctx, person=first)
         tell(session, ctx.now, "watch.remind_first_responder", person=first, case=case,
              dedupe_key=ctx.dedupe("first", first.id), number=case.number,
-             what=say(lang, f"watch.what.{deadline}"), due=_due_text(ctx, lang, due),
+             what=phrase(f"watch.what.{deadline}"), due=_due(ctx, due),
              holder=holder.name if holder else "—")
         sent.append(first.code)
     if not sent:
@@ -539,24 +527,23 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
                  **{"from": previous.code if previous else None, "to": to.code})
     late = {"ack_overdue": "ack", "reply_overdue": "reply", "resolve_overdue": "resolve"}[reason]
     _card_to(ctx, to, "watch.escalated_to_you", "to", number=case.number,
-             reason=say(_lang(ctx, person=to), f"watch.reason.{reason}"),
+             reason=phrase(f"watch.reason.{reason}"),
              previous=previous.name if previous else "—")
     if previous is not None and previous.id != to.id:
         tell(session, ctx.now, "watch.escalated_away", person=previous, case=case,
              dedupe_key=ctx.dedupe("from", previous.id), number=case.number,
-             reason=say(_lang(ctx, person=previous), f"watch.reason.{reason}"), name=to.name)
+             reason=phrase(f"watch.reason.{reason}"), name=to.name)
     first = session.get(t.Person, case.first_responder_id) if case.first_responder_id else None
     if first is not None and first.id not in (to.id, previous.id if previous else None):
         tell(session, ctx.now, "watch.escalated_for_first_responder", person=first, case=case,
              dedupe_key=ctx.dedupe("first", first.id), number=case.number,
-             reason=say(_lang(ctx, person=first), f"watch.reason.{reason}"), name=to.name)
+             reason=phrase(f"watch.reason.{reason}"), name=to.name)
     resident = session.get(t.Resident, case.resident_id)
     assert resident is not None
-    lang = _lang(ctx, resident=resident, prefer=case.channel)
     tell(session, ctx.now, "watch.escalated_for_resident", resident=resident, case=case, prefer=case.channel,
          dedupe_key=ctx.dedupe("resident", resident.id), number=case.number,
-         what=say(lang, f"watch.what.{late}"), name=to.name, post=_post_name_of(session, to),
-         accountable=say(lang, "watch.accountable", name=first.name) if first is not None else "")
+         what=phrase(f"watch.what.{late}"), name=to.name, post=_post_name_of(session, to),
+         accountable=phrase("watch.accountable", name=first.name) if first is not None else "")
     return f"{reason}: {previous.code if previous else '-'} -> {to.code} ({step})"
 
 
@@ -605,8 +592,7 @@ def _follow_up(ctx: _Context) -> tuple[DueActionState, str]:
     tell(ctx.session, ctx.now, "watch.follow_up", resident=resident, case=case, prefer=case.channel,
          buttons=cases.rating_buttons(case), dedupe_key=ctx.dedupe("resident", resident.id),
          number=case.number,
-         resolved=when(_lang(ctx, resident=resident, prefer=case.channel), case.resolved_at,
-                       ctx.community.timezone),
+         resolved=_due(ctx, case.resolved_at),
          text=_short(case.text))
     cases.record(ctx.session, case, "followed_up", ctx.now, resolved_at=case.resolved_at.isoformat())
     return DueActionState.DONE, "followed up"
@@ -845,10 +831,10 @@ def case_lines(session: Session, rows: Iterable[t.Case], lang: str, now: dt.date
     return lines
 
 
-def digest_text(session: Session, person: t.Person, now: dt.datetime) -> str | None:
-    """The morning digest of one staff member; None when there is nothing to say."""
+def digest_text(session: Session, person: t.Person, now: dt.datetime, lang: str) -> str | None:
+    """The morning digest of one staff member in `lang`; None when there is nothing to say."""
     community = directory.community(session, person.community_id)
-    tz, lang = community.timezone, person.language
+    tz = community.timezone
     mine = cases.open_for_person(session, person)
     parts: list[str] = []
     if mine:
@@ -900,7 +886,8 @@ def send_digests(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> int:
                 session = uow.session
                 table = directory.routing_table(session, community)
                 away = is_absent(person.code, local.date(), table)
-                text = None if away else digest_text(session, person, now)
+                text = None if away else digest_text(session, person, now,
+                                                     language_of(session, now, person=person))
                 outcome = "on leave" if away else ("sent" if text else "nothing to report")
                 if not scheduler.record_done(session, Planned(key=keys[person.id], kind="digest", due_at=now,
                                                               person_id=person.id), now, outcome):

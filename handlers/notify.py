@@ -3,22 +3,44 @@
 Each notice is rendered in the recipient's language and addressed to the channel where they can
 be reached: a resident on the channel of their case (else any channel they use, else the web
 chat inbox); a staff member on Telegram or WeChat when bound and reachable, else the web chat.
+
+The language is the identity's (the one the person last wrote in there), else the recipient's
+own; only `tell` knows which identity it writes to, so a value that has to be written in that
+language (a phrase, a date, a case card) is passed as a `Localised` and rendered by `tell`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from handlers.replies import say
+from handlers.replies import say, when
 from storage import outbox
 from storage import tables as t
 
 ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
 CHANNEL_PREFERENCE = ("telegram", "wechat", "web")
+
+
+@dataclass(frozen=True)
+class Localised:
+    """A notice's value written in the recipient's language, rendered by `tell`."""
+
+    render: Callable[[str], object]
+
+
+def phrase(key: str, **values: object) -> Localised:
+    """The catalogue text `key` in the recipient's language."""
+    return Localised(lambda lang: say(lang, key, **values))
+
+
+def moment(at: dt.datetime, timezone: str) -> Localised:
+    """`at` as the recipient reads dates, in the community's time zone."""
+    return Localised(lambda lang: when(lang, at, timezone))
 
 
 def web_address(resident: t.Resident | None = None, person: t.Person | None = None) -> str:
@@ -84,6 +106,19 @@ def address_of(
     return chosen
 
 
+def _language(ident: t.Identity, person: t.Person | None, resident: t.Resident | None) -> str:
+    who = person if person is not None else resident
+    assert who is not None
+    return ident.language or who.language
+
+
+def language_of(session: Session, now: dt.datetime, *, resident: t.Resident | None = None,
+                person: t.Person | None = None, prefer: str | None = None) -> str:
+    """The language `tell` writes to this recipient in, for a text composed before it is told."""
+    ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
+    return _language(ident, person, resident)
+
+
 def render_buttons(lang: str, rows: Sequence[Sequence[ButtonSpec]]) -> list[list[dict[str, str]]]:
     return [[{"label": say(lang, key), "action": action} for key, action in row] for row in rows]
 
@@ -104,11 +139,11 @@ def tell(
     **values: object,
 ) -> t.Outbox:
     """Queue the catalogue message `key` for a resident or a person, with the kept photos
-    `media` for a channel that can show them."""
+    `media` for a channel that can show them; `Localised` values are rendered in the language
+    the message is written in."""
     ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
-    who = person if person is not None else resident
-    assert who is not None
-    lang = ident.language or who.language
+    lang = _language(ident, person, resident)
+    values = {k: v.render(lang) if isinstance(v, Localised) else v for k, v in values.items()}
     return outbox.enqueue(
         session,
         channel=ident.channel,

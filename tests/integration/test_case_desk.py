@@ -177,6 +177,48 @@ async def test_urgent_alerts_the_duty_leader_and_tells_resident_to_call(chat: Ch
     assert any("紧急" in a.text and a.person_id != case.holder_id for a in alerts)
 
 
+async def test_the_duty_leaders_alert_carries_the_photos_and_informed_copies_do_not(
+        chat: Chat, services: Services) -> None:
+    from bot.channels.base import Attachment, Incoming
+    from storage import media
+
+    resident = chat.resident(0)
+    with UnitOfWork(services.engine) as uow:
+        photo = media.put(uow.session, b"water on the stairs", "image/jpeg").id
+        uow.commit()
+    await services.pipeline.handle(Incoming("web", resident.address,
+                                            attachments=(Attachment(kind="photo", ref=f"media:{photo}"),)))
+    said = await resident.says("楼道里有很重的煤气味")
+    case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]
+    with UnitOfWork(services.engine) as uow:
+        rows = uow.session.scalars(select(t.Outbox).where(t.Outbox.case_id == case.id,
+                                                          t.Outbox.person_id.is_not(None))).all()
+        sent = {(r.topic, r.person_id == case.holder_id): r.media for r in rows}
+    # The holder and the duty leader act on an urgent case: both see the photo.
+    assert sent[("case.new_for_staff", True)] == [photo]
+    assert sent[("case.urgent_alert", False)] == [photo]
+    assert all(m == [] for (topic, _), m in sent.items() if topic == "case.informed")
+
+
+async def test_staff_read_a_card_in_the_language_they_use_on_their_channel(
+        chat: Chat, services: Services) -> None:
+    resident = chat.resident(0)
+    first = _case(services, NUMBER.search((await resident.says("楼道灯坏了，晚上很黑")).text).group(0))  # type: ignore[union-attr]
+    holder = _person(services, first.holder_id)
+    staff = chat.staff(holder.code)
+    await staff.inbox()
+    with UnitOfWork(services.engine) as uow:
+        ident = uow.session.scalars(select(t.Identity).where(t.Identity.address == f"person:{holder.code}")).one()
+        ident.language = "en"  # they last wrote in English there; their profile still says zh-Hans
+        uow.commit()
+    said = await chat.resident(0).says("3单元门口的路灯也不亮了")
+    number = NUMBER.search(said.text).group(0)  # type: ignore[union-attr]
+    [card] = [n for n in await staff.inbox() if number in n.text]
+    # The frame and the card inside it are in one language: English.
+    assert card.text.startswith("New case for you") and "Deadlines: acknowledge" in card.text
+    assert "时限" not in card.text and "状态" not in card.text
+
+
 async def test_complaint_goes_to_mediation_with_grid_worker_informed(chat: Chat, services: Services) -> None:
     said = await chat.resident(0).says("楼上邻居天天半夜噪音扰民，我要投诉")
     case = _case(services, NUMBER.search(said.text).group(0))  # type: ignore[union-attr]

@@ -99,6 +99,31 @@ async def test_unacknowledged_case_moves_to_b_holder_then_to_the_director(
     assert len(events(services, number, "escalated")) == 2
 
 
+async def test_the_escalated_card_carries_the_photos_in_the_new_holders_language(
+        chat: Chat, services: Services, clock: FixedClock) -> None:
+    from bot.channels.base import Attachment, Incoming
+    from storage import media
+
+    resident, b_holder = chat.resident(0), chat.staff("wang_fang")
+    with UnitOfWork(services.engine) as uow:
+        photo = media.put(uow.session, b"the dark stairwell", "image/jpeg").id
+        ident = uow.session.scalars(select(t.Identity).where(t.Identity.address == "person:wang_fang")).one()
+        ident.language = "en"
+        uow.commit()
+    await services.pipeline.handle(Incoming("web", resident.address,
+                                            attachments=(Attachment(kind="photo", ref=f"media:{photo}"),)))
+    number = await report(chat, 0, "3单元楼道的灯坏了三天了")
+    at(services, clock, bj(2026, 11, 23, 11, 1))
+    [moved] = [n for n in await b_holder.inbox() if "escalated to you" in n.text]
+    assert number in moved.text and "not acknowledged" in moved.text
+    assert "Sent by the resident: 1 photo(s)" in moved.text and "Deadlines: acknowledge" in moved.text
+    with UnitOfWork(services.engine) as uow:
+        b_id = uow.session.scalars(select(t.Person.id).where(t.Person.code == "wang_fang")).one()
+        rows = uow.session.scalars(select(t.Outbox).where(t.Outbox.person_id == b_id,
+                                                          t.Outbox.topic == "watch.escalated_to_you")).all()
+    assert [r.media for r in rows] == [[photo]]
+
+
 async def test_overdue_reply_goes_to_the_director_and_leave_is_honoured(
         chat: Chat, services: Services, clock: FixedClock) -> None:
     # 杨涛 (G07) is on leave 2026-12-20..25; his B holder is 黄磊.
