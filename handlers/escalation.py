@@ -476,9 +476,10 @@ class _Context:
         return f"due:{self.action.id}:{role}:{who}"
 
 
-def _card_to(ctx: _Context, person: t.Person, key: str, role: str, **values: object) -> None:
+def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, photos: bool = True,
+             **values: object) -> None:
     cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, dedupe_key=ctx.dedupe(role, person.id),
-                    **values)
+                    photos=photos, **values)
 
 
 def _due(ctx: _Context, at: dt.datetime) -> Localised:
@@ -498,7 +499,8 @@ def _remind(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:
         covering = True
     sent: list[str] = []
     if main is not None:
-        _card_to(ctx, main, "watch.remind", "main", number=case.number,
+        # The holder has the photos from their first card; someone covering has not seen them.
+        _card_to(ctx, main, "watch.remind", "main", photos=covering, number=case.number,
                  what=phrase(f"watch.what.{deadline}"), due=_due(ctx, due),
                  covering=phrase("watch.covering") if covering else "")
         sent.append(main.code)

@@ -113,6 +113,7 @@ async def test_the_escalated_card_carries_the_photos_in_the_new_holders_language
     await services.pipeline.handle(Incoming("web", resident.address,
                                             attachments=(Attachment(kind="photo", ref=f"media:{photo}"),)))
     number = await report(chat, 0, "3单元楼道的灯坏了三天了")
+    at(services, clock, bj(2026, 11, 23, 10, 46))  # the holder's reminder
     at(services, clock, bj(2026, 11, 23, 11, 1))
     [moved] = [n for n in await b_holder.inbox() if "escalated to you" in n.text]
     assert number in moved.text and "not acknowledged" in moved.text
@@ -121,7 +122,10 @@ async def test_the_escalated_card_carries_the_photos_in_the_new_holders_language
         b_id = uow.session.scalars(select(t.Person.id).where(t.Person.code == "wang_fang")).one()
         rows = uow.session.scalars(select(t.Outbox).where(t.Outbox.person_id == b_id,
                                                           t.Outbox.topic == "watch.escalated_to_you")).all()
+        reminders = uow.session.scalars(select(t.Outbox).where(t.Outbox.topic == "watch.remind")).all()
     assert [r.media for r in rows] == [[photo]]
+    # The holder saw the photo with the new case; their reminder does not send it again.
+    assert [r.media for r in reminders] == [[]]
 
 
 async def test_overdue_reply_goes_to_the_director_and_leave_is_honoured(
