@@ -22,7 +22,7 @@ from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
 from handlers.errors import InvalidState, NotAllowed, NotFound
-from handlers.notify import Localised, phrase, tell
+from handlers.notify import Localised, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
@@ -379,7 +379,7 @@ def acknowledge(session: Session, case: t.Case, person: t.Person, now: dt.dateti
     lead = accountable(session, case)
     _tell_resident(session, case, "case.acknowledged", now, name=person.name,
                    post=_post_of_person(session, case, person), accountable=lead.name,
-                   reply_due=when(case.lang, case.reply_due, _community(session, case).timezone))
+                   reply_due=moment(case.reply_due, _community(session, case).timezone))
     _tell_first_responder(session, case, person, now, "acknowledged")
     return case
 
@@ -557,7 +557,7 @@ def _reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, n
     record(session, case, "reopened", now, resident=resident, note=reason, holder=holder.code)
     tell_card(session, case, holder, "case.reopened_for_staff", now, note=reason)
     _tell_resident(session, case, "case.reopened", now, name=holder.name,
-                   reply_due=when(case.lang, case.reply_due, community.timezone))
+                   reply_due=moment(case.reply_due, community.timezone))
 
 
 def add_info(session: Session, case: t.Case, resident: t.Resident, text: str, now: dt.datetime,
