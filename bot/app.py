@@ -192,7 +192,7 @@ def build_services(
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import health, media, telegram, webchat, wechat
+    from bot.web import figures, health, media, telegram, webchat, wechat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -222,6 +222,7 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webchat.router)
     app.include_router(media.router)
+    app.include_router(figures.router)
     app.include_router(wechat.router)
     app.include_router(telegram.router)
     return app

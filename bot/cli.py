@@ -6,6 +6,7 @@
     griddesk webchat link (--person CODE | --resident ID)   a signed personal web chat link
     griddesk db upgrade                               migrate the database to the newest schema
     griddesk nlu train|parse|eval                     the NLU model (see nlu/README.md)
+    griddesk figures [--by grid] [--period 2026-11]   response, on-time, resolution, satisfaction rates
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from bot.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
 # Feature modules that add their own subcommands with `register(subparsers)`.
-EXTENSIONS = ("bot.cli_nlu", "bot.cli_telegram", "bot.cli_wechat", "bot.cli_council", "bot.cli_worker")
+EXTENSIONS = ("bot.cli_nlu", "bot.cli_telegram", "bot.cli_wechat", "bot.cli_council", "bot.cli_worker",
+              "bot.cli_figures")
 
 
 def _serve(args: argparse.Namespace) -> int:

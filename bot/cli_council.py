@@ -19,11 +19,8 @@ from bot.settings import Settings
 
 
 def _meetings(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from handlers import council, directory
     from storage import db
-    from storage import tables as t
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
@@ -31,10 +28,7 @@ def _meetings(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     try:
         with UnitOfWork(engine) as uow:
-            stmt = select(t.Community).order_by(t.Community.code)
-            if args.community:
-                stmt = stmt.where(t.Community.code == args.community.upper())
-            for community in uow.session.scalars(stmt):
+            for community in directory.communities(uow.session, args.community):
                 for row in council.meetings_of(uow.session, community.id or 0):
                     local = directory.calendar_of(community).to_local(row.starts_at)
                     state = "held" if row.starts_at <= now else "scheduled"

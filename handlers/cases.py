@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import case as sql_case
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
 from storage import tables as t
+from storage.clock import as_utc
 from storage.sequences import append_event, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
 
@@ -653,6 +655,17 @@ def next_due(case: t.Case) -> dt.datetime:
     if case.state == CaseState.ACKNOWLEDGED:
         return case.reply_due
     return case.resolve_due
+
+
+def next_due_column() -> Any:
+    """`next_due` as an SQL expression, for counting in the database."""
+    return sql_case((t.Case.state.in_(list(WAITING_FOR_ACK)), t.Case.ack_due),
+                    (t.Case.state == CaseState.ACKNOWLEDGED, t.Case.reply_due), else_=t.Case.resolve_due)
+
+
+def due_passed(case: t.Case, now: dt.datetime) -> bool:
+    """Whether an open case is past the deadline it is working towards."""
+    return as_utc(next_due(case)) < now
 
 
 def open_for_person(session: Session, person: t.Person) -> list[t.Case]:

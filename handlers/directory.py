@@ -71,6 +71,14 @@ def community(session: Session, community_id: int) -> t.Community:
     return row
 
 
+def communities(session: Session, code: str | None = None) -> list[t.Community]:
+    """Every community by code, or the one with `code` (any case); [] when there is none."""
+    stmt = select(t.Community).order_by(t.Community.code)
+    if code:
+        stmt = stmt.where(t.Community.code == code.upper())
+    return list(session.scalars(stmt))
+
+
 def person_by_code(session: Session, code: str) -> t.Person:
     row = session.scalars(select(t.Person).where(t.Person.code == code)).first()
     if row is None:

@@ -78,6 +78,7 @@ from handlers.replies import say, when
 from handlers.routing import RoutingTable, duty_leader, is_absent, seat_holder
 from storage import scheduler
 from storage import tables as t
+from storage.clock import as_utc
 from storage.scheduler import Planned
 from storage.tables import OPEN_STATES, CaseState, DueActionState, OutboxState
 from storage.unit_of_work import UnitOfWork
@@ -248,9 +249,7 @@ def still_due(view: CaseView, kind: str, ref_at: dt.datetime, now: dt.datetime, 
 
 
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=dt.UTC)
+    return None if moment is None else as_utc(moment)
 
 
 def _view(case: t.Case, events: Sequence[tuple[int, str, dt.datetime, dict[str, object]]]) -> CaseView:
@@ -751,7 +750,7 @@ def overdue_cases(session: Session, community_id: int, now: dt.datetime) -> list
     rows = session.scalars(
         select(t.Case).where(t.Case.community_id == community_id, t.Case.state.in_(list(OPEN)))
     )
-    late = [c for c in rows if (_aware(cases.next_due(c)) or now) < now]
+    late = [c for c in rows if cases.due_passed(c, now)]
     return sorted(late, key=lambda c: (not c.urgent, cases.next_due(c), c.id))
 
 

@@ -297,3 +297,26 @@ def test_what_was_sent_with_a_case_is_shown_only_to_who_may_see_the_case(web: Ru
     assert resident.get("/media/99999999999999999999").status_code == 404
     assert web.client().get(f"/media/{kept_id}").status_code == 401
     assert web.client().get(f"/api/cases/{number}/attachments").status_code == 401
+
+
+def test_figures_are_the_directors_whole_and_a_workers_own(web: Running) -> None:
+    personas = httpx.get(f"{web.url}/api/demo/personas").json()
+    resident = as_persona(web, personas["residents"][0]["who"])
+    resident.post("/api/chat/send", json={"text": "楼道灯坏了三天了"}).raise_for_status()
+
+    director = as_persona(web, "person:lin_hui")
+    whole = director.get("/api/figures", params={"by": "worker"})
+    assert whole.status_code == 200
+    body = whole.json()
+    assert body["by"] == "worker" and not body["own"] and body["total"]["cases"] == 1
+    assert [row["name"] for row in body["rows"]] == ["张丽"]
+    assert director.get("/api/figures", params={"period": "2020-01"}).json()["total"]["cases"] == 0
+
+    own = as_persona(web, "person:zhang_li").get("/api/figures", params={"by": "community"}).json()
+    assert own["own"] and [row["name"] for row in own["rows"]] == ["张丽"]
+    assert own["rows"][0]["resolved"] == {"done": 0, "of": 1, "rate": 0.0}
+
+    assert resident.get("/api/figures").status_code == 403
+    assert "by must be one of" in director.get("/api/figures", params={"by": "street"}).json()["detail"]
+    assert director.get("/api/figures", params={"period": "soon"}).status_code == 422
+    assert web.client().get("/api/figures").status_code == 401

@@ -1,0 +1,76 @@
+"""The centre's figures over many cases: how long one report takes per grouping.
+
+Fills N cases (default 100,000) of the example community with deadlines spread over a month,
+as `benchmarks/scheduler.py` does, and times `handlers.figures.figures` for that month by
+community, committee, grid and worker (best of 3).
+
+    uv run python benchmarks/figures.py                 # SQLite, and PostgreSQL if reachable
+    uv run python benchmarks/figures.py --cases 20000 --db sqlite
+
+PostgreSQL uses the database `griddesk_bench_figures` on the server of --pg-url (created when
+missing, emptied before the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.scheduler import START, fill
+from handlers import figures
+from storage import db
+from storage import tables as t
+from storage.db import recreate_database
+from storage.unit_of_work import UnitOfWork
+
+NOW = START + dt.timedelta(days=14)
+
+
+def run(name: str, url: str, count: int) -> None:
+    fill(url, count)
+    engine = db.make_engine(url)
+    print(f"{name}, {count} cases")
+    with UnitOfWork(engine) as uow:
+        community = uow.session.scalars(select(t.Community)).one()
+        for by in figures.GROUPINGS:
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                report = figures.figures(uow.session, community, dt.date(2026, 11, 1), dt.date(2026, 12, 31),
+                                         by, NOW)
+                best = min(best, time.perf_counter() - started)
+            print(f"  by {by:<10} {best * 1000:8.1f} ms  ({len(report.rows)} rows, {report.total.cases} cases,"
+                  f" {report.total.overdue} overdue)")
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL",
+                                                           "postgresql://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+    if args.db in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run("SQLite", f"sqlite:///{tmp}/bench.db", args.cases)
+    if args.db in ("postgresql", "both"):
+        try:
+            url = recreate_database(args.pg_url, "griddesk_bench_figures")
+        except Exception as exc:  # noqa: BLE001  (the run still reports SQLite)
+            print(f"\nPostgreSQL skipped: {exc}")
+            return
+        run("PostgreSQL", url, args.cases)
+
+
+if __name__ == "__main__":
+    main()

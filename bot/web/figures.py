@@ -1,0 +1,39 @@
+"""`GET /api/figures?by=grid&period=2026-11`: the figures the centre is judged on, as JSON.
+
+For a signed-in staff member of the web chat: the director gets their community by `by`
+(community, committee, grid or worker; default grid), anyone else their own figures (`own`
+true, one row). `period` is a month (2026-11), a range (2026-11-01..2026-11-15), a year or a
+day; by default this month to date. A resident gets 403; a bad `by` or `period` 422 with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from bot.web.deps import Address, Services, web_identity
+from handlers import directory, figures
+from handlers.errors import BadInput
+from storage import tables as t
+from storage.unit_of_work import UnitOfWork
+
+router = APIRouter()
+
+
+@router.get("/api/figures")
+def get_figures(address: Address, services: Services, by: str = "grid", period: str = "") -> dict[str, Any]:
+    with UnitOfWork(services.engine) as uow:
+        ident = web_identity(uow.session, address)
+        person = uow.session.get(t.Person, ident.person_id) if ident.person_id else None
+        if person is None:
+            raise HTTPException(status_code=403, detail="figures are for staff")
+        now = services.clock.now()
+        today = directory.calendar_of(directory.community(uow.session, person.community_id)).to_local(now).date()
+        try:
+            if by not in figures.GROUPINGS:
+                raise BadInput(f"by must be one of {', '.join(figures.GROUPINGS)}")
+            start, end = figures.period(period, today)
+        except BadInput as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return figures.for_staff(uow.session, person, start, end, by, now).as_dict()

@@ -1,0 +1,261 @@
+"""The figures a centre is judged on (接诉即办), for any period, per community, committee, grid or
+worker.
+
+Over the cases dispatched in the period (local dates of the community, `start` to `end`
+inclusive), as they stand now:
+
+- 响应率 responded on time: acknowledged by the acknowledge deadline, among the cases that were
+  acknowledged or whose deadline has passed (a case still inside its first hour counts in
+  neither).
+- 按时办结率 resolved on time: resolved (or closed) by the resolve deadline, among the cases
+  resolved or past that deadline.
+- 解决率 resolved: resolved or closed, among all of them.
+- 满意率 satisfied: 满意 and 基本满意 among the ratings residents gave. Every rating counts, so
+  a 不满意 that reopened a case stays counted after a later 满意.
+- overdue: open cases past the deadline they are working towards.
+
+A worker's figures are the cases they are accountable for (首问负责): the first responder, or
+the holder while nobody has acknowledged. Cases without a grid (an unknown address) count under
+"no grid" and "no committee".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from handlers import cases, directory
+from handlers.errors import BadInput
+from handlers.replies import say
+from storage import tables as t
+from storage.tables import OPEN_STATES, CaseState
+
+GROUPINGS = ("community", "committee", "grid", "worker")
+RESOLVED = (CaseState.RESOLVED, CaseState.CLOSED)
+SATISFIED = ("satisfied", "basically_satisfied")
+
+
+@dataclass(frozen=True)
+class Rate:
+    done: int
+    of: int
+
+    @property
+    def value(self) -> float | None:
+        return self.done / self.of if self.of else None
+
+
+@dataclass
+class Row:
+    """One community, committee, grid or worker."""
+
+    key: int | None
+    name: str | None  # None: the cases without a grid (or committee)
+    cases: int = 0
+    responded: Rate = Rate(0, 0)
+    resolved_on_time: Rate = Rate(0, 0)
+    resolved: Rate = Rate(0, 0)
+    satisfied: Rate = Rate(0, 0)
+    ratings: dict[str, int] = field(default_factory=dict)
+    overdue: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        rates = {name: {"done": r.done, "of": r.of, "rate": None if r.value is None else round(r.value, 4)}
+                 for name, r in (("responded", self.responded), ("resolved_on_time", self.resolved_on_time),
+                                 ("resolved", self.resolved), ("satisfied", self.satisfied))}
+        return {"key": self.key, "name": self.name, "cases": self.cases, **rates,
+                "ratings": self.ratings, "overdue": self.overdue}
+
+
+@dataclass(frozen=True)
+class Figures:
+    community: str
+    start: dt.date
+    end: dt.date
+    by: str
+    rows: list[Row]
+    total: Row
+    own: bool = False  # one staff member's own figures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"community": self.community, "from": self.start.isoformat(), "to": self.end.isoformat(),
+                "by": self.by, "own": self.own, "rows": [r.as_dict() for r in self.rows],
+                "total": self.total.as_dict()}
+
+
+def period(text: str, today: dt.date) -> tuple[dt.date, dt.date]:
+    """A period from what a person types: "" (this month to date), "2026-11" (a month),
+    "2026-11-01..2026-11-15", or "2026" (a year)."""
+    text = text.strip()
+    try:
+        if not text:
+            return today.replace(day=1), today
+        if ".." in text:
+            first, last = (dt.date.fromisoformat(p.strip()) for p in text.split("..", 1))
+        elif len(text) == 4:
+            first, last = dt.date(int(text), 1, 1), dt.date(int(text), 12, 31)
+        elif len(text) == 7:
+            first = dt.date.fromisoformat(text + "-01")
+            last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+        else:
+            first = last = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise BadInput(f"not a period: {text!r} (use 2026-11, 2026-11-01..2026-11-15 or 2026)",
+                       reason="usage") from exc
+    if last < first:
+        raise BadInput(f"the period {text!r} ends before it starts", reason="usage")
+    return first, last
+
+
+def _group_key(by: str) -> Any:
+    if by == "community":
+        return t.Case.community_id
+    if by == "committee":
+        return t.Grid.committee_id
+    if by == "grid":
+        return t.Case.grid_id
+    if by == "worker":
+        return func.coalesce(t.Case.first_responder_id, t.Case.holder_id)
+    raise BadInput(f"figures by {by!r}: choose one of {', '.join(GROUPINGS)}", reason="usage")
+
+
+def _names(session: Session, by: str, keys: Sequence[int | None], community: t.Community
+           ) -> dict[int | None, str | None]:
+    model = {"committee": t.Committee, "grid": t.Grid, "worker": t.Person}.get(by)
+    if model is None:
+        return {community.id: community.name}
+    ids = [k for k in keys if k is not None]
+    found = {row.id: row.name for row in session.scalars(select(model).where(model.id.in_(ids)))}
+    return {k: found.get(k) for k in keys}
+
+
+def figures(session: Session, community: t.Community, start: dt.date, end: dt.date, by: str,
+            now: dt.datetime) -> Figures:
+    """The figures of `community`'s cases dispatched from `start` to `end` (local dates), one
+    row per `by` group, biggest first, and the total."""
+    key = _group_key(by).label("key")
+    calendar = directory.calendar_of(community)
+    since = calendar.to_utc(dt.datetime.combine(start, dt.time()))
+    until = calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+    c = t.Case
+    in_period = and_(c.community_id == community.id, c.dispatched_at >= since, c.dispatched_at < until,
+                     c.state != CaseState.NEW)
+    resolved = c.state.in_(list(RESOLVED))
+
+    def count(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    stmt = (select(key, func.count(),
+                   count(and_(c.acknowledged_at.is_not(None), c.acknowledged_at <= c.ack_due)),
+                   count(or_(c.acknowledged_at.is_not(None), c.ack_due <= now)),
+                   count(and_(resolved, c.resolved_at <= c.resolve_due)),
+                   count(or_(resolved, c.resolve_due <= now)),
+                   count(resolved),
+                   count(and_(c.state.in_(list(OPEN_STATES)), cases.next_due_column() < now)))
+            .select_from(c).outerjoin(t.Grid, t.Grid.id == c.grid_id).where(in_period).group_by(key))
+    rows: dict[int | None, Row] = {}
+    for k, total, on_time_ack, due_ack, on_time_res, due_res, done, late in session.execute(stmt):
+        rows[k] = Row(key=k, name="", cases=total, responded=Rate(on_time_ack or 0, due_ack or 0),
+                      resolved_on_time=Rate(on_time_res or 0, due_res or 0), resolved=Rate(done or 0, total),
+                      overdue=late or 0)
+
+    ratings: dict[int | None, Counter[str]] = {}
+    rated = (select(key, t.CaseEvent.data).select_from(c).outerjoin(t.Grid, t.Grid.id == c.grid_id)
+             .join(t.CaseEvent, t.CaseEvent.case_id == c.id).where(in_period, t.CaseEvent.action == "rated"))
+    for k, data in session.execute(rated):
+        ratings.setdefault(k, Counter())[str(data.get("rating"))] += 1
+
+    names = _names(session, by, list(rows), community)
+    for k, row in rows.items():
+        row.name = names[k]
+        got = ratings.get(k, Counter())
+        row.ratings = dict(sorted(got.items()))
+        row.satisfied = Rate(sum(got[r] for r in SATISFIED), sum(got.values()))
+    ordered = sorted(rows.values(), key=lambda r: (-r.cases, r.name is None, r.name or ""))
+    return Figures(community=community.name, start=start, end=end, by=by, rows=ordered,
+                   total=_total(ordered, community.name))
+
+
+def _total(rows: Sequence[Row], name: str) -> Row:
+    def add(rates: Sequence[Rate]) -> Rate:
+        return Rate(sum(r.done for r in rates), sum(r.of for r in rates))
+
+    ratings: Counter[str] = Counter()
+    for row in rows:
+        ratings.update(row.ratings)
+    return Row(key=None, name=name, cases=sum(r.cases for r in rows),
+               responded=add([r.responded for r in rows]),
+               resolved_on_time=add([r.resolved_on_time for r in rows]),
+               resolved=add([r.resolved for r in rows]), satisfied=add([r.satisfied for r in rows]),
+               ratings=dict(sorted(ratings.items())), overdue=sum(r.overdue for r in rows))
+
+
+def for_staff(session: Session, person: t.Person, start: dt.date, end: dt.date, by: str,
+              now: dt.datetime) -> Figures:
+    """What a staff member may see: the director, their community by any grouping; anyone
+    else, their own figures."""
+    community = directory.community(session, person.community_id)
+    if person.has_role("director"):
+        return figures(session, community, start, end, by, now)
+    workers = figures(session, community, start, end, "worker", now)
+    own = next((r for r in workers.rows if r.key == person.id), None) or Row(key=person.id, name=person.name)
+    return Figures(community=community.name, start=start, end=end, by="worker", rows=[own], total=own,
+                   own=True)
+
+
+# Words a person may type for a grouping, in every catalogue language.
+_GROUPING_WORDS = {
+    "community": "community", "社区": "community", "社區": "community",
+    "committee": "committee", "居委会": "committee", "居委會": "committee",
+    "grid": "grid", "网格": "grid", "網格": "grid",
+    "worker": "worker", "人员": "worker", "人員": "worker", "工作人员": "worker", "工作人員": "worker",
+}
+
+
+def read_request(text: str, today: dt.date) -> tuple[str, dt.date, dt.date]:
+    """The grouping (default: grid) and period of "/figures [grouping] [period]", either order."""
+    by, rest = "grid", []
+    for word in text.split():
+        if word.lower() in _GROUPING_WORDS:
+            by = _GROUPING_WORDS[word.lower()]
+        else:
+            rest.append(word)
+    start, end = period(" ".join(rest), today)
+    return by, start, end
+
+
+def _rate(lang: str, rate: Rate) -> str:
+    if rate.value is None:
+        return say(lang, "figures.rate_none")
+    return say(lang, "figures.rate", percent=f"{rate.value * 100:.1f}", done=rate.done, of=rate.of)
+
+
+def _line(lang: str, row: Row, name: str) -> str:
+    return say(lang, "figures.line", name=name, cases=row.cases, responded=_rate(lang, row.responded),
+               resolved_on_time=_rate(lang, row.resolved_on_time), resolved=_rate(lang, row.resolved),
+               satisfied=_rate(lang, row.satisfied), overdue=row.overdue)
+
+
+def render(report: Figures, lang: str) -> str:
+    """The figures as lines of text, as chat and the command line show them."""
+    dates = {"start": report.start.isoformat(), "end": report.end.isoformat()}
+    if report.own:
+        head = say(lang, "figures.head_own", name=report.total.name, **dates)
+    else:
+        head = say(lang, "figures.head", community=report.community,
+                   by=say(lang, f"figures.by.{report.by}"), **dates)
+    if not report.total.cases:
+        return "\n".join([head, say(lang, "figures.none", **dates)])
+    lines = [head]
+    if not report.own:
+        lines += [_line(lang, row, row.name or say(lang, "figures.no_grid")) for row in report.rows]
+    lines.append(_line(lang, report.total, say(lang, "figures.total") if not report.own else report.total.name
+                       or ""))
+    lines.append(say(lang, "figures.legend"))
+    return "\n".join(lines)
