@@ -1,7 +1,8 @@
 """`griddesk demo`: a short scripted scenario through the real pipeline, printed as people see it.
 
 A resident reports a broken stairwell light → a case → the grid worker acknowledges → transfers it
-to the facilities specialist → who replies and resolves → the resident rates it. It runs on a
+to the facilities specialist → who replies and resolves → the resident rates it → the centre
+director reads the month's figures. It runs on a
 throwaway SQLite database with the example community, so it touches nothing else.
 """
 
@@ -101,6 +102,15 @@ async def _scenario(services: Services) -> None:
     printed = _print_notices(services, printed)
     await say_as(resident_address, f"居民 {resident_name}", action=f"rate:{case_id}:s", shown="[满意]")
     _print_notices(services, printed)
+
+    with UnitOfWork(services.engine) as uow:
+        post = uow.session.scalars(select(t.Post).where(t.Post.kind == "director")).first()
+        director = uow.session.get(t.Person, post.a_holder_id) if post else None
+        assert director is not None, "the example community has a centre director"
+        ensure_identity(uow.session, "web", f"person:{director.code}", now, person=director)
+        uow.commit()
+        director_address, director_name = f"person:{director.code}", director.name
+    await say_as(director_address, f"服务中心主任 {director_name}", "/figures 人员")
     print(f"\n{RULE}")
 
 

@@ -24,6 +24,8 @@ def test_demo_plays_the_scenario_through_the_real_pipeline(capsys: pytest.Captur
     for step in ("已受理", "签收", "转交", "有答复", "已办结", "谢谢您的评价"):
         assert step in out, step
     assert "首问负责人" in out
+    # The director's figures count the one case: answered, resolved and rated in time.
+    assert "服务中心主任 林慧" in out and "合计：1 件｜响应率 100.0%（1/1）" in out
 
 
 def test_registry_load_twice_then_link(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
