@@ -419,6 +419,10 @@ class _Interval:
         self.now = now
         self.next = 0.0
 
+    def wait(self) -> float:
+        """How many seconds until the next free slot (0: free now); takes nothing."""
+        return max(self.next - self.now(), 0.0)
+
     def take(self) -> float:
         """0 and the slot is taken, or how many seconds until the next free slot."""
         now = self.now()
@@ -484,6 +488,10 @@ class TelegramSender:
         for index in range(start, len(photos) + len(parts)):
             photo = None
             if index < len(photos):
+                # A chat over its budget is postponed before its photo is read from the database.
+                if (wait := self._chat(chat_id).wait()) > 0:
+                    self._progress[message.id] = index
+                    return SendResult(ok=False, retry_after=wait)
                 photo = await self._photo(message.id, photos[index])
                 if photo is None:
                     continue
