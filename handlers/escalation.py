@@ -888,7 +888,7 @@ def send_digests(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> int:
                 table = directory.routing_table(session, community)
                 away = is_absent(person.code, local.date(), table)
                 text = None if away else digest_text(session, person, now,
-                                                     language_of(session, now, person=person))
+                                                     language_of(session, person=person))
                 outcome = "on leave" if away else ("sent" if text else "nothing to report")
                 if not scheduler.record_done(session, Planned(key=keys[person.id], kind="digest", due_at=now,
                                                               person_id=person.id), now, outcome):

@@ -85,6 +85,16 @@ def _pick(identities: Sequence[t.Identity], prefer: str | None) -> t.Identity | 
     return None
 
 
+def _reachable(session: Session, *, resident: t.Resident | None, person: t.Person | None,
+               prefer: str | None) -> t.Identity | None:
+    if person is not None:
+        stmt = select(t.Identity).where(t.Identity.person_id == person.id)
+    else:
+        assert resident is not None
+        stmt = select(t.Identity).where(t.Identity.resident_id == resident.id)
+    return _pick(list(session.scalars(stmt.order_by(t.Identity.id))), prefer)
+
+
 def address_of(
     session: Session,
     now: dt.datetime,
@@ -93,12 +103,8 @@ def address_of(
     person: t.Person | None = None,
     prefer: str | None = None,
 ) -> t.Identity:
-    if person is not None:
-        stmt = select(t.Identity).where(t.Identity.person_id == person.id)
-    else:
-        assert resident is not None
-        stmt = select(t.Identity).where(t.Identity.resident_id == resident.id)
-    chosen = _pick(list(session.scalars(stmt.order_by(t.Identity.id))), prefer)
+    """Where a notice to this recipient goes; their web chat inbox when nothing else reaches them."""
+    chosen = _reachable(session, resident=resident, person=person, prefer=prefer)
     if chosen is None:
         chosen = ensure_identity(
             session, "web", web_address(resident, person), now, resident=resident, person=person
@@ -106,17 +112,17 @@ def address_of(
     return chosen
 
 
-def _language(ident: t.Identity, person: t.Person | None, resident: t.Resident | None) -> str:
+def _language(ident: t.Identity | None, person: t.Person | None, resident: t.Resident | None) -> str:
     who = person if person is not None else resident
     assert who is not None
-    return ident.language or who.language
+    return (ident.language if ident is not None else None) or who.language
 
 
-def language_of(session: Session, now: dt.datetime, *, resident: t.Resident | None = None,
+def language_of(session: Session, *, resident: t.Resident | None = None,
                 person: t.Person | None = None, prefer: str | None = None) -> str:
-    """The language `tell` writes to this recipient in, for a text composed before it is told."""
-    ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
-    return _language(ident, person, resident)
+    """The language `tell` writes to this recipient in, for a text composed before it is told.
+    Reads only: a recipient nothing reaches yet gets their own language, as `tell` would."""
+    return _language(_reachable(session, resident=resident, person=person, prefer=prefer), person, resident)
 
 
 def render_buttons(lang: str, rows: Sequence[Sequence[ButtonSpec]]) -> list[list[dict[str, str]]]:

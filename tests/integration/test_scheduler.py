@@ -466,3 +466,15 @@ def case_of_id(services: Services, case_id: int) -> t.Case:
         case = uow.session.get(t.Case, case_id)
         assert case is not None
         return case
+
+
+async def test_a_morning_with_nothing_to_report_stores_nothing(services: Services, clock: FixedClock) -> None:
+    def stored() -> tuple[int, int]:
+        with UnitOfWork(services.engine) as uow:
+            return (len(uow.session.scalars(select(t.Identity)).all()),
+                    len(uow.session.scalars(select(t.Outbox)).all()))
+
+    before = stored()
+    at(services, clock, bj(2026, 11, 24, 8, 31))  # Tuesday, after the digest time; no cases at all
+    # Nobody is written to, and no one gets a web inbox just to have their language looked up.
+    assert stored() == before == (0, 0)
