@@ -108,10 +108,13 @@ def build_wechat_sender(settings: Settings, engine: Engine, state: StateStore, c
     client = wechat.build_client(settings, now=lambda: clock.now().timestamp())
     if client is None:
         return None
+    from bot.web.photos import photo_link
+
     return wechat.WeChatSender(
         client,
         state=state,
         engine=engine,
+        photo_link=lambda ids: photo_link(settings, ids),
         template_id=settings.wechat_template_notice,
         template_fields=[f.strip() for f in settings.wechat_template_fields.split(",") if f.strip()],
         hold_seconds=settings.wechat_hold_seconds,
@@ -192,7 +195,7 @@ def build_services(
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import figures, health, media, telegram, webchat, wechat
+    from bot.web import figures, health, media, photos, telegram, webchat, wechat
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -223,6 +226,7 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app.include_router(webchat.router)
     app.include_router(media.router)
     app.include_router(figures.router)
+    app.include_router(photos.router)
     app.include_router(wechat.router)
     app.include_router(telegram.router)
     return app

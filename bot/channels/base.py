@@ -27,7 +27,8 @@ class Incoming:
 class Outgoing:
     """A queued notice as the sender hands it to a channel.
 
-    media: ids of kept photos (storage.media) to send before the text, on a channel that can.
+    media: ids of kept photos (storage.media) to send before the text, on a channel that can
+    (Telegram); WeChat sends a link to a page of them instead.
     """
 
     id: int

@@ -14,7 +14,8 @@ Outbound:
 - `WeChatClient`: wechatpy's client pointed at `WECHAT_API_BASE`, wechatpy's unbounded
   auto-retry off; on 40001/40014/42001 the shared token is refreshed once and the call retried
   once. The token lives in a `TokenStore` (Redis with a refresh lock when REDIS_URL is set).
-- `WeChatSender`: an outbox row → customer-service text; past the 48 h window or its quota
+- `WeChatSender`: an outbox row → customer-service text (a notice's kept photos become one
+  link to a page showing them, `bot/web/photos.py`); past the 48 h window or its quota
   (45015/45047) → a template message (`WECHAT_TEMPLATE_NOTICE`); without one, or when that fails
   too → held until the resident next writes (`storage.outbox.release_recipient`).
 - `MENU`, `create_menu`, `create_scene_qr`, `scene_qr_url`: the custom menu and the buildings'
@@ -571,8 +572,10 @@ class WeChatSender:
     def __init__(self, client: WeChatClient, *, state: StateStore, engine: Engine | None = None,
                  template_id: str | None = None, template_fields: Sequence[str] = (
                      "first", "keyword1", "keyword2", "remark"),
-                 hold_seconds: float = 7 * 24 * 3600, busy_seconds: float = 3600) -> None:
+                 hold_seconds: float = 7 * 24 * 3600, busy_seconds: float = 3600,
+                 photo_link: Callable[[Sequence[int]], str] | None = None) -> None:
         self.client = client
+        self.photo_link = photo_link
         self.state = state
         self.engine = engine
         self.template_id = template_id
@@ -588,7 +591,12 @@ class WeChatSender:
 
     def send_sync(self, message: Outgoing) -> SendResult:
         lang = self._lang(message.address)
-        text, actions = render(lang, [message.text], message.buttons)
+        body = message.text
+        if message.media and self.photo_link is not None:
+            # One link instead of a message per photo: each would spend the recipient's quota.
+            body += "\n" + say(lang, "wechat.photos_link", count=len(message.media),
+                                url=self.photo_link(message.media))
+        text, actions = render(lang, [body], message.buttons)
         try:
             self.client.message.send_text(message.address, text)
         except WeChatClientException as exc:

@@ -73,10 +73,15 @@ def get_media(media_id: int, address: Address, services: Services) -> Response:
         person, resident = _viewer(uow.session, address)
         if cases.case_with_media(uow.session, media_id, person=person, resident=resident) is None:
             raise _not_found()
-        row = media.get(uow.session, media_id)
-        if row is None:
-            raise _not_found()
-        data, content_type = row.data, row.content_type
+        return kept_response(uow.session, media_id)
+
+
+def kept_response(session: Session, media_id: int) -> Response:
+    """The kept bytes of `media_id` with headers that let them show and never run; 404 when gone."""
+    row = media.get(session, media_id)
+    if row is None:
+        raise _not_found()
+    data, content_type = row.data, row.content_type
     headers = {
         "Cache-Control": "private, max-age=86400",
         "X-Content-Type-Options": "nosniff",

@@ -425,6 +425,42 @@ async def test_a_photo_is_kept_and_the_grid_worker_sees_it(wechat_app: Factory, 
     assert attachment_refs(app) == [ref, ref]
 
 
+async def test_a_grid_worker_on_wechat_gets_the_photos_as_one_link(wechat_app: Factory) -> None:
+    app = wechat_app()
+    staff_openid = app.fake.add_user()
+    with UnitOfWork(app.services.engine) as uow:
+        worker = uow.session.scalars(select(t.Person).where(t.Person.code == "zhang_li")).one()
+        uow.session.add(t.Identity(channel="wechat", address=staff_openid, person_id=worker.id,
+                                   created_at=app.services.clock.now()))
+        uow.commit()
+    await app.fake.says(staff_openid, "/mine")  # the worker wrote: the account may write back
+    resident = await app.bound_resident()
+    photo = tiny_png((0, 120, 250))
+    await app.fake.sends_image(resident, media_id="MEDIA789", data=photo, content_type="image/png")
+    filed = await app.fake.says(resident, "楼道灯坏了")
+    number = NUMBER.search(filed.text or "").group(0)  # type: ignore[union-attr]
+
+    card = await app.seen(staff_openid, number)
+    found = re.search(r"照片 1 张：(\S+)", card)
+    assert found and "居民发来：照片 1 张" in card, card
+    # One message for the card and its photo: the worker's 5 messages in 48 h are not spent on pictures.
+    assert len([s for s in app.fake.sent("custom", staff_openid) if number in s.text]) == 1
+    path = httpx.URL(found.group(1)).raw_path.decode()
+    browser = httpx.Client(base_url=app.url, timeout=10, trust_env=False)
+    app.clients.append(browser)
+    page = browser.get(path)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    [src] = re.findall(r'<img src="([^"]+)"', page.text)
+    got = browser.get(src)
+    assert got.status_code == 200 and got.content == photo and got.headers["content-type"] == "image/png"
+
+    # The link shows those photos only, and only as signed.
+    other_id = int(src.rsplit("/", 1)[1]) + 1
+    assert browser.get(src.rsplit("/", 1)[0] + f"/{other_id}").status_code == 404
+    assert browser.get(path[:-3] + "xyz").status_code == 404
+    assert browser.get(path.replace("photos%3A", "photos%3A9")).status_code == 404
+
+
 async def test_a_photo_wechat_will_not_hand_over_still_files_the_case_with_its_media_id(
         wechat_app: Factory) -> None:
     app = wechat_app()
