@@ -71,7 +71,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from handlers import cases, directory
+from handlers import cases, directory, figures
 from handlers.deadlines import WorkingCalendar, is_working_day
 from handlers.notify import Localised, language_of, moment, phrase, tell
 from handlers.replies import say, when
@@ -854,7 +854,22 @@ def digest_text(session: Session, person: t.Person, now: dt.datetime, lang: str)
             if dead:
                 parts.append(say(lang, "watch.digest_dead_head", count=len(dead)))
                 parts.append("\n".join(dead_lines(dead, lang, tz)))
+        today = directory.calendar_of(community).to_local(now).date()
+        if today == first_working_day(today):
+            # The month's figures, once, on the first working day of the next.
+            last = today.replace(day=1) - dt.timedelta(days=1)
+            report = figures.figures(session, community, last.replace(day=1), last, "grid", now)
+            if report.total.cases:
+                parts.append(figures.render(report, lang))
     return "\n\n".join(parts) if parts else None
+
+
+def first_working_day(day: dt.date) -> dt.date:
+    """The first working day of `day`'s month."""
+    first = day.replace(day=1)
+    while not is_working_day(first) and first.month == day.month:
+        first += dt.timedelta(days=1)
+    return first
 
 
 def dead_lines(rows: Iterable[DeadNotice], lang: str, tz: str) -> list[str]:

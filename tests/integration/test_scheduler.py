@@ -215,17 +215,20 @@ async def test_digests_skip_the_national_day_week_and_go_out_on_the_adjusted_sat
     for speaker in staff.values():
         await speaker.inbox()
     seen: dict[str, list[str]] = {}
+    texts: dict[tuple[int, int, str], str] = {}
     moments = [(day, 8, 45) for day in range(1, 13)] + [(8, 9, 16), (8, 9, 31), (8, 14, 0)]
     for day, hour, minute in sorted(moments):
         at(services, clock, bj(2026, 10, day, hour, minute))
         for code, speaker in staff.items():
             for notice in await speaker.inbox():
+                texts[(day, hour, code)] = notice.text
                 what = ("digest" if notice.text.startswith("早上好") else "reminder" if "时限提醒" in notice.text
+                        else "september" if "2026-09-01 至 2026-09-30" in notice.text
                         else "escalated to me" if "已升级由您处理" in notice.text
                         else "escalated away" if "已升级由" in notice.text else notice.text)
                 seen.setdefault(f"10-{day:02d} {hour:02d}:{minute:02d}", []).append(f"{code} {what}")
     assert seen == {
-        "10-08 08:45": ["zhang_li digest"],
+        "10-08 08:45": ["zhang_li digest", "lin_hui september"],
         "10-08 09:16": ["zhang_li reminder"],
         "10-08 09:31": ["zhang_li escalated away", "wang_fang escalated to me"],
         "10-08 14:00": ["wang_fang escalated away", "lin_hui escalated to me"],
@@ -234,6 +237,9 @@ async def test_digests_skip_the_national_day_week_and_go_out_on_the_adjusted_sat
         "10-12 08:45": ["lin_hui digest"],
     }
     assert [e.data["to"] for e in events(services, number, "escalated")] == ["wang_fang", "lin_hui"]
+    # October's first working day is the 8th, after the holiday: the director gets September's
+    # figures then, once (the case reported on 09-30 is its only case, not yet answered).
+    assert "合计：1 件｜响应率 —｜按时办结率 —｜解决率 0.0%（0/1）｜满意率 —｜超时 0 件" in texts[(8, 8, "lin_hui")]
 
 
 class FailingChannel:

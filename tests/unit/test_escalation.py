@@ -9,6 +9,7 @@ from handlers.deadlines import WorkingCalendar, is_working_day
 from handlers.escalation import (
     CaseView,
     WatchPolicy,
+    first_working_day,
     minus_working_hours,
     plan,
     reminder_at,
@@ -102,3 +103,9 @@ def test_a_reminder_after_its_deadline_is_no_longer_wanted() -> None:
 def test_urgent_cases_climb_the_longer_chain() -> None:
     assert POLICY.chain_for(urgent=True) == ("b", "duty_leader", "director")
     assert POLICY.chain_for(urgent=False) == ("b", "director")
+
+
+def test_the_months_figures_go_out_on_its_first_working_day() -> None:
+    assert first_working_day(dt.date(2026, 10, 20)) == dt.date(2026, 10, 8)  # after the National Day week
+    assert first_working_day(dt.date(2026, 11, 23)) == dt.date(2026, 11, 2)  # the 1st is a Sunday
+    assert first_working_day(dt.date(2026, 12, 1)) == dt.date(2026, 12, 1)
