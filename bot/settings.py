@@ -16,7 +16,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
-EXAMPLE_REGISTRY = Path("config/example-community.yaml")
+# The example community ships with the code, so it is found from any working directory.
+EXAMPLE_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "example-community.yaml"
 ESCALATION_STEPS = ("b", "duty_leader", "director")
 PLACEHOLDERS = {"", "changeme", "change-me", "secret", "123456:TEST"}
 
