@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from bot.channels.base import ChannelSender
 from bot.channels.webchat import WebChatSender
@@ -70,7 +71,9 @@ def prepare_database(settings: Settings, engine: Engine, clock: Clock) -> bool:
         )
         return bool(
             uow.session.scalar(
-                select(func.count()).select_from(t.Community).where(t.Community.registry_hash == example_hash)
+                select(func.count())
+                .select_from(t.Community)
+                .where(col(t.Community.registry_hash) == example_hash)
             )
         )
 
@@ -79,11 +82,11 @@ def gazetteer(engine: Engine) -> dict[str, dict[str, str]]:
     """Buildings and grids by name and code, for the NLU's entity extraction."""
     with UnitOfWork(engine) as uow:
         buildings = {}
-        for b in uow.session.scalars(select(t.Building).where(t.Building.active.is_(True))):
+        for b in uow.session.scalars(select(t.Building).where(col(t.Building.active).is_(True))):
             buildings[b.name] = b.code
             buildings[b.code] = b.code
         grids = {}
-        for g in uow.session.scalars(select(t.Grid).where(t.Grid.active.is_(True))):
+        for g in uow.session.scalars(select(t.Grid).where(col(t.Grid.active).is_(True))):
             grids[g.name] = g.code
             grids[g.code] = g.code
     return {"building": buildings, "grid": grids}

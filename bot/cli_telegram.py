@@ -107,6 +107,7 @@ def find_font(configured: Path | None) -> Path | None:
 def sign_text(session: Any, building: Any, *, ascii_only: bool, lang: str = "zh-Hans") -> SignText:
     """The sign's lines for one building (NotFound when its grid has no grid worker post)."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from handlers import directory
     from handlers.replies import say
@@ -123,8 +124,9 @@ def sign_text(session: Any, building: Any, *, ascii_only: bool, lang: str = "zh-
                    say(lang, "telegram.sign_phone", phone=sign.worker_phone or "—")),
             caption=say(lang, "telegram.sign_scan"),
         )
-    post = session.scalars(select(t.Post).where(t.Post.grid_id == building.grid_id, t.Post.kind == "grid",
-                                                t.Post.active.is_(True))).first()
+    post = session.scalars(select(t.Post).where(col(t.Post.grid_id) == building.grid_id,
+                                                col(t.Post.kind) == "grid",
+                                                col(t.Post.active).is_(True))).first()
     worker = session.get(t.Person, post.a_holder_id) if post is not None else None
     return SignText(
         building_code=sign.building_code,
@@ -178,6 +180,7 @@ def write_signs(settings: Settings, out: Path, qr_content: Callable[[str], str],
                 suffix: str = "", only: list[str] | None = None) -> list[Path]:
     """One PNG per active building whose grid has a grid worker; returns the files written."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from handlers.errors import NotFound
     from storage import db
@@ -191,7 +194,8 @@ def write_signs(settings: Settings, out: Path, qr_content: Callable[[str], str],
     try:
         with UnitOfWork(engine) as uow:
             buildings = uow.session.scalars(
-                select(t.Building).where(t.Building.active.is_(True)).order_by(t.Building.code)).all()
+                select(t.Building).where(col(t.Building.active).is_(True))
+                .order_by(col(t.Building.code))).all()
             for building in buildings:
                 if only and building.code not in only:
                     continue

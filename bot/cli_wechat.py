@@ -49,6 +49,7 @@ def _menu(args: argparse.Namespace) -> int:
 
 def _buildings(settings: Any, only: list[str] | None) -> list[tuple[str, str]]:
     from sqlalchemy import select
+    from sqlmodel import col
 
     from storage import db
     from storage import tables as t
@@ -57,7 +58,8 @@ def _buildings(settings: Any, only: list[str] | None) -> list[tuple[str, str]]:
     engine = db.make_engine(settings.database_url)
     try:
         with UnitOfWork(engine) as uow:
-            stmt = select(t.Building).where(t.Building.active.is_(True)).order_by(t.Building.code)
+            stmt = (select(t.Building).where(col(t.Building.active).is_(True))
+                    .order_by(col(t.Building.code)))
             rows = [(b.code, b.name) for b in uow.session.scalars(stmt)]
     finally:
         engine.dispose()

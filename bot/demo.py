@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from bot.app import Services, build_services
 from bot.channels.base import Incoming, Reply
@@ -35,7 +36,8 @@ def _print_replies(who: str, said: str, replies: list[Reply]) -> None:
 
 def _print_notices(services: Services, after: int) -> int:
     with UnitOfWork(services.engine) as uow:
-        rows = uow.session.scalars(select(t.Outbox).where(t.Outbox.id > after).order_by(t.Outbox.id)).all()
+        rows = uow.session.scalars(
+            select(t.Outbox).where(col(t.Outbox.id) > after).order_by(col(t.Outbox.id))).all()
         for row in rows:
             if row.person_id:
                 person = uow.session.get(t.Person, row.person_id)
@@ -55,7 +57,9 @@ def _print_notices(services: Services, after: int) -> int:
 async def _scenario(services: Services) -> None:
     now = services.clock.now()
     with UnitOfWork(services.engine) as uow:
-        resident = uow.session.scalars(select(t.Resident).where(t.Resident.demo.is_(True)).order_by(t.Resident.id)).first()
+        resident = uow.session.scalars(
+            select(t.Resident).where(col(t.Resident.demo).is_(True))
+            .order_by(col(t.Resident.id))).first()
         assert resident is not None, "the example community has demo residents"
         ensure_identity(uow.session, "web", f"resident:{resident.id}", now, resident=resident)
         uow.commit()
@@ -74,13 +78,15 @@ async def _scenario(services: Services) -> None:
     printed = _print_notices(services, printed)
 
     with UnitOfWork(services.engine) as uow:
-        case = uow.session.scalars(select(t.Case).order_by(t.Case.id.desc())).first()
+        case = uow.session.scalars(select(t.Case).order_by(col(t.Case.id).desc())).first()
         assert case is not None
         worker = uow.session.get(t.Person, case.holder_id)
         assert worker is not None
         ensure_identity(uow.session, "web", f"person:{worker.code}", now, person=worker)
         target = uow.session.scalars(
-            select(t.Post).where(t.Post.kind == "specialist", t.Post.id != case.post_id).order_by(t.Post.code)
+            select(t.Post)
+            .where(col(t.Post.kind) == "specialist", col(t.Post.id) != case.post_id)
+            .order_by(col(t.Post.code))
         ).all()
         facilities = next((p for p in target if "城" in p.name or "市政" in p.name or "设施" in p.name), target[0])
         specialist = uow.session.get(t.Person, facilities.a_holder_id)
@@ -104,7 +110,7 @@ async def _scenario(services: Services) -> None:
     _print_notices(services, printed)
 
     with UnitOfWork(services.engine) as uow:
-        post = uow.session.scalars(select(t.Post).where(t.Post.kind == "director")).first()
+        post = uow.session.scalars(select(t.Post).where(col(t.Post.kind) == "director")).first()
         director = uow.session.get(t.Person, post.a_holder_id) if post else None
         assert director is not None, "the example community has a centre director"
         ensure_identity(uow.session, "web", f"person:{director.code}", now, person=director)

@@ -18,6 +18,7 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from bot.channels.base import Incoming, Reply
 from handlers import intake
@@ -96,7 +97,8 @@ class Pipeline:
         """Who is writing: the identity's person or resident, else an unbound newcomer."""
         ident = session.scalars(
             select(t.Identity).where(
-                t.Identity.channel == incoming.channel, t.Identity.address == incoming.address
+                col(t.Identity.channel) == incoming.channel,
+                col(t.Identity.address) == incoming.address,
             )
         ).first()
         person = session.get(t.Person, ident.person_id) if ident and ident.person_id else None

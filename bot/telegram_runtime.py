@@ -39,6 +39,7 @@ from aiogram.types import BotCommand, BotCommandScopeDefault
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from bot.channels.telegram import (
     ALLOWED_UPDATES,
@@ -213,7 +214,7 @@ class TelegramRuntime:
         with UnitOfWork(self.engine) as uow:
             taken = uow.session.execute(
                 update(t.Inbound)
-                .where(t.Inbound.id == inbound_id, t.Inbound.state == "received")
+                .where(col(t.Inbound.id) == inbound_id, col(t.Inbound.state) == "received")
                 .values(state="working")
                 .execution_options(synchronize_session=False)
             )
@@ -234,10 +235,11 @@ class TelegramRuntime:
 
     def _pending(self, older_than: dt.timedelta | None) -> list[tuple[int, str]]:
         with UnitOfWork(self.engine) as uow:
-            stmt = select(t.Inbound).where(t.Inbound.channel == CHANNEL, t.Inbound.state == "received")
+            stmt = select(t.Inbound).where(col(t.Inbound.channel) == CHANNEL,
+                                           col(t.Inbound.state) == "received")
             if older_than is not None:
-                stmt = stmt.where(t.Inbound.received_at < self.clock.now() - older_than)
-            rows = uow.session.scalars(stmt.order_by(t.Inbound.id))  # type: ignore[arg-type]
+                stmt = stmt.where(col(t.Inbound.received_at) < self.clock.now() - older_than)
+            rows = uow.session.scalars(stmt.order_by(col(t.Inbound.id)))
             return [(r.id or 0, chat_key(r.payload)) for r in rows]
 
     def _tidy(self, *, interrupted: bool) -> None:
@@ -246,16 +248,16 @@ class TelegramRuntime:
             if interrupted:
                 uow.session.execute(
                     update(t.Inbound)
-                    .where(t.Inbound.channel == CHANNEL, t.Inbound.state == "working",
-                           t.Inbound.received_at < now - INTERRUPTED_AFTER)
+                    .where(col(t.Inbound.channel) == CHANNEL, col(t.Inbound.state) == "working",
+                           col(t.Inbound.received_at) < now - INTERRUPTED_AFTER)
                     .values(state="failed", error="interrupted while being handled; not run again",
                             done_at=now)
                     .execution_options(synchronize_session=False)
                 )
             uow.session.execute(
                 delete(t.Inbound)
-                .where(t.Inbound.channel == CHANNEL, t.Inbound.state == "done",
-                       t.Inbound.received_at < now - KEEP_DONE)
+                .where(col(t.Inbound.channel) == CHANNEL, col(t.Inbound.state) == "done",
+                       col(t.Inbound.received_at) < now - KEEP_DONE)
                 .execution_options(synchronize_session=False)
             )
             uow.commit()

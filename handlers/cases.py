@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import case as sql_case
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import directory
 from handlers.conversation import Attachment
@@ -66,7 +67,8 @@ def record(
 
 def history(session: Session, case: t.Case) -> list[t.CaseEvent]:
     return list(
-        session.scalars(select(t.CaseEvent).where(t.CaseEvent.case_id == case.id).order_by(t.CaseEvent.seq))
+        session.scalars(select(t.CaseEvent).where(col(t.CaseEvent.case_id) == case.id)
+                        .order_by(col(t.CaseEvent.seq)))
     )
 
 
@@ -93,7 +95,8 @@ def _post_of_person(session: Session, case: t.Case, person: t.Person) -> str:
         return post.name
     own = session.scalars(
         select(t.Post).where(
-            t.Post.active.is_(True), or_(t.Post.a_holder_id == person.id, t.Post.b_holder_id == person.id)
+            col(t.Post.active).is_(True),
+            or_(col(t.Post.a_holder_id) == person.id, col(t.Post.b_holder_id) == person.id),
         )
     ).first()
     return own.name if own else ""
@@ -138,7 +141,8 @@ MAX_CARD_PHOTOS = 5
 def attachments_of(session: Session, case: t.Case) -> list[t.Attachment]:
     """What the resident sent with the case (photos, voice messages, locations), oldest first."""
     return list(session.scalars(
-        select(t.Attachment).where(t.Attachment.case_id == case.id).order_by(t.Attachment.id)))
+        select(t.Attachment).where(col(t.Attachment.case_id) == case.id)
+        .order_by(col(t.Attachment.id))))
 
 
 def where_of(att: t.Attachment) -> str:
@@ -211,8 +215,9 @@ def tell_card(session: Session, case: t.Case, person: t.Person, key: str, now: d
     contact, the kept photos and the action buttons for those who handle it; an informed
     copy (`with_contact`, `photos` and `buttons` False) is for reading only."""
     sent = attachments_of(session, case)
-    tell(session, now, key, person=person, case=case,
-         buttons=staff_buttons(case) if buttons else (), dedupe_key=dedupe_key,
+    # All of tell's options are named, so mypy knows `values` holds only message values.
+    tell(session, now, key, resident=None, person=person, case=case, prefer=None,
+         buttons=staff_buttons(case) if buttons else (), topic="", dedupe_key=dedupe_key,
          card=Localised(lambda lang: case_card(session, case, lang, with_contact=with_contact, sent=sent)),
          media=card_photos(sent) if photos else (), **values)
 
@@ -238,8 +243,10 @@ def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None
 
 def _tell_resident(session: Session, case: t.Case, key: str, now: dt.datetime,
                    buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: object) -> None:
-    tell(session, now, key, resident=_resident(session, case), case=case, prefer=case.channel,
-         buttons=buttons, number=case.number, **values)
+    # All of tell's options are named, so mypy knows `values` holds only message values.
+    tell(session, now, key, resident=_resident(session, case), person=None, case=case,
+         prefer=case.channel, buttons=buttons, topic="", dedupe_key=None, media=(),
+         number=case.number, **values)
 
 
 # --------------------------------------------------------------------------- opening
@@ -473,7 +480,7 @@ def return_orphans_to_front_desk(session: Session, community: t.Community, post_
     """Open cases of posts that left the registry go back to the front desk."""
     moved = []
     for case in session.scalars(
-        select(t.Case).where(t.Case.post_id.in_(post_ids), t.Case.state.in_(OPEN_STATES))
+        select(t.Case).where(col(t.Case.post_id).in_(post_ids), col(t.Case.state).in_(OPEN_STATES))
     ):
         _send_to_front_desk(session, case, now, person=None, reason="post removed from the registry")
         moved.append(case.number)
@@ -586,7 +593,8 @@ def find(session: Session, ref: str | int) -> t.Case:
     if isinstance(ref, int) or str(ref).isdigit():
         case = session.get(t.Case, int(ref))
     else:
-        case = session.scalars(select(t.Case).where(t.Case.number == str(ref).strip().upper())).first()
+        case = session.scalars(
+            select(t.Case).where(col(t.Case.number) == str(ref).strip().upper())).first()
     if case is None:
         raise NotFound(what=str(ref))
     return case
@@ -629,7 +637,7 @@ def case_with_media(session: Session, media_id: int, *, person: t.Person | None 
     The same bytes sent twice are stored once, so one media may belong to several cases."""
     ref = f"{media.REF_PREFIX}{media_id}"
     case_ids = session.scalars(
-        select(t.Attachment.case_id).where(t.Attachment.ref == ref).distinct()).all()
+        select(col(t.Attachment.case_id)).where(col(t.Attachment.ref) == ref).distinct()).all()
     for case_id in case_ids:
         case = session.get(t.Case, case_id)
         if case is not None and may_see(session, case, person=person, resident=resident):
@@ -641,8 +649,8 @@ def of_resident(session: Session, resident: t.Resident, limit: int = 10) -> list
     return list(
         session.scalars(
             select(t.Case)
-            .where(t.Case.resident_id == resident.id)
-            .order_by(t.Case.created_at.desc(), t.Case.id.desc())
+            .where(col(t.Case.resident_id) == resident.id)
+            .order_by(col(t.Case.created_at).desc(), col(t.Case.id).desc())
             .limit(limit)
         )
     )
@@ -659,8 +667,9 @@ def next_due(case: t.Case) -> dt.datetime:
 
 def next_due_column() -> Any:
     """`next_due` as an SQL expression, for counting in the database."""
-    return sql_case((t.Case.state.in_(list(WAITING_FOR_ACK)), t.Case.ack_due),
-                    (t.Case.state == CaseState.ACKNOWLEDGED, t.Case.reply_due), else_=t.Case.resolve_due)
+    return sql_case((col(t.Case.state).in_(list(WAITING_FOR_ACK)), col(t.Case.ack_due)),
+                    (col(t.Case.state) == CaseState.ACKNOWLEDGED, col(t.Case.reply_due)),
+                    else_=col(t.Case.resolve_due))
 
 
 def due_passed(case: t.Case, now: dt.datetime) -> bool:
@@ -673,8 +682,9 @@ def open_for_person(session: Session, person: t.Person) -> list[t.Case]:
     rows = list(
         session.scalars(
             select(t.Case).where(
-                t.Case.state.in_(OPEN_STATES),
-                or_(t.Case.holder_id == person.id, t.Case.first_responder_id == person.id),
+                col(t.Case.state).in_(OPEN_STATES),
+                or_(col(t.Case.holder_id) == person.id,
+                    col(t.Case.first_responder_id) == person.id),
             )
         )
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import cases, directory
 from handlers.errors import BadInput, InvalidState, NotAllowed, NotFound
@@ -89,8 +90,8 @@ def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:
     return list(
         session.scalars(
             select(t.ProposalEvent)
-            .where(t.ProposalEvent.proposal_id == proposal.id)
-            .order_by(t.ProposalEvent.seq)
+            .where(col(t.ProposalEvent.proposal_id) == proposal.id)
+            .order_by(col(t.ProposalEvent.seq))
         )
     )
 
@@ -137,9 +138,9 @@ def is_secretary(session: Session, person: t.Person) -> bool:
         return False
     post = session.scalars(
         select(t.Post).where(
-            t.Post.code == community.council_secretary_post,
-            t.Post.community_id == community.id,
-            t.Post.active.is_(True),
+            col(t.Post.code) == community.council_secretary_post,
+            col(t.Post.community_id) == community.id,
+            col(t.Post.active).is_(True),
         )
     ).first()
     return post is not None and person.id in (post.a_holder_id, post.b_holder_id)
@@ -172,7 +173,7 @@ def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
         proposal = session.get(t.Proposal, int(text))
     else:
         proposal = session.scalars(
-            select(t.Proposal).where(t.Proposal.number == text.upper())
+            select(t.Proposal).where(col(t.Proposal.number) == text.upper())
         ).first()
     if proposal is None or proposal.community_id != community_id:
         raise NotFound(what=text)
@@ -182,7 +183,9 @@ def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
 def co_sign_count(session: Session, proposal: t.Proposal) -> int:
     return (
         session.scalar(
-            select(func.count()).select_from(t.CoSign).where(t.CoSign.proposal_id == proposal.id)
+            select(func.count())
+            .select_from(t.CoSign)
+            .where(col(t.CoSign.proposal_id) == proposal.id)
         )
         or 0
     )
@@ -192,9 +195,9 @@ def co_signers(session: Session, proposal: t.Proposal) -> list[t.Resident]:
     return list(
         session.scalars(
             select(t.Resident)
-            .join(t.CoSign, t.CoSign.resident_id == t.Resident.id)
-            .where(t.CoSign.proposal_id == proposal.id)
-            .order_by(t.CoSign.id)
+            .join(t.CoSign, col(t.CoSign.resident_id) == t.Resident.id)
+            .where(col(t.CoSign.proposal_id) == proposal.id)
+            .order_by(col(t.CoSign.id))
         )
     )
 
@@ -220,10 +223,15 @@ def _tell_supporters(
             session,
             now,
             key,
+            # All of tell's options are named, so mypy knows `values` holds only message values.
             resident=resident,
+            person=None,
+            case=None,
             prefer=proposal.channel,
             buttons=buttons,
             topic=key,
+            dedupe_key=None,
+            media=(),
             number=proposal.number,
             title=proposal.title,
             **values,
@@ -254,11 +262,11 @@ def next_meeting(
     return session.scalars(
         select(t.Meeting)
         .where(
-            t.Meeting.community_id == community_id,
-            t.Meeting.kind == kind,
-            t.Meeting.starts_at > now,
+            col(t.Meeting.community_id) == community_id,
+            col(t.Meeting.kind) == kind,
+            col(t.Meeting.starts_at) > now,
         )
-        .order_by(t.Meeting.starts_at, t.Meeting.id)
+        .order_by(col(t.Meeting.starts_at), col(t.Meeting.id))
     ).first()
 
 
@@ -266,8 +274,8 @@ def meetings_of(session: Session, community_id: int) -> list[t.Meeting]:
     return list(
         session.scalars(
             select(t.Meeting)
-            .where(t.Meeting.community_id == community_id)
-            .order_by(t.Meeting.starts_at, t.Meeting.id)
+            .where(col(t.Meeting.community_id) == community_id)
+            .order_by(col(t.Meeting.starts_at), col(t.Meeting.id))
         )
     )
 
@@ -325,9 +333,10 @@ def open_proposals(session: Session, community_id: int) -> list[t.Proposal]:
         session.scalars(
             select(t.Proposal)
             .where(
-                t.Proposal.community_id == community_id, t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES)
+                col(t.Proposal.community_id) == community_id,
+                col(t.Proposal.stage).in_(OPEN_PROPOSAL_STAGES),
             )
-            .order_by(t.Proposal.id)
+            .order_by(col(t.Proposal.id))
         )
     )
 
@@ -446,7 +455,7 @@ def _signed(session: Session, proposal: t.Proposal, resident_id: int) -> bool:
     return (
         session.scalars(
             select(t.CoSign).where(
-                t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident_id
+                col(t.CoSign.proposal_id) == proposal.id, col(t.CoSign.resident_id) == resident_id
             )
         ).first()
         is not None
@@ -461,7 +470,7 @@ def withdraw(
         raise NotFound(what=proposal.number)
     row = session.scalars(
         select(t.CoSign).where(
-            t.CoSign.proposal_id == proposal.id, t.CoSign.resident_id == resident.id
+            col(t.CoSign.proposal_id) == proposal.id, col(t.CoSign.resident_id) == resident.id
         )
     ).first()
     if row is None:
@@ -510,10 +519,10 @@ def retitle(
 def of_community(
     session: Session, community_id: int, *, open_only: bool = False
 ) -> list[t.Proposal]:
-    stmt = select(t.Proposal).where(t.Proposal.community_id == community_id)
+    stmt = select(t.Proposal).where(col(t.Proposal.community_id) == community_id)
     if open_only:
-        stmt = stmt.where(t.Proposal.stage.in_(OPEN_PROPOSAL_STAGES))
-    return list(session.scalars(stmt.order_by(t.Proposal.id.desc())))
+        stmt = stmt.where(col(t.Proposal.stage).in_(OPEN_PROPOSAL_STAGES))
+    return list(session.scalars(stmt.order_by(col(t.Proposal.id).desc())))
 
 
 def evaluate(
@@ -536,7 +545,8 @@ def evaluate(
         raise NotYours(number=proposal.number)
     row = session.scalars(
         select(t.Evaluation).where(
-            t.Evaluation.proposal_id == proposal.id, t.Evaluation.resident_id == resident.id
+            col(t.Evaluation.proposal_id) == proposal.id,
+            col(t.Evaluation.resident_id) == resident.id,
         )
     ).first()
     if row is None:
@@ -576,7 +586,8 @@ def comment(
     """Add the comment that follows an evaluation button."""
     row = session.scalars(
         select(t.Evaluation).where(
-            t.Evaluation.proposal_id == proposal.id, t.Evaluation.resident_id == resident.id
+            col(t.Evaluation.proposal_id) == proposal.id,
+            col(t.Evaluation.resident_id) == resident.id,
         )
     ).first()
     if row is None:
@@ -590,7 +601,9 @@ def comment(
 
 def evaluation_counts(session: Session, proposal: t.Proposal) -> dict[str, int]:
     counts = {v: 0 for v in RATINGS.values()}
-    for row in session.scalars(select(t.Evaluation).where(t.Evaluation.proposal_id == proposal.id)):
+    for row in session.scalars(
+        select(t.Evaluation).where(col(t.Evaluation.proposal_id) == proposal.id)
+    ):
         counts[row.rating] = counts.get(row.rating, 0) + 1
     return counts
 
@@ -647,11 +660,11 @@ def schedule(
         session.scalars(
             select(t.Proposal)
             .where(
-                t.Proposal.community_id == community.id,
-                t.Proposal.stage.in_(waiting_stage),
+                col(t.Proposal.community_id) == community.id,
+                col(t.Proposal.stage).in_(waiting_stage),
                 column.is_(None),
             )
-            .order_by(t.Proposal.id)
+            .order_by(col(t.Proposal.id))
         )
     )
     for proposal in picked:
@@ -677,12 +690,12 @@ def _notify_residents(
     reachable = session.scalars(
         select(t.Resident)
         .where(
-            t.Resident.community_id == community.id,
-            t.Resident.id.in_(
-                select(t.Identity.resident_id).where(t.Identity.resident_id.is_not(None))
+            col(t.Resident.community_id) == community.id,
+            col(t.Resident.id).in_(
+                select(col(t.Identity.resident_id)).where(col(t.Identity.resident_id).is_not(None))
             ),
         )
-        .order_by(t.Resident.id)
+        .order_by(col(t.Resident.id))
     )
     for resident in reachable:
         tell(
@@ -782,7 +795,7 @@ def check_threshold(session: Session, proposal: t.Proposal, now: dt.datetime) ->
         return False
     dedupe = f"threshold:{proposal.id}"
     if (
-        session.scalars(select(t.Outbox.id).where(t.Outbox.dedupe_key == dedupe)).first()
+        session.scalars(select(col(t.Outbox.id)).where(col(t.Outbox.dedupe_key) == dedupe)).first()
         is not None
     ):
         return False
@@ -1033,9 +1046,11 @@ def _executing_post(session: Session, community: t.Community, post_code: str | N
     service = session.scalars(
         select(t.Post)
         .where(
-            t.Post.community_id == community.id, t.Post.kind == "service", t.Post.active.is_(True)
+            col(t.Post.community_id) == community.id,
+            col(t.Post.kind) == "service",
+            col(t.Post.active).is_(True),
         )
-        .order_by(t.Post.code)
+        .order_by(col(t.Post.code))
     ).first()
     if service is None:
         raise NotFound(what="service")
@@ -1112,7 +1127,7 @@ def agenda(session: Session, row: t.Meeting) -> list[AgendaItem]:
     """The proposals of a meeting, most supported first, with possible duplicates flagged."""
     column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(row.kind)])
     items = list(
-        session.scalars(select(t.Proposal).where(column == row.id).order_by(t.Proposal.id))
+        session.scalars(select(t.Proposal).where(column == row.id).order_by(col(t.Proposal.id)))
     )
     return _ranked(session, items)
 
@@ -1123,9 +1138,10 @@ def unplaced(session: Session, community_id: int) -> list[AgendaItem]:
         session.scalars(
             select(t.Proposal)
             .where(
-                t.Proposal.community_id == community_id, t.Proposal.stage == ProposalStage.COLLECTED
+                col(t.Proposal.community_id) == community_id,
+                col(t.Proposal.stage) == ProposalStage.COLLECTED,
             )
-            .order_by(t.Proposal.id)
+            .order_by(col(t.Proposal.id))
         )
     )
     return _ranked(session, items)
@@ -1148,18 +1164,19 @@ def current_collection_meeting(
         return upcoming
     return session.scalars(
         select(t.Meeting)
-        .where(t.Meeting.community_id == community_id, t.Meeting.kind == MeetingKind.COLLECTION)
-        .order_by(t.Meeting.starts_at.desc(), t.Meeting.id.desc())
+        .where(col(t.Meeting.community_id) == community_id,
+               col(t.Meeting.kind) == MeetingKind.COLLECTION)
+        .order_by(col(t.Meeting.starts_at).desc(), col(t.Meeting.id).desc())
     ).first()
 
 
 def proposals_of_resident(session: Session, resident: t.Resident) -> list[t.Proposal]:
     """What the resident proposed or co-signed."""
-    signed = select(t.CoSign.proposal_id).where(t.CoSign.resident_id == resident.id)
+    signed = select(col(t.CoSign.proposal_id)).where(col(t.CoSign.resident_id) == resident.id)
     return list(
         session.scalars(
             select(t.Proposal)
-            .where(or_(t.Proposal.proposer_id == resident.id, t.Proposal.id.in_(signed)))
-            .order_by(t.Proposal.id.desc())
+            .where(or_(col(t.Proposal.proposer_id) == resident.id, col(t.Proposal.id).in_(signed)))
+            .order_by(col(t.Proposal.id).desc())
         )
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers.deadlines import WorkingCalendar
 from handlers.errors import NotFound
@@ -28,7 +29,8 @@ def routing_table(session: Session, community: t.Community) -> RoutingTable:
         cached = _tables.get(key)
     if cached is not None:
         return cached
-    people = {p.id: p.code for p in session.scalars(select(t.Person).where(t.Person.community_id == community.id))}
+    people = {p.id: p.code for p in session.scalars(
+        select(t.Person).where(col(t.Person.community_id) == community.id))}
     grids = {g.id: g.code for g in session.scalars(select(t.Grid))}
     posts = {
         p.code: PostSeat(
@@ -39,19 +41,22 @@ def routing_table(session: Session, community: t.Community) -> RoutingTable:
             grid=grids.get(p.grid_id) if p.grid_id else None,
         )
         for p in session.scalars(
-            select(t.Post).where(t.Post.community_id == community.id, t.Post.active.is_(True))
+            select(t.Post)
+            .where(col(t.Post.community_id) == community.id, col(t.Post.active).is_(True))
         )
     }
     leaves: dict[str, list[tuple]] = {}
-    for leave in session.scalars(select(t.Leave).where(t.Leave.person_id.in_(list(people)))):
+    for leave in session.scalars(select(t.Leave).where(col(t.Leave.person_id).in_(list(people)))):
         leaves.setdefault(people[leave.person_id], []).append((leave.start, leave.end))
     duty = {
         d.day: people[d.person_id]
-        for d in session.scalars(select(t.DutyDay).where(t.DutyDay.community_id == community.id))
+        for d in session.scalars(
+            select(t.DutyDay).where(col(t.DutyDay.community_id) == community.id))
     }
     owners = {
         c.code: c.post_code
-        for c in session.scalars(select(t.Category).where(t.Category.community_id == community.id))
+        for c in session.scalars(
+            select(t.Category).where(col(t.Category.community_id) == community.id))
     }
     table = RoutingTable(
         posts=posts,
@@ -73,21 +78,22 @@ def community(session: Session, community_id: int) -> t.Community:
 
 def communities(session: Session, code: str | None = None) -> list[t.Community]:
     """Every community by code, or the one with `code` (any case); [] when there is none."""
-    stmt = select(t.Community).order_by(t.Community.code)
+    stmt = select(t.Community).order_by(col(t.Community.code))
     if code:
-        stmt = stmt.where(t.Community.code == code.upper())
+        stmt = stmt.where(col(t.Community.code) == code.upper())
     return list(session.scalars(stmt))
 
 
 def person_by_code(session: Session, code: str) -> t.Person:
-    row = session.scalars(select(t.Person).where(t.Person.code == code)).first()
+    row = session.scalars(select(t.Person).where(col(t.Person.code) == code)).first()
     if row is None:
         raise NotFound(what=code)
     return row
 
 
 def post_by_code(session: Session, code: str) -> t.Post:
-    row = session.scalars(select(t.Post).where(t.Post.code == code, t.Post.active.is_(True))).first()
+    row = session.scalars(
+        select(t.Post).where(col(t.Post.code) == code, col(t.Post.active).is_(True))).first()
     if row is None:
         raise NotFound(what=code)
     return row
@@ -95,11 +101,13 @@ def post_by_code(session: Session, code: str) -> t.Post:
 
 def building_by_code(session: Session, code: str) -> t.Building:
     row = session.scalars(
-        select(t.Building).where(t.Building.code == code.strip().upper(), t.Building.active.is_(True))
+        select(t.Building).where(col(t.Building.code) == code.strip().upper(),
+                                 col(t.Building.active).is_(True))
     ).first()
     if row is None:
         row = session.scalars(
-            select(t.Building).where(t.Building.code == code.strip(), t.Building.active.is_(True))
+            select(t.Building).where(col(t.Building.code) == code.strip(),
+                                     col(t.Building.active).is_(True))
         ).first()
     if row is None:
         raise NotFound(what=code)
@@ -108,7 +116,8 @@ def building_by_code(session: Session, code: str) -> t.Building:
 
 def category(session: Session, community_id: int, code: str) -> t.Category | None:
     return session.scalars(
-        select(t.Category).where(t.Category.community_id == community_id, t.Category.code == code)
+        select(t.Category)
+        .where(col(t.Category.community_id) == community_id, col(t.Category.code) == code)
     ).first()
 
 
@@ -116,8 +125,8 @@ def posts_of(session: Session, community_id: int) -> list[t.Post]:
     return list(
         session.scalars(
             select(t.Post)
-            .where(t.Post.community_id == community_id, t.Post.active.is_(True))
-            .order_by(t.Post.code)
+            .where(col(t.Post.community_id) == community_id, col(t.Post.active).is_(True))
+            .order_by(col(t.Post.code))
         )
     )
 
@@ -143,7 +152,8 @@ def grid_sign(session: Session, building: t.Building) -> GridSign:
     assert grid is not None
     committee = session.get(t.Committee, grid.committee_id)
     post = session.scalars(
-        select(t.Post).where(t.Post.grid_id == grid.id, t.Post.kind == "grid", t.Post.active.is_(True))
+        select(t.Post).where(col(t.Post.grid_id) == grid.id, col(t.Post.kind) == "grid",
+                             col(t.Post.active).is_(True))
     ).first()
     if post is None:
         raise NotFound(what=grid.code)

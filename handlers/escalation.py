@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import cases, directory, figures
 from handlers.deadlines import WorkingCalendar, is_working_day
@@ -293,8 +294,10 @@ def _events_of(session: Session, case_ids: Sequence[int]
     if not case_ids:
         return found
     rows = session.execute(
-        select(t.CaseEvent.case_id, t.CaseEvent.seq, t.CaseEvent.action, t.CaseEvent.at, t.CaseEvent.data)
-        .where(t.CaseEvent.case_id.in_(list(case_ids)), t.CaseEvent.action.in_(WATCHED_EVENTS))
+        select(col(t.CaseEvent.case_id), col(t.CaseEvent.seq), col(t.CaseEvent.action),
+               col(t.CaseEvent.at), col(t.CaseEvent.data))
+        .where(col(t.CaseEvent.case_id).in_(list(case_ids)),
+               col(t.CaseEvent.action).in_(WATCHED_EVENTS))
     )
     for case_id, seq, action, at, data in rows:
         found[case_id].append((seq, action, at, data or {}))
@@ -324,7 +327,7 @@ def _plan_cases(session: Session, case_ids: Sequence[int], now: dt.datetime, pol
     ids = sorted(set(case_ids))
     for start in range(0, len(ids), PLAN_CHUNK):
         chunk = ids[start : start + PLAN_CHUNK]
-        found = list(session.scalars(select(t.Case).where(t.Case.id.in_(chunk))))
+        found = list(session.scalars(select(t.Case).where(col(t.Case.id).in_(chunk))))
         events = _events_of(session, chunk)
         planned = []
         for case in found:
@@ -343,10 +346,12 @@ def plan_changes(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> int:
         if not scheduler.try_planner_lock(session):
             return 0
         last = scheduler.cursor(session, PLAN_CURSOR)
-        top = session.scalar(select(t.CaseEvent.id).order_by(t.CaseEvent.id.desc()).limit(1)) or 0
+        top = session.scalar(
+            select(col(t.CaseEvent.id)).order_by(col(t.CaseEvent.id).desc()).limit(1)) or 0
         case_ids = list(session.scalars(
-            select(t.CaseEvent.case_id).where(t.CaseEvent.id > max(0, last - CURSOR_OVERLAP),
-                                              t.CaseEvent.id <= top).distinct()
+            select(col(t.CaseEvent.case_id))
+            .where(col(t.CaseEvent.id) > max(0, last - CURSOR_OVERLAP), col(t.CaseEvent.id) <= top)
+            .distinct()
         ))
         offered = _plan_cases(session, [i for i in case_ids if i is not None], now, policy, _Calendars(session))
         if top > last:
@@ -368,7 +373,7 @@ def full_cursor_name(session: Session, policy: WatchPolicy) -> str:
     so a fresh pass starts from the first case.
     """
     calendars = [(c.id, c.timezone, str(c.work_start), str(c.work_end))
-                 for c in session.scalars(select(t.Community).order_by(t.Community.id))]
+                 for c in session.scalars(select(t.Community).order_by(col(t.Community.id)))]
     inputs = (PLANNER_VERSION, policy, calendars, _holiday_data_version())
     digest = hashlib.sha256(repr(inputs).encode()).hexdigest()
     return FULL_CURSOR_PREFIX + digest[:27]  # WatchCursor.name holds 32 characters
@@ -390,11 +395,11 @@ def plan_full_chunk(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> tu
         if last >= FULL_DONE:
             return 0, False
         case_ids: list[int] = list(session.scalars(
-            select(t.Case.id)
-            .where(t.Case.id > last,
-                   or_(t.Case.state.in_(list(OPEN)),
-                       (t.Case.state == CaseState.RESOLVED) & t.Case.rating.is_(None)))
-            .order_by(t.Case.id)
+            select(col(t.Case.id))
+            .where(col(t.Case.id) > last,
+                   or_(col(t.Case.state).in_(list(OPEN)),
+                       (col(t.Case.state) == CaseState.RESOLVED) & col(t.Case.rating).is_(None)))
+            .order_by(col(t.Case.id))
             .limit(PLAN_CHUNK)
         ))
         offered = _plan_cases(session, case_ids, now, policy, _Calendars(session))
@@ -404,8 +409,9 @@ def plan_full_chunk(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> tu
         else:
             scheduler.advance(session, name, FULL_DONE, now)
             # Passes of earlier policies, calendars or planner versions will never be needed again.
-            session.execute(delete(t.WatchCursor).where(t.WatchCursor.name.startswith(FULL_CURSOR_PREFIX),
-                                                        t.WatchCursor.name != name))
+            session.execute(delete(t.WatchCursor).where(
+                col(t.WatchCursor.name).startswith(FULL_CURSOR_PREFIX),
+                col(t.WatchCursor.name) != name))
         uow.commit()
         return offered, more
 
@@ -477,8 +483,9 @@ class _Context:
 
 def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, photos: bool = True,
              **values: object) -> None:
-    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, dedupe_key=ctx.dedupe(role, person.id),
-                    photos=photos, **values)
+    # All of tell_card's options are named, so mypy knows `values` holds only message values.
+    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_contact=True, photos=photos,
+                    buttons=True, dedupe_key=ctx.dedupe(role, person.id), **values)
 
 
 def _due(ctx: _Context, at: dt.datetime) -> Localised:
@@ -523,7 +530,8 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
     previous = session.get(t.Person, case.holder_id) if case.holder_id else None
     case.holder_id = to.id
     case.escalation_level = level
-    cases.record(session, case, "escalated", ctx.now, note=f"{previous.name if previous else '—'} → {to.name}",
+    cases.record(session, case, "escalated", ctx.now, person=None, resident=None,
+                 note=f"{previous.name if previous else '—'} → {to.name}",
                  reason=reason, step=step, level=level,
                  **{"from": previous.code if previous else None, "to": to.code})
     late = {"ack_overdue": "ack", "reply_overdue": "reply", "resolve_overdue": "resolve"}[reason]
@@ -550,9 +558,11 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
 
 def _post_name_of(session: Session, person: t.Person) -> str:
     post = session.scalars(
-        select(t.Post).where(t.Post.active.is_(True), t.Post.a_holder_id == person.id).order_by(t.Post.id)
+        select(t.Post).where(col(t.Post.active).is_(True), col(t.Post.a_holder_id) == person.id)
+        .order_by(col(t.Post.id))
     ).first() or session.scalars(
-        select(t.Post).where(t.Post.active.is_(True), t.Post.b_holder_id == person.id).order_by(t.Post.id)
+        select(t.Post).where(col(t.Post.active).is_(True), col(t.Post.b_holder_id) == person.id)
+        .order_by(col(t.Post.id))
     ).first()
     return post.name if post else ""
 
@@ -620,7 +630,7 @@ def perform(session: Session, action: t.DueAction, now: dt.datetime, policy: Wat
             ) -> tuple[DueActionState, str]:
     """Carry out one claimed case action in the caller's transaction, if it is still wanted."""
     case = session.scalars(
-        select(t.Case).where(t.Case.id == action.case_id).with_for_update()
+        select(t.Case).where(col(t.Case.id) == action.case_id).with_for_update()
         .execution_options(populate_existing=True)
     ).first()
     if case is None or action.ref_at is None:
@@ -748,7 +758,8 @@ def tick(engine: Engine, now: dt.datetime, policy: WatchPolicy, *, batch: int = 
 def overdue_cases(session: Session, community_id: int, now: dt.datetime) -> list[t.Case]:
     """The community's overdue list: open cases past the deadline they are working towards."""
     rows = session.scalars(
-        select(t.Case).where(t.Case.community_id == community_id, t.Case.state.in_(list(OPEN)))
+        select(t.Case).where(col(t.Case.community_id) == community_id,
+                             col(t.Case.state).in_(list(OPEN)))
     )
     late = [c for c in rows if cases.due_passed(c, now)]
     return sorted(late, key=lambda c: (not c.urgent, cases.next_due(c), c.id))
@@ -782,11 +793,12 @@ def _recipient_name(session: Session, row: t.Outbox, lang: str) -> tuple[str, in
 def dead_notices(session: Session, community_id: int, lang: str, *, since: dt.datetime | None = None,
                  limit: int = 20) -> list[DeadNotice]:
     """Notices marked dead or unreachable, newest first, with the channel's reason."""
-    stmt = select(t.Outbox).where(t.Outbox.state.in_([OutboxState.DEAD, OutboxState.UNREACHABLE]))
+    stmt = select(t.Outbox).where(
+        col(t.Outbox.state).in_([OutboxState.DEAD, OutboxState.UNREACHABLE]))
     if since is not None:
-        stmt = stmt.where(t.Outbox.created_at >= since)
+        stmt = stmt.where(col(t.Outbox.created_at) >= since)
     found: list[DeadNotice] = []
-    for row in session.scalars(stmt.order_by(t.Outbox.id.desc()).limit(limit * 5)):
+    for row in session.scalars(stmt.order_by(col(t.Outbox.id).desc()).limit(limit * 5)):
         name, owner = _recipient_name(session, row, lang)
         case = session.get(t.Case, row.case_id) if row.case_id else None
         if (case.community_id if case else owner) != community_id:
@@ -801,7 +813,8 @@ def dead_notices(session: Session, community_id: int, lang: str, *, since: dt.da
 def unreachable_recipients(session: Session, community_id: int, lang: str) -> list[tuple[str, str, str]]:
     """(name, channel, reason) of chat accounts we can no longer reach."""
     out = []
-    for ident in session.scalars(select(t.Identity).where(t.Identity.reachable.is_(False)).order_by(t.Identity.id)):
+    for ident in session.scalars(select(t.Identity).where(col(t.Identity.reachable).is_(False))
+                                 .order_by(col(t.Identity.id))):
         if ident.person_id:
             person = session.get(t.Person, ident.person_id)
             if person is None or person.community_id != community_id:
@@ -891,8 +904,9 @@ def send_digests(engine: Engine, now: dt.datetime, policy: WatchPolicy) -> int:
         day = local.date().isoformat()
         with UnitOfWork(engine) as uow:
             people = list(uow.session.scalars(
-                select(t.Person).where(t.Person.community_id == community.id, t.Person.active.is_(True))
-                .order_by(t.Person.id)))
+                select(t.Person).where(col(t.Person.community_id) == community.id,
+                                       col(t.Person.active).is_(True))
+                .order_by(col(t.Person.id))))
             keys = {p.id: f"digest:{p.id}:{day}" for p in people}
             done = {a.key for a in scheduler.by_keys(uow.session, list(keys.values()))}
         for person in people:

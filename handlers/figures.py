@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import cases, directory
 from handlers.errors import BadInput
@@ -121,17 +122,21 @@ def _group_key(by: str) -> Any:
     if by == "grid":
         return t.Case.grid_id
     if by == "worker":
-        return func.coalesce(t.Case.first_responder_id, t.Case.holder_id)
+        return func.coalesce(col(t.Case.first_responder_id), col(t.Case.holder_id))
     raise BadInput(f"figures by {by!r}: choose one of {', '.join(GROUPINGS)}", reason="usage")
 
 
 def _names(session: Session, by: str, keys: Sequence[int | None], community: t.Community
            ) -> dict[int | None, str | None]:
-    model = {"committee": t.Committee, "grid": t.Grid, "worker": t.Person}.get(by)
+    models: dict[str, type[t.Committee | t.Grid | t.Person]] = {
+        "committee": t.Committee, "grid": t.Grid, "worker": t.Person}
+    model = models.get(by)
     if model is None:
         return {community.id: community.name}
     ids = [k for k in keys if k is not None]
-    found = {row.id: row.name for row in session.scalars(select(model).where(model.id.in_(ids)))}
+    # The two columns rather than the rows: select() of a union of models is typed as SQLModel.
+    found = {row_id: name for row_id, name in session.execute(
+        select(col(model.id), col(model.name)).where(col(model.id).in_(ids)))}
     return {k: found.get(k) for k in keys}
 
 
@@ -144,21 +149,23 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
     since = calendar.to_utc(dt.datetime.combine(start, dt.time()))
     until = calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
     c = t.Case
-    in_period = and_(c.community_id == community.id, c.dispatched_at >= since, c.dispatched_at < until,
-                     c.state != CaseState.NEW)
-    resolved = c.state.in_(list(RESOLVED))
+    in_period = and_(col(c.community_id) == community.id, col(c.dispatched_at) >= since,
+                     col(c.dispatched_at) < until, col(c.state) != CaseState.NEW)
+    resolved = col(c.state).in_(list(RESOLVED))
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
 
     stmt = (select(key, func.count(),
-                   count(and_(c.acknowledged_at.is_not(None), c.acknowledged_at <= c.ack_due)),
-                   count(or_(c.acknowledged_at.is_not(None), c.ack_due <= now)),
-                   count(and_(resolved, c.resolved_at <= c.resolve_due)),
-                   count(or_(resolved, c.resolve_due <= now)),
+                   count(and_(col(c.acknowledged_at).is_not(None),
+                              col(c.acknowledged_at) <= c.ack_due)),
+                   count(or_(col(c.acknowledged_at).is_not(None), col(c.ack_due) <= now)),
+                   count(and_(resolved, col(c.resolved_at) <= c.resolve_due)),
+                   count(or_(resolved, col(c.resolve_due) <= now)),
                    count(resolved),
-                   count(and_(c.state.in_(list(OPEN_STATES)), cases.next_due_column() < now)))
-            .select_from(c).outerjoin(t.Grid, t.Grid.id == c.grid_id).where(in_period).group_by(key))
+                   count(and_(col(c.state).in_(list(OPEN_STATES)), cases.next_due_column() < now)))
+            .select_from(c).outerjoin(t.Grid, col(t.Grid.id) == c.grid_id).where(in_period)
+            .group_by(key))
     rows: dict[int | None, Row] = {}
     for k, total, on_time_ack, due_ack, on_time_res, due_res, done, late in session.execute(stmt):
         rows[k] = Row(key=k, name="", cases=total, responded=Rate(on_time_ack or 0, due_ack or 0),
@@ -166,8 +173,10 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
                       overdue=late or 0)
 
     ratings: dict[int | None, Counter[str]] = {}
-    rated = (select(key, t.CaseEvent.data).select_from(c).outerjoin(t.Grid, t.Grid.id == c.grid_id)
-             .join(t.CaseEvent, t.CaseEvent.case_id == c.id).where(in_period, t.CaseEvent.action == "rated"))
+    rated = (select(key, col(t.CaseEvent.data)).select_from(c)
+             .outerjoin(t.Grid, col(t.Grid.id) == c.grid_id)
+             .join(t.CaseEvent, col(t.CaseEvent.case_id) == c.id)
+             .where(in_period, col(t.CaseEvent.action) == "rated"))
     for k, data in session.execute(rated):
         ratings.setdefault(k, Counter())[str(data.get("rating"))] += 1
 

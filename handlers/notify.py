@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers.replies import say, when
 from storage import outbox
@@ -60,7 +61,8 @@ def ensure_identity(
     person: t.Person | None = None,
 ) -> t.Identity:
     row = session.scalars(
-        select(t.Identity).where(t.Identity.channel == channel, t.Identity.address == address)
+        select(t.Identity)
+        .where(col(t.Identity.channel) == channel, col(t.Identity.address) == address)
     ).first()
     if row is None:
         row = t.Identity(
@@ -88,11 +90,11 @@ def _pick(identities: Sequence[t.Identity], prefer: str | None) -> t.Identity | 
 def _reachable(session: Session, *, resident: t.Resident | None, person: t.Person | None,
                prefer: str | None) -> t.Identity | None:
     if person is not None:
-        stmt = select(t.Identity).where(t.Identity.person_id == person.id)
+        stmt = select(t.Identity).where(col(t.Identity.person_id) == person.id)
     else:
         assert resident is not None
-        stmt = select(t.Identity).where(t.Identity.resident_id == resident.id)
-    return _pick(list(session.scalars(stmt.order_by(t.Identity.id))), prefer)
+        stmt = select(t.Identity).where(col(t.Identity.resident_id) == resident.id)
+    return _pick(list(session.scalars(stmt.order_by(col(t.Identity.id)))), prefer)
 
 
 def address_of(

@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers.errors import RegistryError
 from handlers.registry_schema import Community as CommunitySpec
@@ -168,7 +169,8 @@ def load_registry(session: Session, path: str | Path, now: dt.datetime) -> LoadS
     summary = LoadSummary(communities=[c.code for c in registry.communities])
     existing = {
         c.code: c.registry_hash
-        for c in session.scalars(select(t.Community).where(t.Community.code.in_(summary.communities)))
+        for c in session.scalars(
+            select(t.Community).where(col(t.Community.code).in_(summary.communities)))
     }
     if existing and all(existing.get(code) == digest for code in summary.communities):
         summary.unchanged = True
@@ -278,8 +280,10 @@ def _apply_community(sync: _Sync, spec: CommunitySpec, digest: str, now: dt.date
         post_ids.add(row.id)
     gone_posts = sync.deactivate_missing(t.Post, post_ids, community_id=cid)
 
-    roster = {**spec.duty_roster.weekly, **{d.isoformat(): p for d, p in spec.duty_roster.dates.items()}}
-    current = {d.day: d for d in session.scalars(select(t.DutyDay).where(t.DutyDay.community_id == cid))}
+    roster: dict[str, str] = dict(spec.duty_roster.weekly.items())
+    roster.update({d.isoformat(): p for d, p in spec.duty_roster.dates.items()})
+    current = {d.day: d for d in session.scalars(
+        select(t.DutyDay).where(col(t.DutyDay.community_id) == cid))}
     for day, code in roster.items():
         sync.upsert(t.DutyDay, {"community_id": cid, "day": day}, {"person_id": person_ids[code]})
     for day, row in current.items():
@@ -332,11 +336,11 @@ def _sync_leave(sync: _Sync, person_id: int, wanted: list[tuple[dt.date, dt.date
     session = sync.session
     have = sorted(
         (lv.start, lv.end, lv.reason)
-        for lv in session.scalars(select(t.Leave).where(t.Leave.person_id == person_id))
+        for lv in session.scalars(select(t.Leave).where(col(t.Leave.person_id) == person_id))
     )
     if have == sorted(wanted):
         return
-    session.execute(delete(t.Leave).where(t.Leave.person_id == person_id))
+    session.execute(delete(t.Leave).where(col(t.Leave.person_id) == person_id))
     for start, end, reason in wanted:
         session.add(t.Leave(person_id=person_id, start=start, end=end, reason=reason))
     sync.summary.updated += 1

@@ -6,6 +6,7 @@ import datetime as dt
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import directory
 from handlers.conversation import Actor
@@ -35,7 +36,8 @@ def bind(session: Session, actor: Actor, building_code: str, now: dt.datetime) -
         resident.building_id = building.id
         resident.community_id = committee.community_id
     ident = session.scalars(
-        select(t.Identity).where(t.Identity.channel == actor.channel, t.Identity.address == actor.address)
+        select(t.Identity).where(col(t.Identity.channel) == actor.channel,
+                                 col(t.Identity.address) == actor.address)
     ).first()
     if ident is None:
         ident = t.Identity(channel=actor.channel, address=actor.address, created_at=now)
@@ -50,17 +52,18 @@ def bind(session: Session, actor: Actor, building_code: str, now: dt.datetime) -
 
 
 def committees(session: Session) -> list[t.Committee]:
-    return list(session.scalars(select(t.Committee).where(t.Committee.active.is_(True)).order_by(t.Committee.code)))
+    return list(session.scalars(select(t.Committee).where(col(t.Committee.active).is_(True))
+                                .order_by(col(t.Committee.code))))
 
 
 def buildings_of_committee(session: Session, committee_code: str) -> list[t.Building]:
     return list(
         session.scalars(
             select(t.Building)
-            .join(t.Grid, t.Grid.id == t.Building.grid_id)
-            .join(t.Committee, t.Committee.id == t.Grid.committee_id)
-            .where(t.Committee.code == committee_code, t.Building.active.is_(True))
-            .order_by(t.Building.code)
+            .join(t.Grid, col(t.Grid.id) == t.Building.grid_id)
+            .join(t.Committee, col(t.Committee.id) == t.Grid.committee_id)
+            .where(col(t.Committee.code) == committee_code, col(t.Building.active).is_(True))
+            .order_by(col(t.Building.code))
         )
     )
 
@@ -68,7 +71,8 @@ def buildings_of_committee(session: Session, committee_code: str) -> list[t.Buil
 def nearest_building(session: Session, latitude: float, longitude: float) -> t.Building | None:
     """The building closest to a shared location, among those with coordinates."""
     best: tuple[float, t.Building] | None = None
-    for b in session.scalars(select(t.Building).where(t.Building.active.is_(True), t.Building.latitude.is_not(None))):
+    for b in session.scalars(select(t.Building).where(col(t.Building.active).is_(True),
+                                                      col(t.Building.latitude).is_not(None))):
         assert b.latitude is not None and b.longitude is not None
         d = (b.latitude - latitude) ** 2 + (b.longitude - longitude) ** 2
         if best is None or d < best[0]:

@@ -18,6 +18,7 @@ import secrets
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from handlers import directory
 from handlers.conversation import Reply
@@ -37,7 +38,7 @@ def token_hash(token: str) -> str:
 def issue(session: Session, person_code: str, now: dt.datetime, ttl: dt.timedelta) -> str:
     """A new invite for the active person with this code; NotFound for an unknown code."""
     person = session.scalars(
-        select(t.Person).where(t.Person.code == person_code, t.Person.active.is_(True))
+        select(t.Person).where(col(t.Person.code) == person_code, col(t.Person.active).is_(True))
     ).first()
     if person is None:
         raise NotFound(what=person_code)
@@ -55,7 +56,7 @@ def redeem(session: Session, token: str, *, channel: str, address: str, now: dt.
     The caller commits; a refusal changes nothing.
     """
     invite = session.scalars(
-        select(t.StaffInvite).where(t.StaffInvite.token_hash == token_hash(token.strip()))
+        select(t.StaffInvite).where(col(t.StaffInvite.token_hash) == token_hash(token.strip()))
     ).first()
     person = session.get(t.Person, invite.person_id) if invite is not None else None
     if invite is None or person is None or not person.active:
@@ -69,7 +70,7 @@ def redeem(session: Session, token: str, *, channel: str, address: str, now: dt.
     # Single use even when two chats race for it: only one conditional update succeeds.
     taken = session.execute(
         update(t.StaffInvite)
-        .where(t.StaffInvite.id == invite.id, t.StaffInvite.used_at.is_(None))
+        .where(col(t.StaffInvite.id) == invite.id, col(t.StaffInvite.used_at).is_(None))
         .values(used_at=now, used_channel=channel, used_address=address)
         .execution_options(synchronize_session=False)
     )
@@ -83,12 +84,14 @@ def bind_person(session: Session, person: t.Person, *, channel: str, address: st
                 lang: str) -> t.Identity:
     """Make (channel, address) the person's one account on that channel."""
     for other in session.scalars(
-        select(t.Identity).where(t.Identity.channel == channel, t.Identity.person_id == person.id,
-                                 t.Identity.address != address)
+        select(t.Identity).where(col(t.Identity.channel) == channel,
+                                 col(t.Identity.person_id) == person.id,
+                                 col(t.Identity.address) != address)
     ):
         other.person_id = None
     ident = session.scalars(
-        select(t.Identity).where(t.Identity.channel == channel, t.Identity.address == address)
+        select(t.Identity)
+        .where(col(t.Identity.channel) == channel, col(t.Identity.address) == address)
     ).first()
     if ident is None:
         ident = t.Identity(channel=channel, address=address, created_at=now)

@@ -127,7 +127,7 @@ def key_hashes(keys: Sequence[str]) -> np.ndarray:
     lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
     for n in np.unique(lengths).tolist():
         rows = np.flatnonzero(lengths == n)
-        codes = _code_points("".join([keys[i] for i in rows])).reshape(len(rows), n)
+        codes = _code_points("".join([keys[i] for i in rows.tolist()])).reshape(len(rows), n)
         polynomial = codes[:, 0].copy()
         for k in range(1, n):
             polynomial *= _MULTIPLIER

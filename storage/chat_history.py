@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.tables import ChatLine, Outbox, OutboxState
 
@@ -77,9 +78,11 @@ def read_page(
     """
     # Read first and bound the notices by it: a notice delivered while this runs then has a
     # larger id and reaches the caller through the inbox, instead of through neither.
-    last = session.scalar(select(func.max(Outbox.id)).where(*_delivered(channel, address))) or 0
-    lines = select(ChatLine).where(ChatLine.channel == channel, ChatLine.address == address)
-    notices = select(Outbox).where(*_delivered(channel, address), Outbox.id <= last)
+    last = session.scalar(
+        select(func.max(col(Outbox.id))).where(*_delivered(channel, address))) or 0
+    lines = select(ChatLine).where(col(ChatLine.channel) == channel,
+                                   col(ChatLine.address) == address)
+    notices = select(Outbox).where(*_delivered(channel, address), col(Outbox.id) <= last)
     if before is not None:
         key = _position(session, channel, address, *before)
         lines = lines.where(_older(ChatLine.created_at, ChatLine.id, 0, key))
@@ -88,11 +91,13 @@ def read_page(
     items = [
         Item("said" if r.direction == "in" else "reply", r.id or 0, r.text, r.buttons, r.created_at, r.action)
         for r in session.scalars(
-            lines.order_by(ChatLine.created_at.desc(), ChatLine.id.desc()).limit(limit + 1))
+            lines.order_by(col(ChatLine.created_at).desc(), col(ChatLine.id).desc())
+            .limit(limit + 1))
     ] + [
         Item("notice", r.id or 0, r.text, r.buttons, r.created_at)
         for r in session.scalars(
-            notices.order_by(Outbox.created_at.desc(), Outbox.id.desc()).limit(limit + 1))
+            notices.order_by(col(Outbox.created_at).desc(), col(Outbox.id).desc())
+            .limit(limit + 1))
     ]
     items.sort(key=lambda i: i.key)
     return Page(items=items[-limit:], more=len(items) > limit, last_notice_id=last)
@@ -100,17 +105,20 @@ def read_page(
 
 def _delivered(channel: str, address: str) -> tuple[Any, ...]:
     """The notices that the inbox shows: those the sender has marked sent."""
-    return (Outbox.channel == channel, Outbox.address == address, Outbox.state == OutboxState.SENT)
+    return (col(Outbox.channel) == channel, col(Outbox.address) == address,
+            col(Outbox.state) == OutboxState.SENT)
 
 
 def _position(session: Session, channel: str, address: str, kind: str,
               ident: int) -> tuple[dt.datetime, int, int]:
     at: dt.datetime | None = None
     if kind == "notice":
-        at = session.scalar(select(Outbox.created_at).where(Outbox.id == ident, *_delivered(channel, address)))
+        at = session.scalar(select(col(Outbox.created_at)).where(
+            col(Outbox.id) == ident, *_delivered(channel, address)))
     elif kind in KINDS:
-        at = session.scalar(select(ChatLine.created_at).where(
-            ChatLine.id == ident, ChatLine.channel == channel, ChatLine.address == address))
+        at = session.scalar(select(col(ChatLine.created_at)).where(
+            col(ChatLine.id) == ident, col(ChatLine.channel) == channel,
+            col(ChatLine.address) == address))
     if at is None:
         raise LookupError(f"{kind}:{ident} is not in this conversation")
     return (at, int(kind == "notice"), ident)

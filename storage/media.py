@@ -19,6 +19,7 @@ import re
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.tables import Media
 
@@ -53,7 +54,9 @@ def put(session: Session, data: bytes, content_type: str, *, now: dt.datetime | 
     # Two transactions storing the same bytes at the same moment may both insert; that costs one
     # extra copy and nothing else, so the index is not unique and no lock is taken.
     existing = session.scalars(
-        select(Media).where(Media.sha256 == digest, Media.size == len(data)).order_by(Media.id)
+        select(Media)
+        .where(col(Media.sha256) == digest, col(Media.size) == len(data))
+        .order_by(col(Media.id))
     ).first()
     if existing is not None:
         # Stored again now: an orphan about to be purged (storage.retention) is wanted again.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.tables import Outbox, OutboxState
 
@@ -75,16 +76,16 @@ def claim_due(
     so of two senders that read the same row only one gets it. Commit before sending.
     """
     oldest = (
-        select(Outbox.channel, Outbox.address, func.min(Outbox.id).label("first_id"))
-        .where(Outbox.state == OutboxState.PENDING, Outbox.channel.in_(channels))
-        .group_by(Outbox.channel, Outbox.address)
+        select(col(Outbox.channel), col(Outbox.address), func.min(col(Outbox.id)).label("first_id"))
+        .where(col(Outbox.state) == OutboxState.PENDING, col(Outbox.channel).in_(channels))
+        .group_by(col(Outbox.channel), col(Outbox.address))
         .subquery()
     )
     stmt = (
         select(Outbox)
-        .join(oldest, and_(Outbox.id == oldest.c.first_id))
-        .where(Outbox.next_attempt_at <= now)
-        .order_by(Outbox.next_attempt_at, Outbox.id)
+        .join(oldest, and_(col(Outbox.id) == oldest.c.first_id))
+        .where(col(Outbox.next_attempt_at) <= now)
+        .order_by(col(Outbox.next_attempt_at), col(Outbox.id))
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -97,9 +98,9 @@ def claim_due(
         result = session.execute(
             update(Outbox)
             .where(
-                Outbox.id == row.id,
-                Outbox.state == OutboxState.PENDING,
-                Outbox.next_attempt_at <= now,
+                col(Outbox.id) == row.id,
+                col(Outbox.state) == OutboxState.PENDING,
+                col(Outbox.next_attempt_at) <= now,
             )
             .values(next_attempt_at=now + lease)
             .execution_options(synchronize_session=False)
@@ -137,10 +138,10 @@ def postpone_recipient(session: Session, channel: str, address: str, until: dt.d
     session.execute(
         update(Outbox)
         .where(
-            Outbox.channel == channel,
-            Outbox.address == address,
-            Outbox.state == OutboxState.PENDING,
-            Outbox.next_attempt_at < until,
+            col(Outbox.channel) == channel,
+            col(Outbox.address) == address,
+            col(Outbox.state) == OutboxState.PENDING,
+            col(Outbox.next_attempt_at) < until,
         )
         .values(next_attempt_at=until)
     )
@@ -157,10 +158,10 @@ def release_recipient(session: Session, channel: str, address: str, now: dt.date
     result = session.execute(
         update(Outbox)
         .where(
-            Outbox.channel == channel,
-            Outbox.address == address,
-            Outbox.state == OutboxState.PENDING,
-            Outbox.next_attempt_at > now + beyond,
+            col(Outbox.channel) == channel,
+            col(Outbox.address) == address,
+            col(Outbox.state) == OutboxState.PENDING,
+            col(Outbox.next_attempt_at) > now + beyond,
         )
         .values(next_attempt_at=now)
         .execution_options(synchronize_session=False)

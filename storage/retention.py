@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import String, cast, delete, exists, literal, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.media import REF_PREFIX
 from storage.tables import Attachment, ChatLine, Media
@@ -33,10 +34,10 @@ class Purged:
 
 def purge(session: Session, now: dt.datetime, *, chat_days: int) -> Purged:
     """Delete orphan media and old chat lines in the caller's transaction."""
-    referred = exists(select(Attachment.id).where(
-        Attachment.ref == literal(REF_PREFIX).concat(cast(Media.id, String))))
+    referred = exists(select(col(Attachment.id)).where(
+        col(Attachment.ref) == literal(REF_PREFIX).concat(cast(col(Media.id), String))))
     media = session.execute(delete(Media).where(
-        Media.created_at < now - dt.timedelta(days=ORPHAN_MEDIA_DAYS), ~referred))
+        col(Media.created_at) < now - dt.timedelta(days=ORPHAN_MEDIA_DAYS), ~referred))
     lines = session.execute(delete(ChatLine).where(
-        ChatLine.created_at < now - dt.timedelta(days=chat_days)))
+        col(ChatLine.created_at) < now - dt.timedelta(days=chat_days)))
     return Purged(media=media.rowcount or 0, chat_lines=lines.rowcount or 0)  # type: ignore[attr-defined]

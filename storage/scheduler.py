@@ -29,6 +29,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from storage.tables import DueAction, DueActionState, WatchCursor
 
@@ -78,7 +79,9 @@ def record(session: Session, planned: Iterable[Planned], now: dt.datetime) -> in
     rows.sort(key=lambda r: str(r["key"]))
     # One compiled statement executed for many parameter sets (not a giant VALUES list, which
     # costs more to compile than to run).
-    stmt = _insert(session)(DueAction.__table__).on_conflict_do_nothing(index_elements=["key"])
+    # SQLModel sets `__table__` on table models without declaring it.
+    table = DueAction.__table__  # type: ignore[attr-defined]
+    stmt = _insert(session)(table).on_conflict_do_nothing(index_elements=["key"])
     for start in range(0, len(rows), INSERT_CHUNK):
         session.connection().execute(stmt, rows[start : start + INSERT_CHUNK])
     return len(rows)
@@ -112,15 +115,15 @@ def record_done(session: Session, planned: Planned, now: dt.datetime, outcome: s
 
 
 def exists(session: Session, key: str) -> bool:
-    return session.scalar(select(DueAction.id).where(DueAction.key == key)) is not None
+    return session.scalar(select(col(DueAction.id)).where(col(DueAction.key) == key)) is not None
 
 
 def due_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
     """Ids of pending actions due at `now`, earliest first (an index range scan)."""
     stmt = (
-        select(DueAction.id)
-        .where(DueAction.state == DueActionState.PENDING, DueAction.due_at <= now)
-        .order_by(DueAction.due_at, DueAction.id)
+        select(col(DueAction.id))
+        .where(col(DueAction.state) == DueActionState.PENDING, col(DueAction.due_at) <= now)
+        .order_by(col(DueAction.due_at), col(DueAction.id))
         .limit(limit)
     )
     return list(session.scalars(stmt))
@@ -131,7 +134,7 @@ def claim(session: Session, action_id: int, now: dt.datetime) -> DueAction | Non
     if _is_postgresql(session):
         locked = session.scalars(
             select(DueAction)
-            .where(DueAction.id == action_id, DueAction.state == DueActionState.PENDING)
+            .where(col(DueAction.id) == action_id, col(DueAction.state) == DueActionState.PENDING)
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
         ).first()
@@ -139,14 +142,16 @@ def claim(session: Session, action_id: int, now: dt.datetime) -> DueAction | Non
             return None
     result = session.execute(
         update(DueAction)
-        .where(DueAction.id == action_id, DueAction.state == DueActionState.PENDING)
+        .where(col(DueAction.id) == action_id, col(DueAction.state) == DueActionState.PENDING)
         .values(state=DueActionState.DONE.value, done_at=now, attempts=DueAction.attempts + 1)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return session.scalars(
-        select(DueAction).where(DueAction.id == action_id).execution_options(populate_existing=True)
+        select(DueAction)
+        .where(col(DueAction.id) == action_id)
+        .execution_options(populate_existing=True)
     ).one()
 
 
@@ -183,17 +188,19 @@ def advance(session: Session, name: str, last_id: int, now: dt.datetime) -> None
     stmt = _insert(session)(WatchCursor).values(name=name, last_id=last_id, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"],
-        set_={"last_id": func.max(WatchCursor.last_id, last_id) if not _is_postgresql(session)
-              else func.greatest(WatchCursor.last_id, last_id), "updated_at": now},
+        set_={"last_id": func.max(col(WatchCursor.last_id), last_id) if not _is_postgresql(session)
+              else func.greatest(col(WatchCursor.last_id), last_id), "updated_at": now},
     )
     session.execute(stmt)
 
 
 def pending_count(session: Session) -> int:
     return session.scalar(
-        select(func.count()).select_from(DueAction).where(DueAction.state == DueActionState.PENDING)
+        select(func.count())
+        .select_from(DueAction)
+        .where(col(DueAction.state) == DueActionState.PENDING)
     ) or 0
 
 
 def by_keys(session: Session, keys: Sequence[str]) -> list[DueAction]:
-    return list(session.scalars(select(DueAction).where(DueAction.key.in_(list(keys)))))
+    return list(session.scalars(select(DueAction).where(col(DueAction.key).in_(list(keys)))))

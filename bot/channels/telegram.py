@@ -51,6 +51,7 @@ from aiogram.types import (
 )
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
 from bot.channels.keep import MediaUnavailable, keep_media
@@ -324,7 +325,8 @@ class TelegramChannel:
 
     def _identity(self, session: Any, address: str) -> t.Identity | None:
         return session.scalars(
-            select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
+            select(t.Identity)
+            .where(col(t.Identity.channel) == CHANNEL, col(t.Identity.address) == address)
         ).first()
 
     def _known(self, address: str) -> bool:

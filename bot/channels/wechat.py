@@ -46,6 +46,7 @@ import redis
 import requests
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 from wechatpy.client import WeChatClient as _WeChatpyClient
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import WeChatClientException
@@ -342,7 +343,8 @@ def language_of(engine: Engine, openid: str) -> str:
     """The language we speak to this openid in (its identity's, else the default)."""
     with UnitOfWork(engine) as uow:
         ident = uow.session.scalars(
-            select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == openid)
+            select(t.Identity)
+            .where(col(t.Identity.channel) == CHANNEL, col(t.Identity.address) == openid)
         ).first()
         if ident is None:
             return DEFAULT

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, verify
@@ -36,7 +37,8 @@ Address = Annotated[str, Depends(current_address)]
 def web_identity(session: Session, address: str) -> t.Identity:
     """The identity behind a signed web chat address; 401 when it no longer exists."""
     ident = session.scalars(
-        select(t.Identity).where(t.Identity.channel == CHANNEL, t.Identity.address == address)
+        select(t.Identity)
+        .where(col(t.Identity.channel) == CHANNEL, col(t.Identity.address) == address)
     ).first()
     if ident is None:
         raise HTTPException(status_code=401, detail="unknown session")

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
@@ -55,7 +56,8 @@ def ensure_web_identity(services: Any, address: str) -> bool:
     with UnitOfWork(services.engine) as uow:
         s = uow.session
         if kind == "person":
-            person = s.scalars(select(t.Person).where(t.Person.code == ref, t.Person.active.is_(True))).first()
+            person = s.scalars(select(t.Person).where(col(t.Person.code) == ref,
+                                                      col(t.Person.active).is_(True))).first()
             if person is None:
                 return False
             ensure_identity(s, CHANNEL, address, services.clock.now(), person=person)
@@ -115,14 +117,17 @@ def personas(services: Services) -> dict[str, Any]:
         raise HTTPException(status_code=404, detail="the persona picker is off")
     with UnitOfWork(services.engine) as uow:
         s = uow.session
-        buildings = {b.id: b for b in s.scalars(select(t.Building).where(t.Building.active.is_(True)))}
+        buildings = {b.id: b
+                     for b in s.scalars(select(t.Building).where(col(t.Building.active).is_(True)))}
         residents = [
             {"who": f"resident:{r.id}", "name": r.name, "building": buildings[r.building_id].name
              if r.building_id in buildings else ""}
-            for r in s.scalars(select(t.Resident).where(t.Resident.demo.is_(True)).order_by(t.Resident.id))
+            for r in s.scalars(select(t.Resident).where(col(t.Resident.demo).is_(True))
+                               .order_by(col(t.Resident.id)))
         ]
         staff = []
-        for p in s.scalars(select(t.Person).where(t.Person.active.is_(True)).order_by(t.Person.code)):
+        for p in s.scalars(select(t.Person).where(col(t.Person.active).is_(True))
+                           .order_by(col(t.Person.code))):
             posts = [x.name for x in directory.posts_of(s, p.community_id)
                      if p.id in (x.a_holder_id, x.b_holder_id)]
             staff.append({"who": f"person:{p.code}", "name": p.name, "roles": p.roles.split(","),
@@ -141,7 +146,7 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
     with UnitOfWork(services.engine) as uow:
         s = uow.session
         if kind == "person":
-            person = s.scalars(select(t.Person).where(t.Person.code == ref)).first()
+            person = s.scalars(select(t.Person).where(col(t.Person.code) == ref)).first()
             if person is None:
                 raise HTTPException(status_code=404, detail=f"no staff member {ref!r}")
             address = f"person:{person.code}"
@@ -153,7 +158,7 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
             address = f"resident:{resident.id}"
             ensure_identity(s, CHANNEL, address, now, resident=resident)
         elif kind == "building":
-            building = s.scalars(select(t.Building).where(t.Building.code == ref)).first()
+            building = s.scalars(select(t.Building).where(col(t.Building.code) == ref)).first()
             if building is None:
                 raise HTTPException(status_code=404, detail=f"no building {ref!r}")
             grid = s.get(t.Grid, building.grid_id)
@@ -216,9 +221,9 @@ def inbox(address: Address, services: Services, after: int = 0, limit: int = 50)
     with UnitOfWork(services.engine) as uow:
         rows = uow.session.scalars(
             select(t.Outbox)
-            .where(t.Outbox.channel == CHANNEL, t.Outbox.address == address, t.Outbox.id > after,
-                   t.Outbox.state == "sent")
-            .order_by(t.Outbox.id)
+            .where(col(t.Outbox.channel) == CHANNEL, col(t.Outbox.address) == address,
+                   col(t.Outbox.id) > after, col(t.Outbox.state) == "sent")
+            .order_by(col(t.Outbox.id))
             .limit(min(max(limit, 1), 200))
         ).all()
         return {"messages": [

@@ -27,6 +27,7 @@ import anyio
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
+from sqlmodel import col
 
 from bot.channels import wechat as wc
 from bot.channels.base import Incoming, Reply
@@ -221,7 +222,8 @@ def _enqueue(services: Any, openid: str, replies: list[Reply], lead: str) -> Non
     now = services.clock.now()
     with UnitOfWork(services.engine) as uow:
         ident = uow.session.scalars(
-            select(t.Identity).where(t.Identity.channel == wc.CHANNEL, t.Identity.address == openid)
+            select(t.Identity)
+            .where(col(t.Identity.channel) == wc.CHANNEL, col(t.Identity.address) == openid)
         ).first()
         for index, reply in enumerate(replies):
             text = f"{lead}\n\n{reply.text}" if lead and index == 0 else reply.text
