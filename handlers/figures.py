@@ -40,6 +40,8 @@ from storage.tables import OPEN_STATES, CaseState
 GROUPINGS = ("community", "committee", "grid", "worker")
 RESOLVED = (CaseState.RESOLVED, CaseState.CLOSED)
 SATISFIED = ("satisfied", "basically_satisfied")
+# Periods are read within these years: dates far outside them overflow the time zone arithmetic.
+FIRST_YEAR, LAST_YEAR = 2000, 2100
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ def period(text: str, today: dt.date) -> tuple[dt.date, dt.date]:
                        reason="usage") from exc
     if last < first:
         raise BadInput(f"the period {text!r} ends before it starts", reason="usage")
+    if first.year < FIRST_YEAR or last.year > LAST_YEAR:
+        raise BadInput(f"the period {text!r} is outside {FIRST_YEAR}–{LAST_YEAR}", reason="usage")
     return first, last
 
 
