@@ -135,7 +135,10 @@ def test_periods_read_as_people_write_them() -> None:
     assert figures.period("2026", TODAY) == (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
     assert figures.period("2026-11-01..2026-11-15", TODAY) == (dt.date(2026, 11, 1), dt.date(2026, 11, 15))
     assert figures.period("2026-11-05", TODAY) == (dt.date(2026, 11, 5), dt.date(2026, 11, 5))
-    for bad in ("2026-11-15..2026-11-01", "last week", "2026-13", "0001", "1999-12..2026-01", "9999-12-31"):
+    assert figures.period("2026-09 .. 2026-11", TODAY) == (dt.date(2026, 9, 1), dt.date(2026, 11, 30))
+    assert figures.period("2025..2026-06", TODAY) == (dt.date(2025, 1, 1), dt.date(2026, 6, 30))
+    for bad in ("2026-11-15..2026-11-01", "last week", "2026-13", "0001", "1999-12..2026-01", "9999-12-31",
+                "2026-11-01..", "..", "2026-1", "x" * 10_000):
         with pytest.raises(BadInput):
             figures.period(bad, TODAY)
     assert figures.read_request("网格 2026-10", TODAY) == ("grid", dt.date(2026, 10, 1), dt.date(2026, 10, 31))
