@@ -123,6 +123,11 @@ def translate_message(message: Message) -> Translated | None:
         largest = message.photo[-1]  # sizes come smallest first (PROTOCOLS.md §1.2)
         return incoming(text=message.caption or "",
                         attachments=(Attachment(kind="photo", ref=largest.file_id),))
+    document = message.document
+    if document is not None and (document.mime_type or "").startswith("image/"):
+        # A picture sent "as a file" (uncompressed): a photo all the same.
+        return incoming(text=message.caption or "",
+                        attachments=(Attachment(kind="photo", ref=document.file_id),))
     if message.location is not None:
         where = message.location
         return incoming(attachments=(Attachment(kind="location", latitude=where.latitude,

@@ -33,6 +33,7 @@ from tests.conftest import MONDAY_10AM, _sqlite_template
 from tests.fakes.classifier import KeywordClassifier
 from tests.fakes.serving import ServedApp
 from tests.fakes.telegram_bot_api import FakeTelegram, SentMessage
+from tests.fakes.wechat import tiny_png
 
 TOKEN = "123456:TEST"
 SECRET = "hook-Secret_42"
@@ -513,6 +514,22 @@ def test_a_photo_is_kept_and_the_grid_worker_sees_it(app: App, fake: FakeTelegra
     assert later != number
     assert attachment_refs(app, later) == [ref]
     assert app.count(t.Media) == 1
+
+
+def test_a_picture_sent_as_a_file_is_kept_as_a_photo(app: App, fake: FakeTelegram) -> None:
+    fake.start_bot(RESIDENT, "b_ZN-B03")
+    welcome = seen(fake, RESIDENT, "已登记")
+    picture = tiny_png((10, 200, 90))
+    fake.inject_document(RESIDENT, picture, "IMG_2041.PNG", "image/png", caption="井盖丢了，很危险")
+    newer(fake, RESIDENT, welcome, "已受理")
+    number = filed(fake, RESIDENT)
+    # Kept byte for byte, as the PNG it is (Telegram does not re-encode files).
+    assert kept_photos(app, number) == [("photo", picture, "image/png")]
+
+    # Any other file is still answered with what we can read, and files nothing.
+    fake.inject_document(RESIDENT, b"%PDF-1.4", "notice.pdf", "application/pdf")
+    seen(fake, RESIDENT, "只能处理文字、照片和位置")
+    assert app.count(t.Case) == 1
 
 
 def test_a_photo_gone_before_it_is_sent_leaves_the_card_to_arrive_alone(

@@ -582,6 +582,25 @@ class FakeTelegram:
                 extra["caption"] = caption
             return self._user_message(bot, user_id, chat_id, extra)
 
+    def inject_document(self, user_id: int, content: bytes, file_name: str, mime_type: str,
+                        caption: str | None = None, chat_id: int | None = None,
+                        token: str | None = None) -> dict[str, Any]:
+        """The user sends a file (a picture "as a file" among them); getFile serves it under
+        documents/, with the file name's extension, as Telegram does."""
+        with self._lock:
+            bot = self._bot(token)
+            n = next(self._ids)
+            suffix = file_name.rsplit(".", 1)[-1].lower() if "." in file_name else ""
+            stored = _File(f"BQAD{bot.id}-{n}", f"AgAD{n}", f"documents/file_{n}.{suffix}".rstrip("."),
+                           content)
+            bot.files[stored.file_id] = stored
+            extra: dict[str, Any] = {"document": {
+                "file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                "file_name": file_name, "mime_type": mime_type, "file_size": len(content)}}
+            if caption:
+                extra["caption"] = caption
+            return self._user_message(bot, user_id, chat_id, extra)
+
     def inject_callback_query(self, user_id: int, message_id: int, data: str,
                               chat_id: int | None = None,
                               token: str | None = None) -> dict[str, Any]:

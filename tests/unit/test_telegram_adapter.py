@@ -60,6 +60,18 @@ def test_photo_keeps_the_largest_size_and_the_caption() -> None:
     assert translated.incoming.attachments == (Attachment(kind="photo", ref="large"),)
 
 
+def test_a_picture_sent_as_a_file_is_a_photo_and_other_files_are_not() -> None:
+    picture = {"file_id": "BQACAgIAAxk", "file_unique_id": "d", "file_name": "IMG_2041.PNG",
+               "mime_type": "image/png", "file_size": 48_211}
+    translated = translate_message(message(document=picture, caption="井盖丢了"))
+    assert translated is not None and translated.incoming is not None
+    assert translated.incoming.text == "井盖丢了"
+    assert translated.incoming.attachments == (Attachment(kind="photo", ref="BQACAgIAAxk"),)
+    pdf = {**picture, "file_name": "notice.pdf", "mime_type": "application/pdf"}
+    other = translate_message(message(document=pdf))
+    assert other is not None and other.unsupported and other.incoming is None
+
+
 @pytest.mark.parametrize(("file_path", "content_type"), [
     ("photos/file_12.jpg", "image/jpeg"),
     ("photos/file_12.png", "image/png"),
