@@ -112,7 +112,9 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
     if not text:
         desk.expect(actor.channel, actor.address, "describe",
                     attachments=[a.__dict__ for a in actor.attachments])
-        return [Reply(say(actor.lang, "intake.describe_attachment"), expects_text=True)]
+        voice = any(a.kind == "voice" for a in actor.attachments)
+        return [Reply(say(actor.lang, "intake.describe_voice" if voice else "intake.describe_attachment"),
+                      expects_text=True)]
     parse = desk.classifier.parse(text)
     _follow_language(desk, actor, parse)
     # An unsure reading asks first, whatever it leans to: a complaint misread as small talk

@@ -54,7 +54,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
-from bot.channels.keep import MediaUnavailable, keep_media
+from bot.channels.keep import KEPT_KINDS, MediaUnavailable, keep_media
 from bot.pipeline import Pipeline, Prepare
 from handlers import staff_invites
 from handlers.errors import InvalidState
@@ -123,6 +123,10 @@ def translate_message(message: Message) -> Translated | None:
         largest = message.photo[-1]  # sizes come smallest first (PROTOCOLS.md §1.2)
         return incoming(text=message.caption or "",
                         attachments=(Attachment(kind="photo", ref=largest.file_id),))
+    if message.voice is not None:
+        # Not transcribed: kept with the case for staff to hear; the desk asks for a sentence.
+        return incoming(text=message.caption or "",
+                        attachments=(Attachment(kind="voice", ref=message.voice.file_id),))
     document = message.document
     if document is not None and (document.mime_type or "").startswith("image/"):
         # A picture sent "as a file" (uncompressed): a photo all the same.
@@ -215,13 +219,15 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
 # --------------------------------------------------------------------------- photos
 
 
-def photo_content_type(file_path: str) -> str:
-    """Telegram re-encodes every photo as JPEG; a file_path naming another image type wins."""
+def content_type_of(kind: str, file_path: str) -> str:
+    """A kept file's type: Telegram re-encodes every photo as JPEG and records voice notes as Ogg
+    Opus; a file_path naming another type of the same family wins."""
+    family, default = ("audio/", "audio/ogg") if kind == "voice" else ("image/", "image/jpeg")
     guessed = mimetypes.guess_type(file_path)[0] or ""
-    return guessed if guessed.startswith("image/") else "image/jpeg"
+    return guessed if guessed.startswith(family) else default
 
 
-async def download_photo(bot: Bot, file_id: str) -> tuple[bytes, str]:
+async def download_file(bot: Bot, file_id: str, kind: str) -> tuple[bytes, str]:
     """(bytes, content type) of a file the user sent: getFile, then its file URL (on the
     bot's API server). MediaUnavailable when the Bot API refuses it ("file is too big",
     "invalid file_id") or the network fails; MediaRefused when it is larger than we keep."""
@@ -239,7 +245,7 @@ async def download_photo(bot: Bot, file_id: str) -> tuple[bytes, str]:
         raise MediaUnavailable(f"download: {type(exc).__name__}: {exc}") from exc
     if buffer is None:
         raise MediaUnavailable("the download gave no bytes")
-    return buffer.read(), photo_content_type(file.file_path)
+    return buffer.read(), content_type_of(kind, file.file_path)
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -301,19 +307,20 @@ class TelegramChannel:
         self.wake()
 
     def _keeper(self, incoming: Incoming, bot: Bot | None) -> Prepare | None:
-        """What keeps the message's photo, for the pipeline to run under the chat's lock before
-        the message is read, so the description sent next finds the photo kept.
+        """What keeps the message's photo or voice note, for the pipeline to run under the chat's
+        lock before the message is read, so the description sent next finds it kept.
 
         The pipeline runs it in a worker thread while the Bot's HTTP session belongs to this
         event loop, so the download is run on the loop and awaited from the thread.
         """
-        file_id = next((a.ref for a in incoming.attachments if a.kind == "photo"), None)
-        if file_id is None or bot is None:
+        kept = next((a for a in incoming.attachments if a.kind in KEPT_KINDS), None)
+        if kept is None or bot is None:
             return None
+        file_id, kind = kept.ref, kept.kind
         loop = asyncio.get_running_loop()
 
         def fetch() -> tuple[bytes, str]:
-            future = asyncio.run_coroutine_threadsafe(download_photo(bot, file_id), loop)
+            future = asyncio.run_coroutine_threadsafe(download_file(bot, file_id, kind), loop)
             try:
                 # getFile and the download each have DOWNLOAD_SECONDS; this only guards a stall.
                 return future.result(timeout=2 * DOWNLOAD_SECONDS + 5)

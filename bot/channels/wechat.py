@@ -245,11 +245,12 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
                            media_id=media_id or None)
     if kind == "voice":
         recognised = fields.get("Recognition", "").strip()
-        if recognised:
-            media_id = fields.get("MediaId", "")
-            voice = (Attachment(kind="voice", ref=media_id),) if media_id else ()
-            return Translation(incoming(text=recognised, attachments=voice), media_id=media_id or None)
-        return Translation(text_key="wechat.voice_not_understood")
+        media_id = fields.get("MediaId", "")
+        if not recognised and not media_id:
+            return Translation(text_key="wechat.voice_not_understood")
+        # Kept either way; without WeChat's text, the desk asks for a sentence to go with it.
+        voice = (Attachment(kind="voice", ref=media_id),) if media_id else ()
+        return Translation(incoming(text=recognised, attachments=voice), media_id=media_id or None)
     if kind == "location":
         lat, lon = _float(fields.get("Location_X")), _float(fields.get("Location_Y"))
         if lat is None or lon is None:

@@ -516,7 +516,7 @@ def test_a_photo_is_kept_and_the_grid_worker_sees_it(app: App, fake: FakeTelegra
     assert app.count(t.Media) == 1
 
 
-def test_a_picture_sent_as_a_file_is_kept_as_a_photo(app: App, fake: FakeTelegram) -> None:
+def test_a_picture_sent_as_a_file_and_a_voice_note_are_kept(app: App, fake: FakeTelegram) -> None:
     fake.start_bot(RESIDENT, "b_ZN-B03")
     welcome = seen(fake, RESIDENT, "已登记")
     picture = tiny_png((10, 200, 90))
@@ -526,10 +526,20 @@ def test_a_picture_sent_as_a_file_is_kept_as_a_photo(app: App, fake: FakeTelegra
     # Kept byte for byte, as the PNG it is (Telegram does not re-encode files).
     assert kept_photos(app, number) == [("photo", picture, "image/png")]
 
+    # A voice note is kept too; it cannot be read, so a sentence is asked for and the two go
+    # together as the next case.
+    recording = b"OggS" + bytes(range(60))
+    fake.inject_voice(RESIDENT, recording)
+    seen(fake, RESIDENT, "语音暂时转不成文字")
+    fake.inject_text(RESIDENT, "楼下有人半夜一直放音乐")
+    fake.wait_for_sync(lambda: len([m for m in fake.sent(RESIDENT) if "已受理" in (m.text or "")]) == 2)
+    voiced = filed(fake, RESIDENT)
+    assert voiced != number and kept_photos(app, voiced) == [("voice", recording, "audio/ogg")]
+
     # Any other file is still answered with what we can read, and files nothing.
     fake.inject_document(RESIDENT, b"%PDF-1.4", "notice.pdf", "application/pdf")
-    seen(fake, RESIDENT, "只能处理文字、照片和位置")
-    assert app.count(t.Case) == 1
+    seen(fake, RESIDENT, "只能处理文字、照片、语音和位置")
+    assert app.count(t.Case) == 2
 
 
 def test_a_photo_gone_before_it_is_sent_leaves_the_card_to_arrive_alone(

@@ -601,6 +601,18 @@ class FakeTelegram:
                 extra["caption"] = caption
             return self._user_message(bot, user_id, chat_id, extra)
 
+    def inject_voice(self, user_id: int, content: bytes, duration: int = 5,
+                     chat_id: int | None = None, token: str | None = None) -> dict[str, Any]:
+        """The user records a voice note (Ogg Opus, served by getFile under voice/)."""
+        with self._lock:
+            bot = self._bot(token)
+            n = next(self._ids)
+            stored = _File(f"AwAD{bot.id}-{n}", f"AgAD{n}", f"voice/file_{n}.oga", content)
+            bot.files[stored.file_id] = stored
+            voice = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                     "duration": duration, "mime_type": "audio/ogg", "file_size": len(content)}
+            return self._user_message(bot, user_id, chat_id, {"voice": voice})
+
     def inject_callback_query(self, user_id: int, message_id: int, data: str,
                               chat_id: int | None = None,
                               token: str | None = None) -> dict[str, Any]:

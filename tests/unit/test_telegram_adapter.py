@@ -10,8 +10,8 @@ from aiogram.types import CallbackQuery, ForceReply, InlineKeyboardMarkup, Messa
 from bot.channels.base import Attachment, Button, Reply
 from bot.channels.telegram import (
     MAX_TEXT,
+    content_type_of,
     outbox_buttons,
-    photo_content_type,
     reply_markup,
     split_text,
     translate_callback,
@@ -68,19 +68,26 @@ def test_a_picture_sent_as_a_file_is_a_photo_and_other_files_are_not() -> None:
     assert translated.incoming.text == "井盖丢了"
     assert translated.incoming.attachments == (Attachment(kind="photo", ref="BQACAgIAAxk"),)
     pdf = {**picture, "file_name": "notice.pdf", "mime_type": "application/pdf"}
+    voice = translate_message(message(voice={"file_id": "AwACAgIAAxk", "file_unique_id": "v",
+                                             "duration": 6, "mime_type": "audio/ogg"}))
+    assert voice is not None and voice.incoming is not None and voice.incoming.text == ""
+    assert voice.incoming.attachments == (Attachment(kind="voice", ref="AwACAgIAAxk"),)
     other = translate_message(message(document=pdf))
     assert other is not None and other.unsupported and other.incoming is None
 
 
-@pytest.mark.parametrize(("file_path", "content_type"), [
-    ("photos/file_12.jpg", "image/jpeg"),
-    ("photos/file_12.png", "image/png"),
-    ("photos/file_12", "image/jpeg"),
-    ("documents/file_3.pdf", "image/jpeg"),
+@pytest.mark.parametrize(("kind", "file_path", "content_type"), [
+    ("photo", "photos/file_12.jpg", "image/jpeg"),
+    ("photo", "photos/file_12.png", "image/png"),
+    ("photo", "photos/file_12", "image/jpeg"),
+    ("photo", "documents/file_3.pdf", "image/jpeg"),
+    ("voice", "voice/file_7.oga", "audio/ogg"),
+    ("voice", "voice/file_7.mp3", "audio/mpeg"),
+    ("voice", "voice/file_7", "audio/ogg"),
 ])
-def test_a_photo_is_kept_as_jpeg_unless_its_file_path_names_another_image_type(
-        file_path: str, content_type: str) -> None:
-    assert photo_content_type(file_path) == content_type
+def test_a_kept_file_has_its_kinds_default_type_unless_its_path_names_another(
+        kind: str, file_path: str, content_type: str) -> None:
+    assert content_type_of(kind, file_path) == content_type
 
 
 def test_location_becomes_a_location_attachment() -> None:
