@@ -18,7 +18,7 @@ from sqlmodel import col
 from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
-from bot.web.deps import Address, Services, web_identity
+from bot.web.deps import Address, RowIdQuery, Services, web_identity
 from handlers import directory
 from handlers.notify import ensure_identity
 from storage import chat_history
@@ -216,7 +216,7 @@ def _said(body: SendBody, max_chars: int) -> str:
 
 
 @router.get("/api/chat/inbox")
-def inbox(address: Address, services: Services, after: int = 0, limit: int = 50) -> dict[str, Any]:
+def inbox(address: Address, services: Services, after: RowIdQuery = 0, limit: int = 50) -> dict[str, Any]:
     """Notices delivered to this address after id `after`, oldest first."""
     with UnitOfWork(services.engine) as uow:
         rows = uow.session.scalars(

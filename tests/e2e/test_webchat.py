@@ -99,6 +99,11 @@ def test_bad_requests_get_clear_errors_and_change_nothing(web: Running) -> None:
     assert resident.post("/api/chat/send", json={}).status_code == 422
     assert resident.post("/api/demo/persona", json={"who": "building:NOPE"}).status_code == 404
     assert resident.get("/api/chat/inbox").json()["messages"] == []
+    # Ids past 64 bits, or negative, are refused before they reach the database.
+    for after in ("-51922277896122384384", "9223372036854775808", "-1"):
+        assert resident.get("/api/chat/inbox", params={"after": after}).status_code == 422
+    assert resident.get("/media/92233720368547758070").status_code == 422
+    assert resident.get("/photos/x/92233720368547758070").status_code == 422
 
 
 def test_health_reports_the_database(web: Running) -> None:
