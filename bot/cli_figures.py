@@ -3,6 +3,7 @@
     griddesk figures                                  this month, by grid, every community
     griddesk figures --by worker --period 2026-11     one month, per accountable staff member
     griddesk figures --community ZN --period 2026-11-01..2026-11-15 --json
+    griddesk figures --by committee --period 2026-11 --csv > figures.csv
 
 Definitions: handlers/figures.py and the README.
 """
@@ -10,6 +11,7 @@ Definitions: handlers/figures.py and the README.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from typing import Any
@@ -46,6 +48,12 @@ def _figures(args: argparse.Namespace) -> int:
         engine.dispose()
     if args.json:
         print(json.dumps([r.as_dict() for r in reports], ensure_ascii=False, indent=2))
+    elif args.csv:
+        out = csv.writer(sys.stdout)
+        for report in reports:
+            # One block per community, the community and period on the first line.
+            out.writerow([report.community, report.start.isoformat(), report.end.isoformat()])
+            out.writerows(figures.table(report, args.lang))
     else:
         print("\n\n".join(figures.render(r, args.lang) for r in reports))
     return 0
@@ -59,5 +67,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--by", choices=GROUPINGS, default="grid")
     parser.add_argument("--period", help="2026-11, 2026-11-01..2026-11-15 or 2026 (default: this month)")
     parser.add_argument("--lang", choices=("zh-Hans", "zh-Hant", "en"), default="zh-Hans")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV (a spreadsheet's columns)")
     parser.set_defaults(func=_figures)

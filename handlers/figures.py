@@ -251,6 +251,30 @@ def read_request(text: str, today: dt.date) -> tuple[str, dt.date, dt.date]:
     return by, start, end
 
 
+RATE_COLUMNS = ("responded", "resolved_on_time", "resolved", "satisfied")
+
+
+def table(report: Figures, lang: str) -> list[list[object]]:
+    """The figures as a spreadsheet: a header, one row per group, the total last. Each rate
+    gives its count, its base and the percentage (empty when nothing is counted yet)."""
+    header: list[object] = [say(lang, f"figures.by.{report.by}"), say(lang, "figures.col.cases")]
+    for column in RATE_COLUMNS:
+        label = say(lang, f"figures.col.{column}")
+        header += [label, f"{label} {say(lang, 'figures.col.of')}", f"{label} %"]
+    header.append(say(lang, "figures.col.overdue"))
+    labelled = [(row, row.name or say(lang, "figures.no_grid")) for row in report.rows]
+    if not report.own:
+        labelled.append((report.total, say(lang, "figures.total")))
+    rows: list[list[object]] = [header]
+    for row, label in labelled:
+        line: list[object] = [label, row.cases]
+        for column in RATE_COLUMNS:
+            rate: Rate = getattr(row, column)
+            line += [rate.done, rate.of, "" if rate.value is None else round(rate.value * 100, 1)]
+        rows.append([*line, row.overdue])
+    return rows
+
+
 def _rate(lang: str, rate: Rate) -> str:
     if rate.value is None:
         return say(lang, "figures.rate_none")

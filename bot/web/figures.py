@@ -3,14 +3,18 @@
 For a signed-in staff member of the web chat: the director gets their community by `by`
 (community, committee, grid or worker; default grid), anyone else their own figures (`own`
 true, one row). `period` is a month (2026-11), a range (2026-11-01..2026-11-15), a year or a
-day; by default this month to date. A resident gets 403; a bad `by` or `period` 422 with the reason.
+day; by default this month to date. `format=csv` gives the same as a spreadsheet download
+(UTF-8 with a byte-order mark, so Excel reads the Chinese). A resident gets 403; a bad `by`,
+`period` or `format` 422 with the reason.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 
 from bot.web.deps import Address, Services, web_identity
 from handlers import directory, figures
@@ -21,8 +25,9 @@ from storage.unit_of_work import UnitOfWork
 router = APIRouter()
 
 
-@router.get("/api/figures")
-def get_figures(address: Address, services: Services, by: str = "grid", period: str = "") -> dict[str, Any]:
+@router.get("/api/figures", response_model=None)
+def get_figures(address: Address, services: Services, by: str = "grid", period: str = "",
+                format: str = "json") -> dict[str, Any] | Response:
     with UnitOfWork(services.engine) as uow:
         ident = web_identity(uow.session, address)
         person = uow.session.get(t.Person, ident.person_id) if ident.person_id else None
@@ -33,7 +38,21 @@ def get_figures(address: Address, services: Services, by: str = "grid", period: 
         try:
             if by not in figures.GROUPINGS:
                 raise BadInput(f"by must be one of {', '.join(figures.GROUPINGS)}")
+            if format not in ("json", "csv"):
+                raise BadInput("format must be json or csv")
             start, end = figures.period(period, today)
         except BadInput as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        return figures.for_staff(uow.session, person, start, end, by, now).as_dict()
+        report = figures.for_staff(uow.session, person, start, end, by, now)
+        if format == "json":
+            return report.as_dict()
+        lang = ident.language or person.language
+        return _csv(figures.table(report, lang), f"figures-{start.isoformat()}-{end.isoformat()}.csv")
+
+
+def _csv(rows: list[list[object]], filename: str) -> Response:
+    """A spreadsheet download; the byte-order mark lets Excel read the Chinese as UTF-8."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return Response(("\ufeff" + buffer.getvalue()).encode("utf-8"), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -321,6 +321,15 @@ def test_figures_are_the_directors_whole_and_a_workers_own(web: Running) -> None
     assert own["own"] and [row["name"] for row in own["rows"]] == ["张丽"]
     assert own["rows"][0]["resolved"] == {"done": 0, "of": 1, "rate": 0.0}
 
+    sheet = director.get("/api/figures", params={"by": "worker", "format": "csv"})
+    assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/csv")
+    assert "attachment" in sheet.headers["content-disposition"]
+    assert sheet.content.startswith("\ufeff".encode())  # Excel reads the Chinese as UTF-8
+    lines = sheet.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("工作人员,工单数,响应") and lines[1].startswith("张丽,1,")
+    assert lines[-1].startswith("合计,1,")
+    assert "format must be json or csv" in director.get("/api/figures", params={"format": "xls"}).text
+
     assert resident.get("/api/figures").status_code == 403
     assert "by must be one of" in director.get("/api/figures", params={"by": "street"}).json()["detail"]
     assert director.get("/api/figures", params={"period": "soon"}).status_code == 422

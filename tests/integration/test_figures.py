@@ -3,7 +3,9 @@ on the command line, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import re
 
@@ -126,6 +128,14 @@ async def test_grids_committees_and_the_command_line_agree(
     assert printed["total"]["ratings"] == {"satisfied": 1, "unsatisfied": 1}
     assert cli_main(["figures", "--period", "2026-13"]) == 2
     assert "not a period" in capsys.readouterr().err
+
+    # The same as a spreadsheet: a header, a row per committee, the total.
+    assert cli_main(["figures", "--by", "committee", "--period", "2026-11", "--csv"]) == 0
+    sheet = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert sheet[0] == ["中南社区", "2026-11-01", "2026-11-30"]
+    assert sheet[1][:5] == ["居委会", "工单数", "响应", "响应 应计", "响应 %"] and sheet[1][-1] == "超时"
+    assert sheet[-1][:5] == ["合计", "3", "1", "2", "50.0"] and sheet[-1][-1] == "1"
+    assert sum(int(line[1]) for line in sheet[2:-1]) == 3
 
 
 def test_periods_read_as_people_write_them() -> None:
