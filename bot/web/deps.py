@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -13,10 +13,9 @@ from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, verify
 from storage import tables as t
 
-# Row ids are 64-bit integers: a larger (or negative) number in a URL gets 422 before it reaches
-# the database, whose driver would fail on it.
+# Row ids are 64-bit integers: a larger (or negative) number compared with an id column gets 422
+# before it reaches the database, whose driver would fail on it.
 ROW_ID_MAX = 2**63 - 1
-RowIdPath = Annotated[int, Path(ge=0, le=ROW_ID_MAX)]
 RowIdQuery = Annotated[int, Query(ge=0, le=ROW_ID_MAX)]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy.orm import Session
 
-from bot.web.deps import Address, RowIdPath, Services, web_identity
+from bot.web.deps import Address, Services, web_identity
 from handlers import cases
 from handlers.errors import GriddeskError
 from storage import media
@@ -68,7 +68,7 @@ def case_attachments(number: str, address: Address, services: Services) -> list[
 
 
 @router.get("/media/{media_id}")
-def get_media(media_id: RowIdPath, address: Address, services: Services) -> Response:
+def get_media(media_id: int, address: Address, services: Services) -> Response:
     with UnitOfWork(services.engine) as uow:
         person, resident = _viewer(uow.session, address)
         if cases.case_with_media(uow.session, media_id, person=person, resident=resident) is None:

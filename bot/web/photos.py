@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from bot.settings import Settings
 from bot.web.auth import sign, verify
-from bot.web.deps import RowIdPath, Services
+from bot.web.deps import Services
 from bot.web.media import kept_response
 from storage.unit_of_work import UnitOfWork
 
@@ -57,7 +57,7 @@ def photos_page(token: str, services: Services) -> HTMLResponse:
 
 
 @router.get("/photos/{token}/{media_id}")
-def photo(token: str, media_id: RowIdPath, services: Services) -> Response:
+def photo(token: str, media_id: int, services: Services) -> Response:
     if media_id not in _media_ids(services, token):
         raise HTTPException(status_code=404, detail="not found")
     with UnitOfWork(services.engine) as uow:
