@@ -133,9 +133,9 @@ def _community(session: Session, case: t.Case) -> t.Community:
 _NO_LINE = "\x00"
 # A location's label is the resident's (or their map app's) words: the card keeps it short.
 MAX_LABEL = 60
-# The photos a case card carries to staff on a channel that shows pictures; the web chat lists
-# every one of them.
-MAX_CARD_PHOTOS = 5
+# The photos and voice messages a case card carries to staff on a channel that can show or play
+# them; the web chat lists every one.
+MAX_CARD_MEDIA = 5
 
 
 def attachments_of(session: Session, case: t.Case) -> list[t.Attachment]:
@@ -201,25 +201,25 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool,
     return "\n".join(line for line in card.split("\n") if line.strip() != _NO_LINE)
 
 
-def card_photos(sent: Sequence[t.Attachment]) -> list[int]:
-    """The ids of the kept photos among `sent` that go with a case's card, oldest first, at
-    most MAX_CARD_PHOTOS (a chat flooded with pictures buries the card)."""
-    ids = (media.id_in(a.ref) for a in sent if a.kind == "photo")
-    return [i for i in ids if i is not None][:MAX_CARD_PHOTOS]
+def card_media(sent: Sequence[t.Attachment]) -> list[int]:
+    """The ids of the kept photos and voice messages among `sent` that go with a case's card,
+    oldest first, at most MAX_CARD_MEDIA (a chat flooded with them buries the card)."""
+    ids = (media.id_in(a.ref) for a in sent if a.kind in ("photo", "voice"))
+    return [i for i in ids if i is not None][:MAX_CARD_MEDIA]
 
 
 def tell_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime, *,
-              with_contact: bool = True, photos: bool = True, buttons: bool = True,
+              with_contact: bool = True, with_media: bool = True, buttons: bool = True,
               dedupe_key: str | None = None, **values: object) -> None:
     """Tell a staff member `key` with the case's card in their language: with the resident's
-    contact, the kept photos and the action buttons for those who handle it; an informed
-    copy (`with_contact`, `photos` and `buttons` False) is for reading only."""
+    contact, the kept photos and voice messages, and the action buttons for those who handle
+    it; an informed copy (`with_contact`, `with_media` and `buttons` False) is for reading only."""
     sent = attachments_of(session, case)
     # All of tell's options are named, so mypy knows `values` holds only message values.
     tell(session, now, key, resident=None, person=person, case=case, prefer=None,
          buttons=staff_buttons(case) if buttons else (), topic="", dedupe_key=dedupe_key,
          card=Localised(lambda lang: case_card(session, case, lang, with_contact=with_contact, sent=sent)),
-         media=card_photos(sent) if photos else (), **values)
+         media=card_media(sent) if with_media else (), **values)
 
 
 def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None, now: dt.datetime,
@@ -349,7 +349,7 @@ def open_case(
         leader = code == decided.duty_leader
         # The duty leader acts on an urgent case and sees it whole; the others are informed.
         tell_card(session, case, person, "case.urgent_alert" if leader else "case.informed", now,
-                  with_contact=leader, photos=leader, buttons=False, holder=holder.name)
+                  with_contact=leader, with_media=leader, buttons=False, holder=holder.name)
     return Opened(case=case, route=decided, holder=holder, post=post, deadlines=deadlines)
 
 

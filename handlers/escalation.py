@@ -481,10 +481,10 @@ class _Context:
         return f"due:{self.action.id}:{role}:{who}"
 
 
-def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, photos: bool = True,
+def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, with_media: bool = True,
              **values: object) -> None:
     # All of tell_card's options are named, so mypy knows `values` holds only message values.
-    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_contact=True, photos=photos,
+    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_contact=True, with_media=with_media,
                     buttons=True, dedupe_key=ctx.dedupe(role, person.id), **values)
 
 
@@ -505,8 +505,8 @@ def _remind(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:
         covering = True
     sent: list[str] = []
     if main is not None:
-        # The holder has the photos from their first card; someone covering has not seen them.
-        _card_to(ctx, main, "watch.remind", "main", photos=covering, number=case.number,
+        # The holder has the photos and recordings from their first card; someone covering has not.
+        _card_to(ctx, main, "watch.remind", "main", with_media=covering, number=case.number,
                  what=phrase(f"watch.what.{deadline}"), due=_due(ctx, due),
                  covering=phrase("watch.covering") if covering else "")
         sent.append(main.code)

@@ -425,6 +425,20 @@ def build_router(channel: TelegramChannel) -> Router:
 # --------------------------------------------------------------------------- sending
 
 
+# What sendVoice plays (Bot API): Ogg Opus, MP3 and M4A; other recordings go as files.
+VOICE_TYPES = ("audio/ogg", "audio/opus", "audio/mpeg", "audio/mp4", "audio/x-m4a", "audio/m4a")
+
+
+def send_method(content_type: str) -> str | None:
+    """How a kept file goes to a chat: a photo as a photo, a recording Telegram plays as a voice
+    message, any other recording (WeChat's AMR) as a file; None for anything else."""
+    if content_type.startswith("image/"):
+        return "photo"
+    if content_type in VOICE_TYPES:
+        return "voice"
+    return "document" if content_type.startswith("audio/") else None
+
+
 class _Interval:
     """At most `per_second` events per second, spaced evenly (monotonic time)."""
 
@@ -450,18 +464,21 @@ class _Interval:
 
 
 class TelegramSender:
-    """The outbox's sender for Telegram: rate limits, error mapping, long texts, photos.
+    """The outbox's sender for Telegram: rate limits, error mapping, long texts, photos and
+    recordings.
 
     - per chat: at most `per_chat_per_second`; a chat over its budget gets `retry_after`, so the
       outbox postpones that chat alone (not a failure) and others go on;
     - overall: at most `global_per_second`, by waiting for the next free slot;
     - 429 → `retry_after` from Telegram; 403 (blocked, never started) and "chat not found" →
       unreachable, never retried; 5xx and network errors → retried with backoff;
-    - a notice's kept photos (`Outgoing.media`, read from `engine`) go first, one sendPhoto each,
-      under the same limits; a photo no longer stored, or one Telegram refuses, is left out (and
-      logged) and the text goes on without it, so a bad picture never holds back a case card;
+    - a notice's kept photos and voice messages (`Outgoing.media`, read from `engine`) go first,
+      one message each (`send_method`: sendPhoto, sendVoice, or sendDocument for a recording
+      Telegram cannot play, such as WeChat's AMR), under the same limits; a file no longer
+      stored, or one Telegram refuses, is left out (and logged) and the text goes on without
+      it, so a bad file never holds back a case card;
     - text over 4096 characters is sent as several messages, the buttons on the last;
-    - the photos and parts already sent are remembered by outbox id, so a retry continues where
+    - the files and parts already sent are remembered by outbox id, so a retry continues where
       it stopped (a crash between them may repeat the ones sent before it).
     """
 
@@ -494,38 +511,44 @@ class TelegramSender:
             chat_id = int(message.address)
         except ValueError:
             return SendResult(ok=False, unreachable=True, error=f"not a Telegram chat id: {message.address!r}")
-        photos = list(message.media)
+        kept = list(message.media)
         parts = split_text(message.text)
         markup = reply_markup(message.buttons)
-        # One step per photo, then one per part of the text; progress counts steps.
+        # One step per kept file, then one per part of the text; progress counts steps.
         start = self._progress.get(message.id, 0)
-        for index in range(start, len(photos) + len(parts)):
-            photo = None
-            if index < len(photos):
-                # A chat over its budget is postponed before its photo is read from the database.
+        for index in range(start, len(kept) + len(parts)):
+            upload = None
+            if index < len(kept):
+                # A chat over its budget is postponed before its file is read from the database.
                 if (wait := self._chat(chat_id).wait()) > 0:
                     self._progress[message.id] = index
                     return SendResult(ok=False, retry_after=wait)
-                photo = await self._photo(message.id, photos[index])
-                if photo is None:
+                upload = await self._kept_file(message.id, kept[index])
+                if upload is None:
                     continue
             wait = self._chat(chat_id).take()
             if wait > 0:
                 self._progress[message.id] = index
                 return SendResult(ok=False, retry_after=wait)
             await self._global_slot()
-            if photo is not None:
-                result = await self._call(self.bot.send_photo(chat_id, photo))
+            if upload is not None:
+                method, file = upload
+                if method == "photo":
+                    result = await self._call(self.bot.send_photo(chat_id, file))
+                elif method == "voice":
+                    result = await self._call(self.bot.send_voice(chat_id, file))
+                else:
+                    result = await self._call(self.bot.send_document(chat_id, file))
             else:
-                part = index - len(photos)
+                part = index - len(kept)
                 result = await self._call(self.bot.send_message(
                     chat_id, parts[part], reply_markup=markup if part == len(parts) - 1 else None))
             if not result.ok:
                 if result.retry_after is not None:
                     self._chat(chat_id).hold(result.retry_after)
-                elif photo is not None and not result.unreachable:
-                    log.warning("telegram: photo media:%s of notice %s left out: %s",
-                                photos[index], message.id, result.error)
+                elif upload is not None and not result.unreachable:
+                    log.warning("telegram: media:%s of notice %s left out: %s",
+                                kept[index], message.id, result.error)
                     continue
                 self._progress[message.id] = index
                 if result.unreachable:
@@ -534,28 +557,32 @@ class TelegramSender:
         self._progress.pop(message.id, None)
         return SendResult(ok=True)
 
-    async def _photo(self, notice_id: int, media_id: int) -> BufferedInputFile | None:
-        """The kept photo as an upload; None (logged) when it is gone or cannot be read."""
+    async def _kept_file(self, notice_id: int, media_id: int) -> tuple[str, BufferedInputFile] | None:
+        """How the kept file goes (`send_method`) and the file as an upload; None (logged) when
+        it is gone, cannot be read, or is of a kind a chat cannot show."""
         if self.engine is None:
             return None
         try:
-            found = await anyio.to_thread.run_sync(self._read_photo, media_id)
+            found = await anyio.to_thread.run_sync(self._read_kept, media_id)
         except Exception:
-            log.exception("telegram: reading photo media:%s of notice %s failed", media_id, notice_id)
+            log.exception("telegram: reading media:%s of notice %s failed", media_id, notice_id)
             return None
         if found is None:
-            log.info("telegram: photo media:%s of notice %s is no longer kept", media_id, notice_id)
+            log.info("telegram: media:%s of notice %s is no longer kept", media_id, notice_id)
             return None
         data, content_type = found
-        return BufferedInputFile(data, filename=f"photo{mimetypes.guess_extension(content_type) or '.jpg'}")
+        method = send_method(content_type)
+        if method is None:
+            log.info("telegram: media:%s of notice %s (%s) cannot be shown", media_id, notice_id, content_type)
+            return None
+        extension = mimetypes.guess_extension(content_type) or ""
+        return method, BufferedInputFile(data, filename=f"{method}-{media_id}{extension}")
 
-    def _read_photo(self, media_id: int) -> tuple[bytes, str] | None:
+    def _read_kept(self, media_id: int) -> tuple[bytes, str] | None:
         assert self.engine is not None
         with UnitOfWork(self.engine) as uow:
             row = media.get(uow.session, media_id)
-            if row is None or not row.content_type.startswith("image/"):
-                return None
-            return bytes(row.data), row.content_type
+            return None if row is None else (bytes(row.data), row.content_type)
 
     async def _call(self, request: Awaitable[Any]) -> SendResult:
         """One Bot API call's outcome as the outbox reads it."""

@@ -1,10 +1,12 @@
-"""Links that show a case's kept photos to staff on a channel that cannot carry them (WeChat).
+"""Links that show a case's kept photos and voice messages to staff on a channel that cannot
+carry them (WeChat).
 
 WeChat lets the account send a staff member 5 customer-service messages in the 48 hours after
 they last wrote; a photo each would use them up before the case card itself. So their card ends
-with one link, `/photos/{token}`: a page with the photos, the token signed with SECRET_KEY for
-those media ids only and valid for LINK_TTL (30 days). Whoever holds the link sees those photos
-and nothing else; a forged, altered or expired token gets 404.
+with one link, `/photos/{token}`: a page with the photos (and players for the recordings), the
+token signed with SECRET_KEY for those media ids only and valid for LINK_TTL (30 days).
+Whoever holds the link sees those files and nothing else; a forged, altered or expired token
+gets 404.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bot.settings import Settings
 from bot.web.auth import sign, verify
 from bot.web.deps import Services
 from bot.web.media import kept_response
+from storage import media
 from storage.unit_of_work import UnitOfWork
 
 router = APIRouter()
@@ -45,15 +48,24 @@ def _media_ids(services: Services, token: str) -> list[int]:
 @router.get("/photos/{token}", response_class=HTMLResponse)
 def photos_page(token: str, services: Services) -> HTMLResponse:
     ids = _media_ids(services, token)
-    base = f"/photos/{quote(token, safe='')}"
-    images = "\n".join(f'<img src="{html.escape(base)}/{i}" alt="{n}">' for n, i in enumerate(ids, 1))
+    base = html.escape(f"/photos/{quote(token, safe='')}")
+    with UnitOfWork(services.engine) as uow:
+        types = media.content_types(uow.session, ids)
+    shown = []
+    for n, i in enumerate(ids, 1):
+        kind = types.get(i, "")
+        if kind.startswith("image/"):
+            shown.append(f'<img src="{base}/{i}" alt="{n}">')
+        elif kind.startswith("audio/"):
+            shown.append(f'<audio controls preload="none" src="{base}/{i}"></audio>')
+    images = "\n".join(shown)
     page = ('<!doctype html><html lang="zh"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<style>body{margin:0;background:#111}img{display:block;max-width:100%;margin:0 auto 8px}</style>'
+            '<style>body{margin:0;background:#111}img,audio{display:block;max-width:100%;margin:0 auto 8px}</style>'
             f"</head><body>{images}</body></html>")
     return HTMLResponse(page, headers={"Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer",
                                        "Content-Security-Policy": "default-src 'none'; img-src 'self'; "
-                                                                  "style-src 'unsafe-inline'"})
+                                                                  "media-src 'self'; style-src 'unsafe-inline'"})
 
 
 @router.get("/photos/{token}/{media_id}")

@@ -517,6 +517,8 @@ def test_a_photo_is_kept_and_the_grid_worker_sees_it(app: App, fake: FakeTelegra
 
 
 def test_a_picture_sent_as_a_file_and_a_voice_note_are_kept(app: App, fake: FakeTelegram) -> None:
+    fake.start_bot(WORKER, f"s_{app.invite('zhang_li')}")
+    seen(fake, WORKER, "绑定成功")
     fake.start_bot(RESIDENT, "b_ZN-B03")
     welcome = seen(fake, RESIDENT, "已登记")
     picture = tiny_png((10, 200, 90))
@@ -531,10 +533,18 @@ def test_a_picture_sent_as_a_file_and_a_voice_note_are_kept(app: App, fake: Fake
     recording = b"OggS" + bytes(range(60))
     fake.inject_voice(RESIDENT, recording)
     seen(fake, RESIDENT, "语音暂时转不成文字")
-    fake.inject_text(RESIDENT, "楼下有人半夜一直放音乐")
+    fake.inject_text(RESIDENT, "3单元门口的路灯不亮了")
     fake.wait_for_sync(lambda: len([m for m in fake.sent(RESIDENT) if "已受理" in (m.text or "")]) == 2)
     voiced = filed(fake, RESIDENT)
     assert voiced != number and kept_photos(app, voiced) == [("voice", recording, "audio/ogg")]
+    # The grid worker on Telegram gets the picture as a photo and the recording as a voice
+    # message, each just before its case's card.
+    card = seen(fake, WORKER, voiced)
+    [voice] = [m for m in fake.sent(WORKER) if m.voice]
+    assert voice.message_id == card.message_id - 1 and voice.voice is not None
+    assert held(fake, voice.voice) == recording
+    [photo] = [m for m in fake.sent(WORKER) if m.photo]
+    assert photo.photo is not None and held(fake, photo.photo) == picture
 
     # Any other file is still answered with what we can read, and files nothing.
     fake.inject_document(RESIDENT, b"%PDF-1.4", "notice.pdf", "application/pdf")

@@ -440,12 +440,14 @@ async def test_a_grid_worker_on_wechat_gets_the_photos_as_one_link(wechat_app: F
     resident = await app.bound_resident()
     photo = tiny_png((0, 120, 250))
     await app.fake.sends_image(resident, media_id="MEDIA789", data=photo, content_type="image/png")
+    recording = b"#!AMR\n" + os.urandom(48)
+    await app.fake.sends_voice(resident, media_id="VOICE789", data=recording)  # not transcribed
     filed = await app.fake.says(resident, "楼道灯坏了")
     number = NUMBER.search(filed.text or "").group(0)  # type: ignore[union-attr]
 
     card = await app.seen(staff_openid, number)
-    found = re.search(r"照片 1 张：(\S+)", card)
-    assert found and "居民发来：照片 1 张" in card, card
+    found = re.search(r"照片/语音 2 个：(\S+)", card)
+    assert found and "居民发来：照片 1 张 · 语音 1 条" in card, card
     # One message for the card and its photo: the worker's 5 messages in 48 h are not spent on pictures.
     assert len([s for s in app.fake.sent("custom", staff_openid) if number in s.text]) == 1
     path = httpx.URL(found.group(1)).raw_path.decode()
@@ -456,9 +458,12 @@ async def test_a_grid_worker_on_wechat_gets_the_photos_as_one_link(wechat_app: F
     [src] = re.findall(r'<img src="([^"]+)"', page.text)
     got = browser.get(src)
     assert got.status_code == 200 and got.content == photo and got.headers["content-type"] == "image/png"
+    [played] = re.findall(r'<audio controls preload="none" src="([^"]+)"', page.text)
+    heard = browser.get(played)
+    assert (heard.status_code, heard.content, heard.headers["content-type"]) == (200, recording, "audio/amr")
 
     # The link shows those photos only, and only as signed.
-    other_id = int(src.rsplit("/", 1)[1]) + 1
+    other_id = max(int(src.rsplit("/", 1)[1]), int(played.rsplit("/", 1)[1])) + 1
     assert browser.get(src.rsplit("/", 1)[0] + f"/{other_id}").status_code == 404
     assert browser.get(path[:-3] + "xyz").status_code == 404
     assert browser.get(path.replace("photos%3A", "photos%3A9")).status_code == 404

@@ -152,6 +152,8 @@ class SentMessage:
     photo: str | None
     edits: tuple[dict[str, Any], ...]
     deleted: bool
+    voice: str | None = None  # the file_id of a voice message the bot sent
+    document: str | None = None  # the file_id of a file the bot sent
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,8 @@ class FakeTelegram:
             "getme": self._get_me,
             "sendmessage": self._send_message,
             "sendphoto": self._send_photo,
+            "sendvoice": self._send_voice,
+            "senddocument": self._send_document,
             "editmessagetext": self._edit_message_text,
             "editmessagereplymarkup": self._edit_message_reply_markup,
             "deletemessage": self._delete_message,
@@ -932,6 +936,36 @@ class FakeTelegram:
             content["caption"] = caption
         return dict(self._bot_message(bot, chat, content, markup).data)
 
+    def _send_voice(self, bot: _Bot, params: dict[str, Any]) -> dict[str, Any]:
+        return self._send_file(bot, params, "voice", "voice/file_{n}.oga", "audio/ogg")
+
+    def _send_document(self, bot: _Bot, params: dict[str, Any]) -> dict[str, Any]:
+        return self._send_file(bot, params, "document", "documents/file_{n}", None)
+
+    def _send_file(self, bot: _Bot, params: dict[str, Any], field: str, path: str,
+                   mime_type: str | None) -> dict[str, Any]:
+        """sendVoice / sendDocument with an upload or a file_id this bot knows."""
+        markup = self._checked_markup(params.get("reply_markup"))
+        chat = self._chat_for_sending(bot, params.get("chat_id"))
+        sent = params.get(field)
+        if isinstance(sent, _Upload):
+            n = next(self._ids)
+            stored = _File(f"BQAD{bot.id}-{n}", f"AgAD{n}", path.format(n=n), sent.content)
+            bot.files[stored.file_id] = stored
+            name = sent.filename
+        elif isinstance(sent, str) and sent in bot.files:
+            stored, name = bot.files[sent], sent
+        else:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        self._count_send(bot, chat)
+        described: dict[str, Any] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                                     "file_size": len(stored.content or b"")}
+        if field == "voice":
+            described |= {"duration": 1, "mime_type": mime_type}
+        else:
+            described |= {"file_name": name}
+        return dict(self._bot_message(bot, chat, {field: described}, markup).data)
+
     def _edit_message_text(self, bot: _Bot, params: dict[str, Any]) -> dict[str, Any]:
         message = self._message_to_edit(bot, params)
         text = _visible(str(params.get("text") or ""), params.get("parse_mode"))
@@ -1413,7 +1447,9 @@ class FakeTelegram:
             if message.sent_markup else None,
             photo=photo[-1]["file_id"] if photo else None,
             edits=tuple(json.loads(json.dumps(e)) for e in message.edits),
-            deleted=message.deleted)
+            deleted=message.deleted,
+            voice=data["voice"]["file_id"] if "voice" in data else None,
+            document=data["document"]["file_id"] if "document" in data else None)
 
     def _take_fault(self, bot: _Bot, method: str) -> _Fault | None:
         for fault in bot.faults:

@@ -305,13 +305,13 @@ async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: S
 
 async def test_the_staff_card_carries_the_kept_photos(chat: Chat, services: Services) -> None:
     from bot.channels.base import Attachment, Incoming
-    from handlers.cases import MAX_CARD_PHOTOS
+    from handlers.cases import MAX_CARD_MEDIA
     from storage import media
 
     resident = chat.resident(0)
     with UnitOfWork(services.engine) as uow:
         ids = [media.put(uow.session, f"photo {n}".encode(), "image/jpeg").id or 0
-               for n in range(MAX_CARD_PHOTOS + 1)]
+               for n in range(MAX_CARD_MEDIA + 1)]
         uow.commit()
     # A photo known only by the platform's reference, and a location, are not pictures to send.
     sent = [Attachment(kind="photo", ref="AgACAgIAAx0"), Attachment(kind="location", ref="东门")]
@@ -330,6 +330,6 @@ async def test_the_staff_card_carries_the_kept_photos(chat: Chat, services: Serv
 
         # The first five kept photos, oldest first, on the card to the case's holder; the
         # resident's own notices carry none.
-        assert media_of(case, case.holder_id) == [ids[:MAX_CARD_PHOTOS]]
+        assert media_of(case, case.holder_id) == [ids[:MAX_CARD_MEDIA]]
         assert all(m == [] for m in media_of(case, None))
         assert media_of(other, other.holder_id) == [[]]

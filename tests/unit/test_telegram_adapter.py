@@ -13,6 +13,7 @@ from bot.channels.telegram import (
     content_type_of,
     outbox_buttons,
     reply_markup,
+    send_method,
     split_text,
     translate_callback,
     translate_message,
@@ -139,3 +140,13 @@ def test_long_text_is_split_within_telegrams_limit() -> None:
     assert all(utf16_len(p) <= MAX_TEXT for p in split_text(emoji))
     assert "".join(split_text(emoji)) == emoji
     assert split_text("短") == ["短"]
+
+
+@pytest.mark.parametrize(("content_type", "method"), [
+    ("image/jpeg", "photo"), ("image/png", "photo"),
+    ("audio/ogg", "voice"), ("audio/mpeg", "voice"), ("audio/mp4", "voice"),
+    ("audio/amr", "document"),  # WeChat's recordings: Telegram cannot play them as voice
+    ("application/pdf", None),
+])
+def test_a_kept_file_goes_the_way_telegram_can_show_it(content_type: str, method: str | None) -> None:
+    assert send_method(content_type) == method
