@@ -65,7 +65,11 @@ class WeChatApp:
         ticket = await asyncio.to_thread(wc.create_scene_qr, self.client, building)
         openid = new_openid()
         result = await self.fake.scans(openid, ticket["ticket"])
-        assert result.outcome == "delivered", result.reason
+        if result.outcome != "delivered":
+            # Past the reply budget (a short one, on a busy machine) the app answers "success"
+            # and the welcome follows as a customer-service message.
+            assert result.outcome == "nothing", result.reason
+            await self.seen(openid, "已登记", kind="custom")
         return openid
 
     @property
