@@ -37,7 +37,7 @@ def _figures(args: argparse.Namespace) -> int:
                 return 2
             reports = []
             for community in communities:
-                today = directory.calendar_of(community).to_local(now).date()
+                today = directory.calendar_of(community).local_date(now)
                 try:
                     start, end = figures.period(args.period or "", today)
                 except BadInput as exc:

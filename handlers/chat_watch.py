@@ -77,7 +77,7 @@ def digest(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
 @dispatch.command("/figures", "工单指标", "工單指標", "figures", staff=True)
 def show_figures(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _person(actor)
-    today = directory.calendar_of(directory.community(desk.session, person.community_id)).to_local(desk.now).date()
+    today = directory.calendar_of(directory.community(desk.session, person.community_id)).local_date(desk.now)
     try:
         by, start, end = figures.read_request(arg, today)
     except BadInput:

@@ -867,7 +867,7 @@ def digest_text(session: Session, person: t.Person, now: dt.datetime, lang: str)
             if dead:
                 parts.append(say(lang, "watch.digest_dead_head", count=len(dead)))
                 parts.append("\n".join(dead_lines(dead, lang, tz)))
-        today = directory.calendar_of(community).to_local(now).date()
+        today = directory.calendar_of(community).local_date(now)
         if today == first_working_day(today):
             # The month's figures, once, on the first working day of the next.
             last = today.replace(day=1) - dt.timedelta(days=1)

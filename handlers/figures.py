@@ -40,6 +40,8 @@ from storage.tables import OPEN_STATES, CaseState
 GROUPINGS = ("community", "committee", "grid", "worker")
 RESOLVED = (CaseState.RESOLVED, CaseState.CLOSED)
 SATISFIED = ("satisfied", "basically_satisfied")
+# The rates of a row, in the order they are shown.
+RATE_COLUMNS = ("responded", "resolved_on_time", "resolved", "satisfied")
 # Periods are read within these years: dates far outside them overflow the time zone arithmetic.
 FIRST_YEAR, LAST_YEAR = 2000, 2100
 
@@ -68,10 +70,15 @@ class Row:
     ratings: dict[str, int] = field(default_factory=dict)
     overdue: int = 0
 
+    def rate(self, name: str) -> Rate:
+        rate: Rate = getattr(self, name)
+        return rate
+
     def as_dict(self) -> dict[str, Any]:
-        rates = {name: {"done": r.done, "of": r.of, "rate": None if r.value is None else round(r.value, 4)}
-                 for name, r in (("responded", self.responded), ("resolved_on_time", self.resolved_on_time),
-                                 ("resolved", self.resolved), ("satisfied", self.satisfied))}
+        rates = {}
+        for name in RATE_COLUMNS:
+            r = self.rate(name)
+            rates[name] = {"done": r.done, "of": r.of, "rate": None if r.value is None else round(r.value, 4)}
         return {"key": self.key, "name": self.name, "cases": self.cases, **rates,
                 "ratings": self.ratings, "overdue": self.overdue}
 
@@ -204,16 +211,12 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
 
 
 def _total(rows: Sequence[Row], name: str) -> Row:
-    def add(rates: Sequence[Rate]) -> Rate:
-        return Rate(sum(r.done for r in rates), sum(r.of for r in rates))
-
     ratings: Counter[str] = Counter()
     for row in rows:
         ratings.update(row.ratings)
-    return Row(key=None, name=name, cases=sum(r.cases for r in rows),
-               responded=add([r.responded for r in rows]),
-               resolved_on_time=add([r.resolved_on_time for r in rows]),
-               resolved=add([r.resolved for r in rows]), satisfied=add([r.satisfied for r in rows]),
+    rates = {column: Rate(sum(r.rate(column).done for r in rows), sum(r.rate(column).of for r in rows))
+             for column in RATE_COLUMNS}
+    return Row(key=None, name=name, cases=sum(r.cases for r in rows), **rates,
                ratings=dict(sorted(ratings.items())), overdue=sum(r.overdue for r in rows))
 
 
@@ -251,9 +254,6 @@ def read_request(text: str, today: dt.date) -> tuple[str, dt.date, dt.date]:
     return by, start, end
 
 
-RATE_COLUMNS = ("responded", "resolved_on_time", "resolved", "satisfied")
-
-
 def table(report: Figures, lang: str) -> list[list[object]]:
     """The figures as a spreadsheet: a header, one row per group, the total last. Each rate
     gives its count, its base and the percentage (empty when nothing is counted yet)."""
@@ -269,7 +269,7 @@ def table(report: Figures, lang: str) -> list[list[object]]:
     for row, label in labelled:
         line: list[object] = [label, row.cases]
         for column in RATE_COLUMNS:
-            rate: Rate = getattr(row, column)
+            rate = row.rate(column)
             line += [rate.done, rate.of, "" if rate.value is None else round(rate.value * 100, 1)]
         rows.append([*line, row.overdue])
     return rows
@@ -297,10 +297,11 @@ def render(report: Figures, lang: str) -> str:
                    by=say(lang, f"figures.by.{report.by}"), **dates)
     if not report.total.cases:
         return "\n".join([head, say(lang, "figures.none", **dates)])
-    lines = [head]
-    if not report.own:
-        lines += [_line(lang, row, row.name or say(lang, "figures.no_grid")) for row in report.rows]
-    lines.append(_line(lang, report.total, say(lang, "figures.total") if not report.own else report.total.name
-                       or ""))
+    if report.own:
+        # One person's own row, under their name.
+        lines = [head, _line(lang, report.total, report.total.name or "")]
+    else:
+        lines = [head, *(_line(lang, row, row.name or say(lang, "figures.no_grid")) for row in report.rows),
+                 _line(lang, report.total, say(lang, "figures.total"))]
     lines.append(say(lang, "figures.legend"))
     return "\n".join(lines)

@@ -34,7 +34,7 @@ def get_figures(address: Address, services: Services, by: str = "grid", period: 
         if person is None:
             raise HTTPException(status_code=403, detail="figures are for staff")
         now = services.clock.now()
-        today = directory.calendar_of(directory.community(uow.session, person.community_id)).to_local(now).date()
+        today = directory.calendar_of(directory.community(uow.session, person.community_id)).local_date(now)
         try:
             if by not in figures.GROUPINGS:
                 raise BadInput(f"by must be one of {', '.join(figures.GROUPINGS)}")
