@@ -24,7 +24,7 @@ from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
 from handlers.errors import InvalidState, NotAllowed, NotFound
-from handlers.notify import Localised, moment, phrase, tell
+from handlers.notify import Localised, MessageValue, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
@@ -210,14 +210,13 @@ def card_media(sent: Sequence[t.Attachment]) -> list[int]:
 
 def tell_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime, *,
               with_contact: bool = True, with_media: bool = True, buttons: bool = True,
-              dedupe_key: str | None = None, **values: object) -> None:
+              dedupe_key: str | None = None, **values: MessageValue) -> None:
     """Tell a staff member `key` with the case's card in their language: with the resident's
     contact, the kept photos and voice messages, and the action buttons for those who handle
     it; an informed copy (`with_contact`, `with_media` and `buttons` False) is for reading only."""
     sent = attachments_of(session, case)
-    # All of tell's options are named, so mypy knows `values` holds only message values.
-    tell(session, now, key, resident=None, person=person, case=case, prefer=None,
-         buttons=staff_buttons(case) if buttons else (), topic="", dedupe_key=dedupe_key,
+    tell(session, now, key, person=person, case=case,
+         buttons=staff_buttons(case) if buttons else (), dedupe_key=dedupe_key,
          card=Localised(lambda lang: case_card(session, case, lang, with_contact=with_contact, sent=sent)),
          media=card_media(sent) if with_media else (), **values)
 
@@ -242,11 +241,9 @@ def _tell_first_responder(session: Session, case: t.Case, actor: t.Person | None
 
 
 def _tell_resident(session: Session, case: t.Case, key: str, now: dt.datetime,
-                   buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: object) -> None:
-    # All of tell's options are named, so mypy knows `values` holds only message values.
-    tell(session, now, key, resident=_resident(session, case), person=None, case=case,
-         prefer=case.channel, buttons=buttons, topic="", dedupe_key=None, media=(),
-         number=case.number, **values)
+                   buttons: Sequence[Sequence[tuple[str, str]]] = (), **values: MessageValue) -> None:
+    tell(session, now, key, resident=_resident(session, case), case=case, prefer=case.channel,
+         buttons=buttons, number=case.number, **values)
 
 
 # --------------------------------------------------------------------------- opening

@@ -28,7 +28,7 @@ from sqlmodel import col
 
 from handlers import cases, directory
 from handlers.errors import BadInput, InvalidState, NotAllowed, NotFound
-from handlers.notify import Localised, moment, phrase, tell
+from handlers.notify import Localised, MessageValue, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
@@ -215,7 +215,7 @@ def _tell_supporters(
     key: str,
     now: dt.datetime,
     buttons: Sequence[Sequence[tuple[str, str]]] = (),
-    **values: object,
+    **values: MessageValue,
 ) -> None:
     """Tell the proposer and co-signers (values as for `tell`, `Localised` ones included)."""
     for resident in supporters(session, proposal):
@@ -223,15 +223,10 @@ def _tell_supporters(
             session,
             now,
             key,
-            # All of tell's options are named, so mypy knows `values` holds only message values.
             resident=resident,
-            person=None,
-            case=None,
             prefer=proposal.channel,
             buttons=buttons,
             topic=key,
-            dedupe_key=None,
-            media=(),
             number=proposal.number,
             title=proposal.title,
             **values,

@@ -74,7 +74,7 @@ from sqlmodel import col
 
 from handlers import cases, directory, figures
 from handlers.deadlines import WorkingCalendar, is_working_day
-from handlers.notify import Localised, language_of, moment, phrase, tell
+from handlers.notify import Localised, MessageValue, language_of, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import RoutingTable, duty_leader, is_absent, seat_holder
 from storage import scheduler
@@ -482,10 +482,9 @@ class _Context:
 
 
 def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, with_media: bool = True,
-             **values: object) -> None:
-    # All of tell_card's options are named, so mypy knows `values` holds only message values.
-    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_contact=True, with_media=with_media,
-                    buttons=True, dedupe_key=ctx.dedupe(role, person.id), **values)
+             **values: MessageValue) -> None:
+    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_media=with_media,
+                    dedupe_key=ctx.dedupe(role, person.id), **values)
 
 
 def _due(ctx: _Context, at: dt.datetime) -> Localised:

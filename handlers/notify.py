@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,6 +25,9 @@ from storage import outbox
 from storage import tables as t
 
 ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
+# What a catalogue message is formatted with: text, a number, a `Localised`. Typed Any so that a
+# helper can pass its `**values` on to `tell` without restating tell's own options.
+MessageValue = Any
 CHANNEL_PREFERENCE = ("telegram", "wechat", "web")
 
 
@@ -144,7 +148,7 @@ def tell(
     topic: str = "",
     dedupe_key: str | None = None,
     media: Sequence[int] = (),
-    **values: object,
+    **values: MessageValue,
 ) -> t.Outbox:
     """Queue the catalogue message `key` for a resident or a person, with the kept photos
     `media` for a channel that can show them; `Localised` values are rendered in the language
