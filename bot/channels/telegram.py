@@ -216,7 +216,7 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
-# --------------------------------------------------------------------------- photos
+# --------------------------------------------------------------------------- kept files
 
 
 def content_type_of(kind: str, file_path: str) -> str:
