@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     nlu_backend: Literal["embedded", "rasa"] = "embedded"
     nlu_model_dir: Path | None = None
     rasa_url: str = "http://127.0.0.1:5005"
+    # Seconds to wait for the Rasa server before the embedded model reads the message instead.
+    rasa_timeout: float = Field(default=2.0, gt=0, le=30)
+    # Rasa's `--auth-token`, sent as ?token=… on every parse.
+    rasa_token: str | None = None
     clarify_below: float = Field(default=0.6, ge=0, le=1)
     max_message_chars: int = Field(default=2000, ge=10)
 
@@ -111,6 +115,11 @@ class Settings(BaseSettings):
     wechat_reply_budget_seconds: float = Field(default=4.0, gt=0, le=4.5)
     # How long a notice waits for the resident's next message when no window or template is left.
     wechat_hold_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    # A push whose timestamp is further than this from now gets 403; a (timestamp, nonce) pair
+    # seen before inside the window gets 403 too (replay).
+    wechat_freshness_seconds: int = Field(default=300, ge=30, le=3600)
+    # With an EncodingAESKey set only safe (and compatible) mode is accepted, unless this is true.
+    wechat_allow_plain: bool = False
 
     @field_validator("watch_chain", "watch_urgent_chain")
     @classmethod
@@ -127,6 +136,8 @@ class Settings(BaseSettings):
             if self.environment == "production":
                 raise ValueError("SECRET_KEY must be set in production")
             self.secret_key = _local_secret()
+        if self.environment == "production" and self.demo:
+            raise ValueError("DEMO=true is refused in production: the persona picker signs anyone in")
         if self.environment == "production":
             unsafe = [
                 name

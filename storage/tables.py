@@ -98,11 +98,13 @@ class Leave(SQLModel, table=True):
 
 
 class Post(SQLModel, table=True):
-    """A post (岗位) with its A holder and B holder (AB岗)."""
+    """A post (岗位) with its A holder and B holder (AB岗). Codes are per community: every
+    community of a district may have its own `front_desk` or `mediation`."""
 
+    __table_args__ = (UniqueConstraint("community_id", "code"),)
     id: int | None = Field(default=None, primary_key=True)
     community_id: int = Field(foreign_key="community.id", index=True)
-    code: str = Field(unique=True, max_length=32)
+    code: str = Field(max_length=32)
     name: str
     kind: str
     grid_id: int | None = Field(default=None, foreign_key="grid.id")
@@ -380,13 +382,19 @@ class ChatLine(SQLModel, table=True):
     did not commit leaves no line.
     """
 
-    __table_args__ = (Index("ix_chatline_address", "channel", "address", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_chatline_address", "channel", "address", "created_at", "id"),
+        Index("ux_chatline_client_id", "channel", "address", "client_id", unique=True),
+    )
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=16)
     address: str = Field(max_length=128)
     direction: str = Field(max_length=3)  # in | out
     text: str
     action: str = Field(default="", max_length=64)
+    # The page's own id for an "in" line: a retried send with the same id is answered from the
+    # lines already stored and files nothing new.
+    client_id: str | None = Field(default=None, max_length=64)
     buttons: list[list[dict[str, str]]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
