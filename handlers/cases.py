@@ -11,6 +11,7 @@ transaction; the caller commits once, so a case never exists without its notices
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,16 +24,18 @@ from sqlmodel import col
 from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
-from handlers.errors import InvalidState, NotAllowed, NotFound
+from handlers.errors import InvalidState, NotFound
 from handlers.notify import Localised, MessageValue, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
 from storage import tables as t
 from storage.clock import as_utc
+from storage.log_context import note_case
 from storage.sequences import append_event, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
 
+log = logging.getLogger(__name__)
 # Limits used when a category is missing from the registry (an unroutable category).
 FALLBACK_LIMITS = TimeLimits(acknowledge_hours=4, reply_days=2, resolve_days=10)
 RATINGS = {"s": "satisfied", "b": "basically_satisfied", "u": "unsatisfied"}
@@ -61,6 +64,8 @@ def record(
     **data: Any,
 ) -> t.CaseEvent:
     """Append one event to the case's history."""
+    note_case(case.number)  # later lines of this message or request name the case too
+    log.info("case event: %s", action, extra={"case": case.number})  # never the note: it is people's words
     return append_event(session, t.CaseEvent, "case_id", case.id, at=now, action=action,
                         person=person, resident=resident, note=note, data=data)
 
@@ -306,7 +311,7 @@ def open_case(
             community.urgent_ack_minutes, community.urgent_reply_minutes, community.urgent_resolve_hours
         ),
     )
-    post = directory.post_by_code(session, decided.post)
+    post = directory.post_by_code(session, community.id or 0, decided.post)
     holder = directory.person_by_code(session, decided.holder)
     case = t.Case(
         number=next_number(session, community, now),
@@ -365,8 +370,10 @@ def _may_handle(session: Session, case: t.Case, person: t.Person) -> bool:
 
 
 def _check_staff(session: Session, case: t.Case, person: t.Person) -> None:
+    """Staff who may not handle a case do not learn it exists: the same "not found" as for a
+    number that was never given (another community's case included)."""
     if not _may_handle(session, case, person):
-        raise NotAllowed(number=case.number)
+        raise NotFound(what=case.number)
 
 
 def acknowledge(session: Session, case: t.Case, person: t.Person, now: dt.datetime) -> t.Case:
@@ -417,9 +424,7 @@ def transfer(session: Session, case: t.Case, person: t.Person, post_code: str, n
     _check_staff(session, case, person)
     if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
         raise InvalidState(number=case.number, state=case.state)
-    target = directory.post_by_code(session, post_code)
-    if target.community_id != case.community_id:
-        raise NotFound(what=post_code)
+    target = directory.post_by_code(session, case.community_id, post_code)
     if target.id == case.post_id and case.state != CaseState.RETURNED:
         raise InvalidState(number=case.number, state=case.state)
     community = _community(session, case)
@@ -463,7 +468,7 @@ def _send_to_front_desk(session: Session, case: t.Case, now: dt.datetime, *, per
     day = directory.calendar_of(community).local_date(now)
     holder = directory.person_by_code(session, (seat_holder(seat, day, table) or (seat.a, False))[0])
     old_post = session.get(t.Post, case.post_id) if case.post_id else None
-    case.post_id = directory.post_by_code(session, seat.code).id
+    case.post_id = directory.post_by_code(session, case.community_id, seat.code).id
     case.holder_id = holder.id
     case.state = CaseState.RETURNED
     record(session, case, "returned", now, person=person, note=reason,
@@ -522,18 +527,41 @@ def rate(session: Session, case: t.Case, resident: t.Resident, rating: str, comm
         raise InvalidState(number=case.number, state=case.state)
     if case.state != CaseState.RESOLVED:
         raise InvalidState(number=case.number, state=case.state)
-    case.rating = rating
-    case.rating_comment = comment
-    record(session, case, "rated", now, resident=resident, note=comment, rating=rating)
-    holder = accountable(session, case)
-    tell(session, now, "case.rated_for_staff", person=holder, case=case, number=case.number,
-         rating=phrase(f"rating.{rating}"), comment=comment)
+    _record_rating(session, case, resident, rating, comment, now)
     if rating == "unsatisfied":
         _reopen(session, case, resident, comment, now)
     else:
-        case.state = CaseState.CLOSED
-        case.closed_at = now
+        close_rated(case, now)
     return case
+
+
+def _record_rating(session: Session, case: t.Case, resident: t.Resident, rating: str, comment: str,
+                   now: dt.datetime, **data: Any) -> None:
+    """The resident's rating on the case, its "rated" event (what 满意率 counts) and the notice
+    to the accountable staff member."""
+    case.rating = rating
+    case.rating_comment = comment
+    record(session, case, "rated", now, resident=resident, note=comment, rating=rating, **data)
+    holder = accountable(session, case)
+    tell(session, now, "case.rated_for_staff", person=holder, case=case, number=case.number,
+         rating=phrase(f"rating.{rating}"), comment=comment)
+
+
+def close_rated(case: t.Case, now: dt.datetime) -> None:
+    case.state = CaseState.CLOSED
+    case.closed_at = now
+
+
+def rate_by_evaluation(session: Session, case: t.Case, resident: t.Resident, rating: str,
+                       comment: str, now: dt.datetime, *, proposal: str) -> None:
+    """The proposer's evaluation of a council decision's execution rates its execution case and
+    closes it, whatever the rating: an unsatisfied evaluation goes to the council's evaluation
+    meeting rather than reopening the case, and nothing is left to rate (满意率 counts it once)."""
+    _check_owner(case, resident)
+    if case.state != CaseState.RESOLVED:
+        raise InvalidState(number=case.number, state=case.state)
+    _record_rating(session, case, resident, rating, comment, now, proposal=proposal)
+    close_rated(case, now)
 
 
 def reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, now: dt.datetime) -> t.Case:
@@ -600,13 +628,17 @@ def find(session: Session, ref: str | int) -> t.Case:
 def for_resident(session: Session, ref: str | int, resident: t.Resident) -> t.Case:
     """A resident's own case; somebody else's case does not exist for them."""
     case = find(session, ref)
-    _check_owner(case, resident)
+    if case.resident_id != resident.id:
+        raise NotFound(what=str(ref))  # word for word what an unknown `ref` gets
     return case
 
 
 def for_staff(session: Session, ref: str | int, person: t.Person) -> t.Case:
+    """A case the staff member may handle; any other case does not exist for them, exactly as
+    a case that is not somebody's own does not exist for a resident."""
     case = find(session, ref)
-    _check_staff(session, case, person)
+    if not _may_handle(session, case, person):
+        raise NotFound(what=str(ref))
     return case
 
 

@@ -34,10 +34,17 @@ def _person(actor: Actor) -> t.Person:
     return actor.person
 
 
+# Case ids are 64-bit: a longer number (or a digit that is no decimal, like ²) names no case, and
+# the database driver would fail on it.
+CASE_ID_MAX = 2**63 - 1
+
+
 def _case_id(arg: str) -> str:
     ref = arg.split(":", 1)[0].split(" ", 1)[0].strip()
     if not ref:
         raise BadInput("no case", reason="no_case")
+    if ref.isdigit() and not (ref.isdecimal() and len(ref) < 20 and int(ref) <= CASE_ID_MAX):
+        raise NotFound(what=ref)
     return ref
 
 
@@ -264,7 +271,7 @@ def case_status(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if resident is None:
         return binding_prompt(desk, actor)
     if arg.strip():
-        case = cases.for_resident(desk.session, arg.strip(), resident)
+        case = cases.for_resident(desk.session, _case_id(arg), resident)
         return [Reply(cases.status_text(desk.session, case, actor.lang), buttons=_resident_case_buttons(actor, case))]
     mine = cases.of_resident(desk.session, resident, MAX_LISTED)
     if not mine:
@@ -317,7 +324,7 @@ def rate_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 
 
 def _rate(desk: Desk, actor: Actor, ref: str, rating: str, comment: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, ref, _resident(actor))
+    case = cases.for_resident(desk.session, _case_id(ref), _resident(actor))
     cases.rate(desk.session, case, _resident(actor), rating, comment, desk.now)
     if case.state == CaseState.REOPENED:
         desk.expect(actor.channel, actor.address, "add", case=case.id)
@@ -389,7 +396,7 @@ def acknowledge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 @dispatch.action("trf", staff=True)
 def transfer_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ref, _, post_code = arg.partition(":")
-    case = cases.for_staff(desk.session, ref, _person(actor))
+    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
     if not post_code:
         rows = tuple(
             (Button(p.name, f"trf:{case.id}:{p.code}"),)
@@ -397,7 +404,7 @@ def transfer_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
             if p.id != case.post_id
         )
         return [Reply(say(actor.lang, "staff.pick_post", number=case.number), buttons=rows)]
-    directory.post_by_code(desk.session, post_code)
+    directory.post_by_code(desk.session, case.community_id, post_code)
     desk.expect(actor.channel, actor.address, "transfer", case=case.id, post=post_code)
     return [Reply(say(actor.lang, "staff.ask_transfer_note", number=case.number), expects_text=True)]
 
@@ -416,9 +423,9 @@ def transfer_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) 
 
 
 def _transfer(desk: Desk, actor: Actor, ref: str, post_code: str, note: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, ref, _person(actor))
+    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
     cases.transfer(desk.session, case, _person(actor), post_code, note, desk.now)
-    post = directory.post_by_code(desk.session, post_code)
+    post = directory.post_by_code(desk.session, case.community_id, post_code)
     return [Reply(say(actor.lang, "staff.transferred", number=case.number, post=post.name))]
 
 
@@ -442,8 +449,8 @@ def _text_step(*, prefix: str, commands: tuple[str, ...], what: str, staff: bool
 
     def find(desk: Desk, actor: Actor, ref: str) -> t.Case:
         if staff:
-            return cases.for_staff(desk.session, ref, _person(actor))
-        return cases.for_resident(desk.session, ref, _resident(actor))
+            return cases.for_staff(desk.session, _case_id(ref), _person(actor))
+        return cases.for_resident(desk.session, _case_id(ref), _resident(actor))
 
     def ask_for_text(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
         case = find(desk, actor, _case_id(arg))

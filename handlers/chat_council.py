@@ -3,7 +3,8 @@
 Residents: a proposal (classified as one, or "/propose text"); similar open proposals are offered
 first ("co-sign it instead"); /proposals (their council's proposals with stage and co-signs);
 /proposal N; /cosign N (附议); /withdraw N; /retitle N title; evaluation buttons (述职评议).
-Secretary and director: /meeting KIND YYYY-MM-DD HH:MM PLACE [notify]; /meetings; /agenda [ID];
+Secretary and director: /meeting KIND YYYY-MM-DD HH:MM PLACE [notify]; /meeting move ID
+YYYY-MM-DD (the day it was actually held); /meetings; /agenda [ID];
 /merge FROM INTO; /reject N reason; /tocase N service_request|complaint [note]; /discuss N;
 /decide N; /adopt N [POST] YYYY-MM-DD decision; /notadopt N reason; /retitle N title;
 /export ID [md|docx]. Agenda items carry buttons for the common moves.
@@ -404,10 +405,15 @@ def parse_when(date_text: str, time_text: str, community: t.Community) -> dt.dat
     return directory.calendar_of(community).to_utc(local)
 
 
+MOVE_WORDS = ("move", "改期")
+
+
 @dispatch.command("/meeting", "开会", "開會", "/schedule", staff=True)
 def schedule_meeting(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     words = arg.split()
+    if words and words[0].lower() in MOVE_WORDS:
+        return _move_meeting(desk, actor, person, words[1:])
     if len(words) > 1 and "T" in words[1]:  # 2026-11-28T19:00
         date_part, _, time_part = words[1].partition("T")
         words = [words[0], date_part, time_part, *words[2:]]
@@ -439,6 +445,17 @@ def schedule_meeting(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     return [
         Reply(text, buttons=((Button(say(actor.lang, "council.button_agenda"), f"ag:{row.id}"),),))
     ]
+
+
+def _move_meeting(desk: Desk, actor: Actor, person: t.Person, words: list[str]) -> list[Reply]:
+    """/meeting move ID 2026-12-03: the meeting was (or will be) held on another day."""
+    if len(words) != 2 or not _is_date(words[1]):
+        raise BadInput("usage", reason="council_usage_meeting_move")
+    row = council.meeting(desk.session, words[0], person.community_id)
+    was = council.move_meeting(desk.session, person, row, dt.date.fromisoformat(words[1]), desk.now)
+    community = directory.community(desk.session, person.community_id)
+    return [Reply(say(actor.lang, "council.meeting_moved", id=row.id, was=was.isoformat(),
+                      meeting=council.meeting_label(actor.lang, row, community.timezone)))]
 
 
 @dispatch.command("/meetings", "会议", "會議", staff=True)
@@ -644,17 +661,21 @@ def _to_case_buttons(lang: str, proposal: t.Proposal) -> tuple[tuple[Button, ...
 
 def _reason_step(*, prefix: str, commands: tuple[str, ...], what: str, ask: str, done: str,
                  apply: Callable[[Session, t.Proposal, t.Person, str, dt.datetime], object],
-                 offer: Callable[[str, t.Proposal], tuple[tuple[Button, ...], ...]] | None = None
+                 offer: Callable[[str, t.Proposal], tuple[tuple[Button, ...], ...]] | None = None,
+                 check: Callable[[Session, t.Proposal, t.Person, dt.datetime], object] | None = None
                  ) -> None:
     """Register a secretary's step on a proposal that needs a reason (reject, not adopt).
 
-    Its button asks for the reason (with `offer`'s buttons beside the prompt); its command
-    carries it (`/reject P reason`) or asks when it does not; the next message answers.
+    Its button asks for the reason (with `offer`'s buttons beside the prompt) once `check`
+    allows the step; its command carries it (`/reject P reason`) or asks when it does not; the
+    next message answers.
     """
 
     def ask_for_reason(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-        _secretary(desk, actor)
+        person = _secretary(desk, actor)
         proposal = _find_for(desk, actor, arg)
+        if check is not None:
+            check(desk.session, proposal, person, desk.now)
         desk.expect(actor.channel, actor.address, what, proposal=proposal.id)
         return [Reply(say(actor.lang, ask, number=proposal.number), expects_text=True,
                       buttons=offer(actor.lang, proposal) if offer else ())]
@@ -713,8 +734,9 @@ def _to_case(desk: Desk, actor: Actor, ref: str, kind: str, note: str) -> list[R
 
 @dispatch.action("pa", staff=True)
 def adopt_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    _secretary(desk, actor)
+    person = _secretary(desk, actor)
     proposal = _find_for(desk, actor, arg)
+    council.check_decision_due(desk.session, proposal, person, desk.now)  # before asking for it
     desk.expect(actor.channel, actor.address, "proposal_adopt", proposal=proposal.id)
     return [Reply(say(actor.lang, "council.ask_adopt", number=proposal.number), expects_text=True)]
 
@@ -772,6 +794,7 @@ def _is_date(text: str) -> bool:
 _reason_step(
     prefix="pna", commands=("/notadopt", "不通过提议", "不通過提議"), what="proposal_not_adopt",
     ask="council.ask_not_adopt_reason", done="council.not_adopted_done", apply=council.not_adopt,
+    check=council.check_decision_due,
 )
 
 

@@ -67,6 +67,12 @@ class WrongStage(InvalidState):
     key = "council.error.wrong_stage"
 
 
+class MeetingNotHeld(InvalidState):
+    """A decision recorded before the decision meeting that takes it (values: number, id, day)."""
+
+    key = "council.error.meeting_not_held"
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -564,15 +570,14 @@ def evaluate(
 
 def _rate_execution_case(session: Session, proposal: t.Proposal, resident: t.Resident,
                          rating: str, comment: str, now: dt.datetime) -> None:
-    """The proposer's evaluation rates the execution case, which was opened in their name: they
-    are asked once about the work, and the case desk's follow-up visit has nothing left to ask.
-    An unsatisfied evaluation goes to the council's evaluation meeting rather than reopening it."""
+    """The proposer's evaluation rates the execution case, which was opened in their name, and
+    closes it as a rating does: they are asked once about the work, and neither the case desk's
+    follow-up visit nor its rating buttons have anything left to ask. An unsatisfied evaluation
+    goes to the council's evaluation meeting rather than reopening it."""
     case = session.get(t.Case, proposal.case_id) if proposal.case_id else None
     if case is None or case.resident_id != resident.id or case.state != CaseState.RESOLVED:
         return
-    case.rating, case.rating_comment = rating, comment
-    cases.record(session, case, "rated", now, resident=resident, note=comment, rating=rating,
-                 proposal=proposal.number)
+    cases.rate_by_evaluation(session, case, resident, rating, comment, now, proposal=proposal.number)
 
 
 def comment(
@@ -936,6 +941,44 @@ def to_case(
     return opened
 
 
+def check_decision_due(session: Session, proposal: t.Proposal, person: t.Person,
+                       now: dt.datetime) -> None:
+    """Whether `person` may record the council's decision on `proposal` now: the secretary, on a
+    proposal still open, and not before the day of the decision meeting it was put before (a
+    meeting actually held on another day is moved to that day first). MeetingNotHeld names it."""
+    check_secretary(session, person)
+    _same_community(proposal, person)
+    if proposal.stage not in OPEN_PROPOSAL_STAGES:
+        raise WrongStage(number=proposal.number)
+    row = session.get(t.Meeting, proposal.decision_meeting_id) if proposal.decision_meeting_id else None
+    if row is None:
+        return
+    calendar = directory.calendar_of(_community(session, proposal.community_id))
+    day = calendar.local_date(row.starts_at)
+    if calendar.local_date(now) < day:
+        raise MeetingNotHeld(number=proposal.number, id=row.id, day=day.isoformat())
+
+
+def move_meeting(session: Session, person: t.Person, row: t.Meeting, day: dt.date,
+                 now: dt.datetime) -> dt.date:
+    """Move a meeting to another day at the same local time: the day it was actually held (past
+    days allowed, so a decision taken then can be recorded) or a later one. Every proposal on
+    it records the move. Returns the day it was set for before."""
+    check_secretary(session, person)
+    if row.community_id != person.community_id:
+        raise NotFound(what=str(row.id))
+    calendar = directory.calendar_of(_community(session, row.community_id))
+    local = calendar.to_local(row.starts_at)
+    was = local.date()
+    row.starts_at = calendar.to_utc(dt.datetime.combine(day, local.time()))
+    column = getattr(t.Proposal, MEETING_OF_KIND[MeetingKind(row.kind)])
+    for proposal in session.scalars(select(t.Proposal).where(column == row.id).order_by(col(t.Proposal.id))):
+        record(session, proposal, "meeting_moved", now, person=person, note=day.isoformat(),
+               meeting=row.id, was=was.isoformat())
+    session.flush()
+    return was
+
+
 def _deadline(community: t.Community, day: dt.date) -> dt.datetime:
     """The end of the working day `day`, in UTC."""
     calendar = directory.calendar_of(community)
@@ -953,10 +996,7 @@ def adopt(
     post_code: str | None = None,
 ) -> cases.Opened:
     """Record an adoption and open the execution case for the executing post (default: service)."""
-    check_secretary(session, person)
-    _same_community(proposal, person)
-    if proposal.stage not in OPEN_PROPOSAL_STAGES:
-        raise WrongStage(number=proposal.number)
+    check_decision_due(session, proposal, person, now)
     if not decision.strip():
         raise BadInput("no decision", reason="usage")
     community = _community(session, proposal.community_id)
@@ -1034,10 +1074,7 @@ def adopt(
 
 def _executing_post(session: Session, community: t.Community, post_code: str | None) -> t.Post:
     if post_code:
-        post = directory.post_by_code(session, post_code)
-        if post.community_id != community.id:
-            raise NotFound(what=post_code)
-        return post
+        return directory.post_by_code(session, community.id or 0, post_code)
     service = session.scalars(
         select(t.Post)
         .where(
@@ -1056,10 +1093,7 @@ def not_adopt(
     session: Session, proposal: t.Proposal, person: t.Person, reason: str, now: dt.datetime
 ) -> None:
     """Record that the council decided against the proposal, with the reason supporters are given."""
-    check_secretary(session, person)
-    _same_community(proposal, person)
-    if proposal.stage not in OPEN_PROPOSAL_STAGES:
-        raise WrongStage(number=proposal.number)
+    check_decision_due(session, proposal, person, now)
     if not reason.strip():
         raise BadInput("no reason", reason="usage")
     proposal.stage = ProposalStage.NOT_ADOPTED

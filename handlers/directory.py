@@ -91,9 +91,11 @@ def person_by_code(session: Session, code: str) -> t.Person:
     return row
 
 
-def post_by_code(session: Session, code: str) -> t.Post:
+def post_by_code(session: Session, community_id: int, code: str) -> t.Post:
+    """An active post of the community; post codes are per community (each has its `front_desk`)."""
     row = session.scalars(
-        select(t.Post).where(col(t.Post.code) == code, col(t.Post.active).is_(True))).first()
+        select(t.Post).where(col(t.Post.community_id) == community_id, col(t.Post.code) == code,
+                             col(t.Post.active).is_(True))).first()
     if row is None:
         raise NotFound(what=code)
     return row

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from handlers.errors import RegistryError
+from handlers.registry_schema import Broken, RegistryFile, reference_errors
 from handlers.registry_schema import Community as CommunitySpec
-from handlers.registry_schema import RegistryFile, reference_errors
 from storage import tables as t
 
 Loc = tuple[str | int, ...]
@@ -61,12 +61,30 @@ def _field(loc: Loc) -> str:
     return out or "(file)"
 
 
+class _Located:
+    """Names a place in the file as people read it: "FILE:LINE: FIELD"."""
+
+    def __init__(self, path: Path, root: yaml.Node | None) -> None:
+        self.path, self.root = path, root
+
+    def __call__(self, loc: Loc) -> str:
+        return f"{self.path}:{_line_of(self.root, loc)}: {_field(loc)}"
+
+    def problem(self, broken: Broken) -> str:
+        text = f"{self(broken.loc)}: {broken.message}"
+        return f"{text} (first at {self(broken.also)})" if broken.also is not None else text
+
+
 def read_registry(path: str | Path) -> tuple[RegistryFile, str]:
     """Parse and validate a registry file; returns it with its content hash.
 
     Raises RegistryError listing every problem as "FILE:LINE: FIELD: message".
     """
-    path = Path(path)
+    registry, digest, _ = _read(Path(path))
+    return registry, digest
+
+
+def _read(path: Path) -> tuple[RegistryFile, str, _Located]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -80,18 +98,59 @@ def read_registry(path: str | Path) -> tuple[RegistryFile, str]:
         raise RegistryError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
     if not isinstance(data, dict):
         raise RegistryError([f"{path}:1: (file): expected a mapping with 'version' and 'communities'"])
+    located = _Located(path, root)
     try:
         registry = RegistryFile.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append(f"{path}:{_line_of(root, loc)}: {_field(loc)}: {err['msg']}")
+            problems.append(f"{located(loc)}: {err['msg']}")
         raise RegistryError(problems) from exc
     broken = reference_errors(registry)
     if broken:
-        raise RegistryError([f"{path}:{_line_of(root, loc)}: {_field(loc)}: {msg}" for loc, msg in broken])
-    return registry, hashlib.sha256(text.encode("utf-8")).hexdigest()
+        raise RegistryError([located.problem(b) for b in broken])
+    return registry, hashlib.sha256(text.encode("utf-8")).hexdigest(), located
+
+
+def _owned_elsewhere(session: Session, registry: RegistryFile) -> list[tuple[Loc, str]]:
+    """Codes of the file that the database already gives to a community this file does not
+    describe (loaded from another file): loading them would move those rows to this file's
+    community. A community of this same file may hand its rows to another one of the file."""
+    in_file = {c.code for c in registry.communities}
+    owners = {c.id: c for c in session.scalars(select(t.Community))}
+    committees = list(session.scalars(select(t.Committee)))
+    grids = list(session.scalars(select(t.Grid)))
+    community_of_committee = {k.id: k.community_id for k in committees}
+    community_of_grid = {g.id: community_of_committee.get(g.committee_id) for g in grids}
+    committee_owner = {k.code: k.community_id for k in committees}
+    grid_owner = {g.code: community_of_grid[g.id] for g in grids}
+    building_owner = {b.code: community_of_grid.get(b.grid_id) for b in session.scalars(select(t.Building))}
+    person_owner = {p.code: p.community_id for p in session.scalars(select(t.Person))}
+
+    found: list[tuple[Loc, str]] = []
+
+    def check(owner_id: int | None, what: str, code: str, loc: Loc) -> None:
+        owner = owners.get(owner_id) if owner_id is not None else None
+        if owner is not None and owner.code not in in_file:
+            message = (f"{what} {code!r} already belongs to community {owner.code} "
+                       f"({owner.name}); it belongs to one community")
+            found.append((loc, message))
+
+    for ci, com in enumerate(registry.communities):
+        here: Loc = ("communities", ci)
+        for pi, person in enumerate(com.people):
+            check(person_owner.get(person.id), "person id", person.id, here + ("people", pi, "id"))
+        for ki, committee in enumerate(com.committees):
+            kloc = here + ("committees", ki)
+            check(committee_owner.get(committee.code), "committee code", committee.code, kloc + ("code",))
+            for gi, grid in enumerate(committee.grids):
+                gloc = kloc + ("grids", gi)
+                check(grid_owner.get(grid.code), "grid code", grid.code, gloc + ("code",))
+                for bi, building in enumerate(grid.buildings):
+                    check(building_owner.get(building.code), "building code", building.code,
+                          gloc + ("buildings", bi, "code"))
+    return found
 
 
 # --------------------------------------------------------------------------- writing
@@ -164,8 +223,14 @@ class _Sync:
 
 
 def load_registry(session: Session, path: str | Path, now: dt.datetime) -> LoadSummary:
-    """Read, validate and apply a registry file in one transaction (the caller commits)."""
-    registry, digest = read_registry(path)
+    """Read, validate and apply a registry file in one transaction (the caller commits).
+
+    Refused, with nothing written, when the file is invalid or names a person, committee, grid
+    or building that belongs to a community of another file."""
+    registry, digest, located = _read(Path(path))
+    taken = _owned_elsewhere(session, registry)
+    if taken:  # refused before anything is written
+        raise RegistryError([f"{located(loc)}: {message}" for loc, message in taken])
     summary = LoadSummary(communities=[c.code for c in registry.communities])
     existing = {
         c.code: c.registry_hash
@@ -266,9 +331,8 @@ def _apply_community(sync: _Sync, spec: CommunitySpec, digest: str, now: dt.date
     for post in spec.posts:
         row = sync.upsert(
             t.Post,
-            {"code": post.code},
+            {"community_id": cid, "code": post.code},
             {
-                "community_id": cid,
                 "name": post.name,
                 "kind": post.kind,
                 "grid_id": grid_ids.get(post.grid) if post.grid else None,

@@ -12,7 +12,7 @@ Cross-references (a post's holders, a category's post, a grid's post) are checke
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -210,87 +210,120 @@ class RegistryFile(_Strict):
     communities: list[Community] = Field(min_length=1)
 
 
-def reference_errors(registry: RegistryFile) -> list[tuple[tuple[str | int, ...], str]]:
-    """Broken cross-references and duplicate codes, each as (location path, message)."""
-    errors: list[tuple[tuple[str | int, ...], str]] = []
+Loc = tuple[str | int, ...]
+
+
+class Broken(NamedTuple):
+    """A broken cross-reference or a duplicate code: where, what, and (for a duplicate) where the
+    code was first used, so the error names both places."""
+
+    loc: Loc
+    message: str
+    also: Loc | None = None
+
+
+class _FirstUse:
+    """Codes that must be unique across the whole file (people, committees, grids, buildings):
+    the database keeps one row per code, so a second use would take the first one over."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.first: dict[str, tuple[str, Loc]] = {}
+
+    def check(self, code: str, community: str, loc: Loc) -> Broken | None:
+        seen = self.first.get(code)
+        if seen is None:
+            self.first[code] = (community, loc)
+            return None
+        if seen[0] == community:
+            return Broken(loc, f"duplicate {self.what} {code!r}", seen[1])
+        return Broken(loc, f"{self.what} {code!r} is used by two communities ({seen[0]} and "
+                           f"{community}); it belongs to one community", seen[1])
+
+
+def reference_errors(registry: RegistryFile) -> list[Broken]:
+    """Broken cross-references and duplicate codes.
+
+    Post and category codes are per community (every community has its `front_desk`); person ids,
+    chat accounts and committee, grid and building codes are unique across the file.
+    """
+    errors: list[Broken] = []
     community_codes: set[str] = set()
-    building_codes: set[str] = set()
-    grid_codes: set[str] = set()
+    file_people = _FirstUse("person id")
+    file_committees = _FirstUse("committee code")
+    file_grids = _FirstUse("grid code")
+    file_buildings = _FirstUse("building code")
+    # A chat account is one person's: a second one naming it would take their notices over.
+    file_accounts = {"telegram_id": _FirstUse("telegram_id"), "wechat_openid": _FirstUse("wechat_openid")}
     for ci, com in enumerate(registry.communities):
-        here: tuple[str | int, ...] = ("communities", ci)
+        here: Loc = ("communities", ci)
         if com.code in community_codes:
-            errors.append((here + ("code",), f"duplicate community code {com.code!r}"))
+            errors.append(Broken(here + ("code",), f"duplicate community code {com.code!r}"))
         community_codes.add(com.code)
         people = {}
         for pi, person in enumerate(com.people):
-            if person.id in people:
-                errors.append((here + ("people", pi, "id"), f"duplicate person id {person.id!r}"))
+            errors += _found(file_people.check(person.id, com.code, here + ("people", pi, "id")))
+            for name, accounts in file_accounts.items():
+                account = getattr(person, name)
+                if account is not None:
+                    errors += _found(accounts.check(str(account), com.code, here + ("people", pi, name)))
             people[person.id] = person
         com_grids: set[str] = set()
-        committee_codes: set[str] = set()
         for ki, committee in enumerate(com.committees):
-            if committee.code in committee_codes:
-                errors.append(
-                    (here + ("committees", ki, "code"), f"duplicate committee code {committee.code!r}")
-                )
-            committee_codes.add(committee.code)
+            kloc = here + ("committees", ki)
+            errors += _found(file_committees.check(committee.code, com.code, kloc + ("code",)))
             for gi, grid in enumerate(committee.grids):
-                gloc = here + ("committees", ki, "grids", gi)
-                if grid.code in grid_codes:
-                    errors.append((gloc + ("code",), f"duplicate grid code {grid.code!r}"))
-                grid_codes.add(grid.code)
+                gloc = kloc + ("grids", gi)
+                errors += _found(file_grids.check(grid.code, com.code, gloc + ("code",)))
                 com_grids.add(grid.code)
                 for bi, building in enumerate(grid.buildings):
-                    if building.code in building_codes:
-                        errors.append(
-                            (
-                                gloc + ("buildings", bi, "code"),
-                                f"duplicate building code {building.code!r}",
-                            )
-                        )
-                    building_codes.add(building.code)
-        posts = {}
+                    errors += _found(file_buildings.check(
+                        building.code, com.code, gloc + ("buildings", bi, "code")))
+        posts: dict[str, tuple[Post, Loc]] = {}
         for pi, post in enumerate(com.posts):
             ploc = here + ("posts", pi)
             if post.code in posts:
-                errors.append((ploc + ("code",), f"duplicate post code {post.code!r}"))
-            posts[post.code] = post
+                errors.append(Broken(ploc + ("code",), f"duplicate post code {post.code!r}",
+                                     posts[post.code][1] + ("code",)))
+            else:
+                posts[post.code] = (post, ploc)
             if post.a not in people:
-                errors.append((ploc + ("a",), f"post {post.code!r} has no holder: unknown person {post.a!r}"))
+                errors.append(Broken(ploc + ("a",), f"post {post.code!r} has no holder: unknown person {post.a!r}"))
             if post.b is not None and post.b not in people:
-                errors.append((ploc + ("b",), f"unknown person {post.b!r}"))
+                errors.append(Broken(ploc + ("b",), f"unknown person {post.b!r}"))
             if post.grid is not None and post.grid not in com_grids:
-                errors.append((ploc + ("grid",), f"unknown grid {post.grid!r}"))
+                errors.append(Broken(ploc + ("grid",), f"unknown grid {post.grid!r}"))
         grid_posts = {p.grid for p in com.posts if p.kind == "grid"}
         for grid_code in sorted(com_grids - grid_posts):
-            errors.append((here + ("posts",), f"grid {grid_code!r} has no post of kind 'grid'"))
+            errors.append(Broken(here + ("posts",), f"grid {grid_code!r} has no post of kind 'grid'"))
         for kind in ("front_desk", "mediation", "director"):
             if not any(p.kind == kind for p in com.posts):
-                errors.append((here + ("posts",), f"no post of kind {kind!r}"))
+                errors.append(Broken(here + ("posts",), f"no post of kind {kind!r}"))
         for day, pid in list(com.duty_roster.weekly.items()) + [
             (str(d), p) for d, p in com.duty_roster.dates.items()
         ]:
             if pid not in people:
-                errors.append((here + ("duty_roster", day), f"unknown person {pid!r}"))
+                errors.append(Broken(here + ("duty_roster", day), f"unknown person {pid!r}"))
         category_codes: set[str] = set()
         for ki, cat in enumerate(com.categories):
             cloc = here + ("categories", ki)
             if cat.code in category_codes:
-                errors.append((cloc + ("code",), f"duplicate category code {cat.code!r}"))
+                errors.append(Broken(cloc + ("code",), f"duplicate category code {cat.code!r}"))
             category_codes.add(cat.code)
             if cat.post != "grid" and cat.post not in posts:
-                errors.append((cloc + ("post",), f"unknown post {cat.post!r}"))
+                errors.append(Broken(cloc + ("post",), f"unknown post {cat.post!r}"))
         if com.council is not None and com.council.secretary_post not in posts:
-            errors.append(
-                (here + ("council", "secretary_post"), f"unknown post {com.council.secretary_post!r}")
-            )
+            errors.append(Broken(here + ("council", "secretary_post"),
+                                 f"unknown post {com.council.secretary_post!r}"))
         all_buildings = {
             b.code for k in com.committees for g in k.grids for b in g.buildings
         }
         for ri, resident in enumerate(com.demo_residents):
             if resident.building not in all_buildings:
-                errors.append(
-                    (here + ("demo_residents", ri, "building"), f"unknown building {resident.building!r}")
-                )
+                errors.append(Broken(here + ("demo_residents", ri, "building"),
+                                     f"unknown building {resident.building!r}"))
     return errors
 
+
+def _found(broken: Broken | None) -> list[Broken]:
+    return [broken] if broken is not None else []

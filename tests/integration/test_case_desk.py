@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import Services
+from handlers import cases
+from handlers.errors import NotFound
+from handlers.registry import load_registry
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
+from tests import district
 from tests.chat import Chat
 
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
@@ -144,8 +150,63 @@ async def test_staff_cannot_act_on_a_case_that_is_not_theirs(chat: Chat, service
         assert stranger is not None
         code = stranger.code
     said = await chat.staff(code).presses(f"ack:{case.id}")
-    assert "不由您处理" in said.text
+    # They do not learn the case exists: the same answer a resident gets for a case not theirs.
+    assert said.text == (await chat.resident(1).presses(f"sts:{case.id}")).text == f"没有找到 {case.id}。请检查编号。"
     assert _case(services, case.number).state == "assigned"
+
+
+def _events_of(services: Services, case_id: int | None) -> list[str]:
+    with UnitOfWork(services.engine) as uow:
+        return [e.action for e in uow.session.scalars(
+            select(t.CaseEvent).where(t.CaseEvent.case_id == case_id).order_by(t.CaseEvent.seq))]
+
+
+async def test_staff_of_another_community_get_not_found_on_every_path(
+        chat: Chat, services: Services, tmp_path: Path) -> None:
+    with UnitOfWork(services.engine) as uow:
+        load_registry(uow.session, district.write(tmp_path / "district.yaml", district.district()),
+                      services.clock.now())
+        uow.commit()
+    case = _case(services, NUMBER.search((await chat.resident(0).says("电梯坏了")).text).group(0))  # type: ignore[union-attr]
+    number, cid = case.number, case.id
+    neighbour = chat.resident(1)  # a resident of the same community whose case it is not
+    # The other community's director and front desk handle every case of their own community.
+    for code in (district.person_id("lin_hui"), district.person_id("guo_xin")):
+        outsider = chat.staff(code)
+        for ref, says in (
+            (number, [f"/case {number}", f"/ack {number}", f"/reply {number} 已处理",
+                      f"/transfer {number} front_desk 转前台", f"/transfer {number}",
+                      f"/resolve {number} 已修好", f"/return {number} 不归我们", f"/reply {number}"]),
+            (str(cid), [f"/case {cid}", f"/ack {cid}"]),
+        ):
+            resident_gets = (await neighbour.says(f"/status {ref}")).text
+            assert resident_gets == f"没有找到 {ref}。请检查编号。"
+            for text in says:
+                assert (await outsider.says(text)).text == resident_gets, text
+        resident_gets = (await neighbour.presses(f"sts:{cid}")).text
+        for action in (f"case:{cid}", f"ack:{cid}", f"rep:{cid}", f"trf:{cid}", f"trf:{cid}:front_desk",
+                       f"res:{cid}", f"ret:{cid}"):
+            assert (await outsider.presses(action)).text == resident_gets, action
+    # What was sent with the case (the web chat's attachments and photos) is not theirs either.
+    with UnitOfWork(services.engine) as uow:
+        director = uow.session.scalars(
+            select(t.Person).where(t.Person.code == district.person_id("lin_hui"))).one()
+        with pytest.raises(NotFound):
+            cases.for_viewer(uow.session, number, person=director)
+    assert _case(services, number).state == "assigned"
+    assert _events_of(services, cid) == ["created", "assigned"]
+
+
+async def test_a_stale_prompt_or_button_after_a_transfer_gets_not_found(chat: Chat, services: Services) -> None:
+    case = _case(services, NUMBER.search((await chat.resident(0).says("电梯坏了")).text).group(0))  # type: ignore[union-attr]
+    worker = chat.staff(_person(services, case.holder_id).code)
+    said = await worker.presses(f"res:{case.id}")
+    assert said.replies[0].expects_text
+    await chat.staff("lin_hui").says(f"/transfer {case.number} mediation 转调解")
+    gone = f"没有找到 {case.id}。请检查编号。"
+    assert (await worker.says("已修好")).text == gone
+    assert (await worker.presses(f"ack:{case.id}")).text == gone
+    assert _case(services, case.number).state == "transferred"
 
 
 async def test_return_goes_to_front_desk_and_keeps_the_clock(chat: Chat, services: Services) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from tests.chat import Chat
 PROPOSAL = re.compile(r"ZN-P-2026-\d{4}")
 CASE = re.compile(r"ZN-\d{8}-\d{4}")
 SECRETARY = "guo_xin"
+# The evening of the decision meeting set for 2026-12-09 19:00 (Asia/Shanghai) in these tests.
+DECISION_EVENING = dt.datetime(2026, 12, 9, 13, 0, tzinfo=dt.UTC)
 
 
 def _proposal(services: Services, number: str) -> t.Proposal:
@@ -104,6 +107,7 @@ async def test_whole_lifecycle_from_proposal_to_evaluation(chat: Chat, services:
     assert "议事决策会" in said.text
     assert any("决策" in n.text and "12月9日" in n.text for n in await neighbour.inbox())
 
+    services.clock.set(DECISION_EVENING)  # type: ignore[attr-defined]
     said = await secretary.says(f"/adopt {number} service 2026-12-31 在3栋旁增设健身器材一组")
     case_number = CASE.search(said.text).group(0)  # type: ignore[union-attr]
     proposal = _proposal(services, number)
@@ -144,7 +148,7 @@ async def test_whole_lifecycle_from_proposal_to_evaluation(chat: Chat, services:
         executed = uow.session.get(t.Case, case_id)
         assert executed is not None
         assert (executed.state, executed.rating, executed.rating_comment) == (
-            "resolved", "unsatisfied", "器材位置离楼太近")
+            "closed", "unsatisfied", "器材位置离楼太近")
 
     assert _proposal(services, number).stage == "evaluated"
     with UnitOfWork(services.engine) as uow:
@@ -443,3 +447,87 @@ communities:
     demo_residents:
       - {name: 钱程, building: BY-B01}
 """
+
+
+async def _decided(chat: Chat, services: Services, decision_meeting: str) -> tuple[str, int]:
+    """A proposal before a decision meeting set for `decision_meeting` (YYYY-MM-DD 19:00),
+    co-signed by resident 1; its number and the meeting's id."""
+    number = await _propose(chat, 0, "建议在中南小区3栋旁边增设一组健身器材")
+    await chat.resident(1).says(f"/cosign {number}")
+    secretary = chat.staff(SECRETARY)
+    said = await secretary.says(f"/meeting decision {decision_meeting} 19:00 社区会议室")
+    meeting_id = int(re.search(r"编号 (\d+)", said.text).group(1))  # type: ignore[union-attr]
+    await secretary.says(f"/discuss {number}")
+    await secretary.says(f"/decide {number}")
+    assert _proposal(services, number).decision_meeting_id == meeting_id
+    return number, meeting_id
+
+
+async def test_a_decision_before_its_meeting_is_refused_until_the_meeting_is_moved(
+    chat: Chat, services: Services
+) -> None:
+    number, meeting_id = await _decided(chat, services, "2026-12-24")
+    proposal_id = _proposal(services, number).id
+    secretary = chat.staff(SECRETARY)
+    await chat.resident(1).inbox()
+    refusal = (f"提议 {number} 提交的议事决策会（会议编号 {meeting_id}）定于 2026-12-24 召开，尚未召开，"
+               f"不能提前录入决定。")
+    for attempt in (secretary.says(f"/adopt {number} service 2026-12-31 增设健身器材一组"),
+                    secretary.says(f"/adopt {number}"), secretary.presses(f"pa:{proposal_id}"),
+                    secretary.says(f"/notadopt {number} 场地不足"), secretary.presses(f"pna:{proposal_id}")):
+        said = await attempt
+        assert said.text.startswith(refusal) and f"/meeting move {meeting_id}" in said.text, said.text
+        assert not said.replies[0].expects_text
+    assert _proposal(services, number).stage == "decision"
+    assert not [n for n in await chat.resident(1).inbox() if "通过" in n.text]
+    with UnitOfWork(services.engine) as uow:
+        assert uow.session.scalars(select(t.Case)).all() == []
+
+    # The meeting was actually held today (the clock's, 2026-11-23): the secretary moves it, then decides.
+    said = await secretary.says(f"/meeting move {meeting_id} 2026-11-23")
+    assert said.text == f"会议（编号 {meeting_id}）已由 2026-12-24 改期为：议事决策会（11月23日(周一) 19:00，社区会议室）。"
+    said = await secretary.says(f"/adopt {number} service 2026-12-31 增设健身器材一组")
+    assert CASE.search(said.text), said.text
+    assert _proposal(services, number).stage == "in_execution"
+    assert any("已由议事决策会通过" in n.text for n in await chat.resident(1).inbox())
+    assert _events(services, number)[-4:] == ["decision", "meeting_moved", "adopted", "in_execution"]
+    for text in ("/meeting move 99 2026-11-23", f"/meeting move {meeting_id}", f"/meeting move {meeting_id} 12-03"):
+        said = await secretary.says(text)
+        assert "没有找到 99" in said.text or "/meeting move 会议编号 日期" in said.text, text
+    said = await chat.staff("zhang_li").says(f"/meeting move {meeting_id} 2026-11-20")
+    assert "只有议事会秘书" in said.text
+
+
+async def test_the_proposers_evaluation_closes_the_execution_case_and_counts_once(
+    chat: Chat, services: Services
+) -> None:
+    number, _ = await _decided(chat, services, "2026-12-09")
+    services.clock.set(DECISION_EVENING)  # type: ignore[attr-defined]
+    said = await chat.staff(SECRETARY).says(f"/adopt {number} service 2026-12-31 增设健身器材一组")
+    case_number = CASE.search(said.text).group(0)  # type: ignore[union-attr]
+    with UnitOfWork(services.engine) as uow:
+        case = uow.session.scalars(select(t.Case).where(t.Case.number == case_number)).one()
+        holder = uow.session.get(t.Person, case.holder_id)
+        assert holder is not None
+        holder_code, case_id = holder.code, case.id
+    await chat.staff(holder_code).says(f"/resolve {case_id} 健身器材已安装完毕")
+    proposer = chat.resident(0)
+    asked = [n for n in await proposer.inbox() if "请对执行情况进行评议" in n.text]
+    await proposer.presses(asked[0].action("满意"))
+    await proposer.says("很好")
+
+    said = await proposer.says(f"/status {case_number}")
+    assert "已结束" in said.text and "已办结，待评价" not in said.text, said.text
+    labels = [b.label for r in said.replies for row in r.buttons for b in row]
+    assert "不满意" not in labels and "满意" not in labels
+    # A rating button from the resolution notice, pressed now, has nothing left to rate.
+    said = await proposer.presses(f"rate:{case_id}:u")
+    assert said.text == f"工单 {case_number} 当前状态下不能这样操作。"
+    with UnitOfWork(services.engine) as uow:
+        executed = uow.session.get(t.Case, case_id)
+        assert executed is not None
+        assert (executed.state, executed.rating, executed.rating_comment, executed.reopen_count) == (
+            "closed", "satisfied", "很好", 0)
+        assert executed.closed_at is not None
+    said = await chat.staff("lin_hui").says("/figures 社区 2026-12")
+    assert "满意率 100.0%（1/1）" in said.text, said.text

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from bot.app import Services
 from handlers.errors import RegistryError
 from handlers.registry import load_registry, read_registry
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
+from tests import district
+from tests.chat import Chat
 from tests.conftest import EXAMPLE
 
 
@@ -139,3 +143,121 @@ def test_not_yaml_at_all(tmp_path: Path) -> None:
     with pytest.raises(RegistryError) as err:
         read_registry(path)
     assert "not valid YAML" in err.value.problems[0]
+
+
+# --------------------------------------------------------------------------- a district of communities
+
+
+def _snapshot(engine: Engine) -> dict[str, list[dict]]:
+    """Every registry row as it is stored, to show a refused load changed nothing."""
+    with UnitOfWork(engine) as uow:
+        return {m.__name__: [row.model_dump() for row in uow.session.scalars(select(m).order_by(m.id))]
+                for m in (t.Community, t.Committee, t.Grid, t.Building, t.Person, t.Post, t.Category,
+                          t.DutyDay, t.Leave, t.Resident, t.Identity)}
+
+
+def _lines_with(path: Path, needle: str) -> list[int]:
+    return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+            if line.strip().removeprefix("- ") == needle]
+
+
+def _first_demo_resident(services: Services, community: str) -> int:
+    """The chat driver's index of the community's first demo resident."""
+    with UnitOfWork(services.engine) as uow:
+        demo = uow.session.scalars(
+            select(t.Resident).where(t.Resident.demo.is_(True)).order_by(t.Resident.id)).all()
+        com = uow.session.scalars(select(t.Community).where(t.Community.code == community)).one()
+        return next(i for i, r in enumerate(demo) if r.community_id == com.id)
+
+
+async def test_communities_of_a_district_keep_their_own_posts(chat: Chat, services: Services,
+                                                              tmp_path: Path) -> None:
+    # The example community is loaded; the district's file adds a second one with the same post codes.
+    path = district.write(tmp_path / "district.yaml", district.district())
+    summary = _load(services.engine, path, services.clock)  # type: ignore[arg-type]
+    assert summary.created > 0
+    with UnitOfWork(services.engine) as uow:
+        codes = {com.code: {p.code for p in uow.session.scalars(
+            select(t.Post).where(t.Post.community_id == com.id, t.Post.active.is_(True)))}
+            for com in uow.session.scalars(select(t.Community))}
+    assert codes["ZN"] == codes["XH"] and {"front_desk", "mediation", "director", "secretary",
+                                           "service"} <= codes["ZN"]
+
+    complaint = "楼上邻居天天半夜噪音扰民，我要投诉"
+    for community, mediator in (("ZN", "luo_ming"), ("XH", district.person_id("luo_ming"))):
+        said = await chat.resident(_first_demo_resident(services, community)).says(complaint)
+        number = re.search(rf"{community}-\d{{8}}-\d{{4}}", said.text)
+        assert number, said.text
+        with UnitOfWork(services.engine) as uow:
+            case = uow.session.scalars(select(t.Case).where(t.Case.number == number.group(0))).one()
+            post = uow.session.get(t.Post, case.post_id)
+            holder = uow.session.get(t.Person, case.holder_id)
+            com = uow.session.get(t.Community, case.community_id)
+            assert post is not None and holder is not None and com is not None
+            assert (post.code, com.code, holder.code) == ("mediation", community, mediator)
+            assert post.community_id == case.community_id
+
+    proposals = {}
+    for community, text in (("ZN", "建议在小区门口增设快递柜"), ("XH", "建议在公园增设长椅")):
+        said = await chat.resident(_first_demo_resident(services, community)).says(text)
+        found = re.search(rf"{community}-P-2026-\d{{4}}", said.text)
+        assert found, said.text
+        proposals[community] = found.group(0)
+    for community, secretary, other in (("ZN", "guo_xin", "XH"), ("XH", district.person_id("guo_xin"), "ZN")):
+        said = await chat.staff(secretary).says("/agenda")
+        assert proposals[community] in said.text and proposals[other] not in said.text, said.text
+        told = " ".join(n.text for n in await chat.staff(secretary).inbox())
+        assert proposals[community] in told and proposals[other] not in told
+
+
+def test_a_person_in_two_communities_of_one_file_is_refused_naming_both_lines(
+        engine: Engine, clock: FixedClock, tmp_path: Path) -> None:
+    _load(engine, EXAMPLE, clock)
+    before = _snapshot(engine)
+    data = district.district(second_people=[{"id": "zhang_li", "name": "张丽", "roles": ["grid_worker"]}])
+    path = district.write(tmp_path / "district.yaml", data)
+    first, second = _lines_with(path, "id: zhang_li")
+    with pytest.raises(RegistryError) as err:
+        _load(engine, path, clock)
+    problem = next(p for p in err.value.problems if "zhang_li" in p)
+    assert problem.startswith(f"{path}:{second}: communities[1].people[")
+    assert f"{path}:{first}: communities[0].people[" in problem
+    assert "two communities (ZN and XH)" in problem
+    assert _snapshot(engine) == before
+
+
+def test_a_person_of_a_community_loaded_from_another_file_is_refused(
+        engine: Engine, clock: FixedClock, tmp_path: Path) -> None:
+    _load(engine, EXAMPLE, clock)
+    before = _snapshot(engine)
+    data = district.district(with_first=False,
+                             second_people=[{"id": "zhang_li", "name": "张丽", "roles": ["grid_worker"]}])
+    path = district.write(tmp_path / "xihu.yaml", data)
+    [line] = _lines_with(path, "id: zhang_li")
+    with pytest.raises(RegistryError) as err:
+        _load(engine, path, clock)
+    assert err.value.problems == [
+        (f"{path}:{line}: communities[0].people[{len(data['communities'][0]['people']) - 1}].id: "
+        "person id 'zhang_li' already belongs to community ZN (中南社区); it belongs to one community")]
+    assert _snapshot(engine) == before
+    # Without that person the same file loads beside the example community.
+    data["communities"][0]["people"].pop()
+    _load(engine, district.write(path, data), clock)
+    with UnitOfWork(engine) as uow:
+        zhang = uow.session.scalars(select(t.Person).where(t.Person.code == "zhang_li")).one()
+        home = uow.session.get(t.Community, zhang.community_id)
+        assert home is not None and home.code == "ZN"
+
+
+def test_a_chat_account_named_for_two_people_is_refused(tmp_path: Path) -> None:
+    data = district.district(second_people=[
+        {"id": "xh_new", "name": "新人", "roles": ["grid_worker"], "telegram_id": 900001}])
+    data["communities"][0]["people"][0]["telegram_id"] = 900001
+    path = district.write(tmp_path / "district.yaml", data)
+    first, second = _lines_with(path, "telegram_id: 900001")
+    with pytest.raises(RegistryError) as err:
+        read_registry(path)
+    assert err.value.problems == [
+        (f"{path}:{second}: communities[1].people[{len(data['communities'][1]['people']) - 1}].telegram_id: "
+        f"telegram_id '900001' is used by two communities (ZN and XH); it belongs to one community "
+        f"(first at {path}:{first}: communities[0].people[0].telegram_id)")]
