@@ -7,7 +7,8 @@
 
 `load()` gives a Classifier for a model directory (the shipped model by default) with the
 registry's buildings and grids as a gazetteer; `RasaClassifier` is the same port over a Rasa
-server. Definitions, data format and figures: nlu/README.md.
+server, the embedded model reading a message when the server cannot. Definitions, data format
+and figures: nlu/README.md.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ class Parse:
     `kind` is one of KINDS; `intent` is set only when kind is "other" (one of OTHER_INTENTS);
     `category` is one of the category head's labels; `confidence` maps each head
     ("kind", "intent", "category", "urgent") to the probability of its answer.
+    `alternative_kind` is set when a second reader disagrees on the kind (the Rasa backend
+    checks Rasa's kind against the embedded model's): it holds the second reader's kind.
     """
 
     text: str
@@ -52,6 +54,7 @@ class Parse:
     intent: str | None = None
     confidence: Mapping[str, float] = field(default_factory=dict)
     entities: tuple[Entity, ...] = ()
+    alternative_kind: str | None = None
 
     def entity(self, type_: str) -> str | None:
         """The value of the first entity of this type, or None."""
@@ -73,4 +76,5 @@ class Parse:
                 for e in self.entities
             ],
             "lang": self.lang,
+            "alternative_kind": self.alternative_kind,
         }

@@ -1,24 +1,39 @@
-"""A Rasa server's NLU endpoint, `POST /model/parse`, answering with Rasa's documented JSON.
+"""A Rasa server's NLU endpoint, `POST /model/parse`, answering with Rasa's documented JSON,
+and the ways a real one fails.
 
 The fake "model" recognises a few words per intent and extracts `category` and `urgent`
 entities when the text carries the words in CATEGORY_WORDS and URGENT_WORDS, so tests can
-see both ways the RasaClassifier fills the category and urgency heads. It records every
-text it was asked to parse.
+see both ways the RasaClassifier fills the category and urgency heads. "井盖" gives a category
+of a city's own taxonomy that the embedded model never answers, so a test can tell Rasa's
+reading from the embedded model's. It records every text it was asked to parse and the token
+that came with it.
 
-    fake = FakeRasa()
-    with serve(fake.app) as url:
-        RasaClassifier(url).parse("你好")
+    fake = FakeRasa(token="s3cret")
+    with fake.serving() as url:
+        RasaClassifier(url, token="s3cret").parse("你好")
+        fake.fault = "hang"          # or "html_500", "truncated", "not_a_parse", "unauthorized"
+
+A server that is down is `refused_url()`: a loopback port nothing listens on.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.serving import serve
+
+VERSION = "3.6.21"
 INTENT_WORDS = [
     ("greet", ("你好", "hello")),
     ("thanks", ("谢谢", "thanks")),
@@ -26,8 +41,13 @@ INTENT_WORDS = [
     ("proposal", ("建议", "suggest")),
     ("service_request", ("坏了", "申请", "broken")),
 ]
-CATEGORY_WORDS = {"灯": "facilities", "lamp": "facilities", "低保": "civil_affairs"}
+CATEGORY_WORDS = {"灯": "facilities", "lamp": "facilities", "低保": "civil_affairs",
+                  "井盖": "municipal_manhole_covers"}
 URGENT_WORDS = ("煤气", "gas")
+# How long a hanging answer waits at most for the test to let it go.
+HANG_LIMIT = 30.0
+
+Fault = Literal["html_500", "truncated", "hang", "not_a_parse", "unauthorized"]
 
 
 def rasa_answer(text: str) -> dict[str, Any]:
@@ -69,29 +89,72 @@ def rasa_answer(text: str) -> dict[str, Any]:
     }
 
 
-class FakeRasa:
-    """The app and what it saw; set `broken` to answer 500, `garbage` to answer non-JSON."""
+def _failure(code: int, reason: str, message: str) -> JSONResponse:
+    """Rasa's error body (rasa/server.py ErrorResponse)."""
+    return JSONResponse({"version": VERSION, "status": "failure", "message": message,
+                         "reason": reason, "details": {}, "help": None, "code": code},
+                        status_code=code)
 
-    def __init__(self) -> None:
+
+class FakeRasa:
+    """The app and what it saw. `token`: like `rasa run --auth-token`, a parse without it
+    gets 401. `fault`: how the next answers go wrong (None: they do not)."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.fault: Fault | None = None
         self.texts: list[str] = []
         self.tokens: list[str | None] = []
-        self.broken = False
-        self.garbage = False
+        self.answered = 0  # parses answered in full
+        self.url = ""  # while serving
+        self._release = threading.Event()
         self.app = Starlette(routes=[
             Route("/", self._version, methods=["GET"]),
             Route("/model/parse", self._parse, methods=["POST"]),
         ])
 
+    @contextmanager
+    def serving(self) -> Iterator[str]:
+        """Serve on loopback; hanging answers are let go before the server stops."""
+        self._release.clear()
+        with serve(self.app) as self.url:
+            try:
+                yield self.url
+            finally:
+                self._release.set()
+
     async def _version(self, request: Request) -> Response:
-        return PlainTextResponse("Hello from Rasa: 3.6.20")
+        return PlainTextResponse(f"Hello from Rasa: {VERSION}")
 
     async def _parse(self, request: Request) -> Response:
         body = await request.json()
-        self.texts.append(body["text"])
-        self.tokens.append(request.query_params.get("token"))
-        if self.broken:
-            return JSONResponse({"version": "3.6.20", "status": "failure", "code": 500,
-                                 "reason": "ParsingError"}, status_code=500)
-        if self.garbage:
-            return PlainTextResponse("<html>gateway</html>")
-        return JSONResponse(rasa_answer(body["text"]))
+        text = body["text"]
+        self.texts.append(text)
+        token = request.query_params.get("token")
+        self.tokens.append(token)
+        if self.fault == "unauthorized" or (self.token is not None and token != self.token):
+            return _failure(401, "NotAuthenticated", "User is not authenticated.")
+        if self.fault == "html_500":
+            return HTMLResponse("<html><body><h1>500 Internal Server Error</h1></body></html>",
+                                status_code=500)
+        if self.fault == "truncated":
+            whole = json.dumps(rasa_answer(text), ensure_ascii=False).encode()
+            return Response(whole[: len(whole) // 2], media_type="application/json")
+        if self.fault == "not_a_parse":
+            return JSONResponse({"version": VERSION, "status": "ok", "text": text})
+        if self.fault == "hang":
+            # Longer than any client timeout; polled so that stopping the server is not held up.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + HANG_LIMIT
+            while not self._release.is_set() and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        self.answered += 1
+        return JSONResponse(rasa_answer(text))
+
+
+def refused_url() -> str:
+    """The URL of a Rasa that is down: a loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -88,3 +88,12 @@ def test_train_with_missing_data_fails_with_a_message(tmp_path: Path,
     assert "kinds.yml" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
     assert nlu.MODEL_DIR.is_dir()
+
+
+def test_parse_with_an_unknown_backend_fails_with_a_message(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NLU_BACKEND", "watson")
+    monkeypatch.setattr("sys.stdin", io.StringIO("你好\n"))
+    assert run("parse") == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "nlu_backend" in out.err
