@@ -6,6 +6,9 @@ by (time, lines before notices, id): the lines of a turn and the notices written
 transaction share one timestamp, and the person saw the turn's replies before any notice it
 caused. A page is addressed by the item just after it (`before`), not by an offset, so new
 items arriving while someone scrolls back do not shift the pages.
+
+A turn sent with the page's own id (`client_id`) can be found again: a retry of it is answered
+with the replies already stored (`answered_turn`) instead of being handled a second time.
 """
 
 from __future__ import annotations
@@ -55,13 +58,44 @@ def record_turn(
     action: str,
     replies: Sequence[tuple[str, Buttons]],
     now: dt.datetime,
+    client_id: str | None = None,
 ) -> None:
-    """Add what the person sent and the replies it got, in the caller's transaction."""
+    """Add what the person sent and the replies it got, in the caller's transaction.
+
+    With a `client_id`, the unique index on (channel, address, client_id) makes the commit of a
+    second turn with the same id fail, so a retry that raced the first one files nothing.
+    """
     session.add(ChatLine(channel=channel, address=address, direction="in", text=said, action=action,
-                         created_at=now))
+                         client_id=client_id, created_at=now))
     for text, buttons in replies:
         session.add(ChatLine(channel=channel, address=address, direction="out", text=text,
                              buttons=buttons, created_at=now))
+
+
+def answered_turn(session: Session, *, channel: str, address: str,
+                  client_id: str) -> list[tuple[str, Buttons]] | None:
+    """The replies stored for the turn the address sent with `client_id`, in the order they were
+    given; None when no such turn was committed.
+
+    A turn's lines share its timestamp and were added in order (the line sent, then its
+    replies), so the replies are the "out" lines after it with the same time, up to the next
+    line sent (turns of one address are served one at a time).
+    """
+    said = session.scalars(select(ChatLine).where(
+        col(ChatLine.channel) == channel, col(ChatLine.address) == address,
+        col(ChatLine.client_id) == client_id, col(ChatLine.direction) == "in")).first()
+    if said is None:
+        return None
+    replies = []
+    for line in session.scalars(
+            select(ChatLine)
+            .where(col(ChatLine.channel) == channel, col(ChatLine.address) == address,
+                   col(ChatLine.created_at) == said.created_at, col(ChatLine.id) > said.id)
+            .order_by(col(ChatLine.id))):
+        if line.direction == "in":
+            break
+        replies.append((line.text, line.buttons))
+    return replies
 
 
 def read_page(
