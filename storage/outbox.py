@@ -1,8 +1,9 @@
 """The transactional outbox: notices are rows written with the change that causes them.
 
 A sender (bot/sender.py) claims due rows, sends them through their channel and marks them. A
-crash between commit and send loses nothing (the row is still pending); a crash between send and
-mark can at worst repeat one notice, never lose it.
+crash between commit and send loses nothing (the row is still pending); a sender killed between
+send and mark repeats, once its lease runs out, the notices it had claimed and not yet marked (at
+most one claimed batch), and never loses one: delivery is at least once.
 
 Several senders may drain one database. Claiming takes a lease: the claim transaction moves the
 row's `next_attempt_at` to `now + lease` and commits before anything is sent, so no other sender
