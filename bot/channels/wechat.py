@@ -44,8 +44,9 @@ from urllib.parse import quote, urlparse
 import anyio
 import redis
 import requests
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from wechatpy.client import WeChatClient as _WeChatpyClient
 from wechatpy.crypto import WeChatCrypto
@@ -95,6 +96,12 @@ MENU: dict[str, Any] = {"button": [
 MENU_COMMANDS = {KEY_MY_CASES: "/status", KEY_MY_GRID: "/grid"}
 MENU_PROMPTS = {KEY_SERVICE: "wechat.menu_service", KEY_COMPLAINT: "wechat.menu_complaint",
                 KEY_PROPOSAL: "wechat.menu_proposal"}
+
+
+def who(openid: str) -> str:
+    """A resident's openid as logs show it: a short digest that tells pushes of one resident
+    apart without giving the openid away (a forged push names its victim by openid)."""
+    return "u" + hashlib.sha256(openid.encode("utf-8")).hexdigest()[:10]
 
 
 class Rejected(Exception):
@@ -147,6 +154,83 @@ class CallbackCrypto:
 
     def encrypt(self, reply: str, nonce: str, timestamp: str, key_index: int = 0) -> str:
         return self._cryptos[key_index].encrypt_message(reply, nonce, timestamp)
+
+
+# --------------------------------------------------------------------------- freshness and replays
+
+# WeChat's nonces are short decimal numbers; anything longer is not WeChat.
+MAX_NONCE_CHARS = 64
+# How often one process deletes expired replay memory rows (database mode).
+PRUNE_EVERY_SECONDS = 60.0
+
+
+def check_fresh(timestamp: str, nonce: str, now: dt.datetime, window: int) -> None:
+    """Rejected(403) unless `timestamp` is whole seconds within `window` of `now` and `nonce`
+    looks like one: a push logged, captured or signed long ago cannot be played again."""
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Rejected(403, "the timestamp is not whole seconds")
+    if not nonce or len(nonce) > MAX_NONCE_CHARS:
+        raise Rejected(403, "the nonce is missing or too long")
+    if abs(int(timestamp) - now.timestamp()) > window:
+        raise Rejected(403, "the timestamp is outside the freshness window")
+
+
+class PushNonces:
+    """The replay memory: each (timestamp, nonce) pair is claimed by the first push that carries
+    it, for as long as that timestamp can still pass `check_fresh`.
+
+    The memory is shared by every process: Redis (through the StateStore) when REDIS_URL is set,
+    else the `UsedNonce` table, whose unique key answers the race between processes.
+
+    The claim records which message the pair came with. The same pair with the same message is
+    not an attack: it is WeChat resending a push whose answer it did not get (or the very same
+    request again), and the message dedupe answers it "success" without doing anything twice.
+    The same pair with any other message is a replay and is refused.
+    """
+
+    def __init__(self, *, state: StateStore, engine: Engine, shared_state: bool, window: int) -> None:
+        self.state = state
+        self.engine = engine
+        self.shared_state = shared_state
+        self.window = window
+        self._pruned_at = -math.inf
+        self._prune_lock = threading.Lock()
+
+    def claim(self, timestamp: str, nonce: str, message_key: str, now: dt.datetime) -> bool:
+        """True for the first push with this pair, or a resend of its message; False for a replay."""
+        owner = hashlib.sha256(message_key.encode("utf-8")).hexdigest()
+        value = f"{timestamp}:{nonce}"
+        # Until the pair's timestamp leaves the window (plus a minute for clocks that differ).
+        expires_at = dt.datetime.fromtimestamp(int(timestamp), dt.UTC) + dt.timedelta(seconds=self.window + 60)
+        if self.shared_state:
+            ttl = max(int((expires_at - now).total_seconds()), 1)
+            key = f"{CHANNEL}:nonce:{value}"
+            if self.state.first_time(key, ttl):
+                self.state.put(f"{key}:owner", {"owner": owner}, ttl=ttl)
+                return True
+            seen = self.state.get(f"{key}:owner")
+            return seen is not None and seen.get("owner") == owner
+        self._prune(now)
+        try:
+            with UnitOfWork(self.engine) as uow:
+                uow.session.add(t.UsedNonce(channel=CHANNEL, value=value, owner=owner, expires_at=expires_at))
+                uow.commit()
+            return True
+        except IntegrityError:
+            pass
+        with UnitOfWork(self.engine) as uow:
+            first = uow.session.scalars(select(col(t.UsedNonce.owner)).where(
+                col(t.UsedNonce.channel) == CHANNEL, col(t.UsedNonce.value) == value)).first()
+        return first == owner
+
+    def _prune(self, now: dt.datetime) -> None:
+        with self._prune_lock:
+            if time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+                return
+            self._pruned_at = time.monotonic()
+        with UnitOfWork(self.engine) as uow:
+            uow.session.execute(delete(t.UsedNonce).where(col(t.UsedNonce.expires_at) < now))
+            uow.commit()
 
 
 # --------------------------------------------------------------------------- XML in and out
@@ -459,6 +543,26 @@ class RedisTokenStore:
 # --------------------------------------------------------------------------- the API client
 
 
+class BrokenAnswer(WeChatClientException):  # type: ignore[misc]
+    """The API server answered 200 with something that is neither JSON nor media."""
+
+
+def failure(exc: BaseException) -> str:
+    """What went wrong with an API call, in a few words for the log and the outbox row."""
+    if isinstance(exc, WeChatClientException) and exc.errcode is not None:
+        return f"{exc.errcode}: {exc.errmsg}"
+    if isinstance(exc, BrokenAnswer):
+        return str(exc.errmsg)
+    response = getattr(exc, "response", None)
+    if isinstance(exc, WeChatClientException) and response is not None:
+        kind = response.headers.get("Content-Type", "").split(";", 1)[0] or "no content type"
+        return f"HTTP {response.status_code} ({kind})"
+    if isinstance(exc, requests.Timeout):
+        return f"no answer in time ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+
 class WeChatClient(_WeChatpyClient):
     """wechatpy's client with a configurable API base, a shared token and one bounded retry.
 
@@ -478,10 +582,22 @@ class WeChatClient(_WeChatpyClient):
             self._http.trust_env = False  # no proxy between us and a loopback server
 
     def fetch_access_token(self) -> dict[str, Any]:
-        return self._fetch_access_token(
-            url=f"{self.api_base}/cgi-bin/token",
-            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
-        )
+        """A new token from `/cgi-bin/token`. wechatpy's own fetch sends no timeout, so a server
+        that never answers would hold the sender forever; this one waits `timeout` at most,
+        and anything but JSON with an `access_token` raises."""
+        answer = self._http.get(
+            f"{self.api_base}/cgi-bin/token", timeout=self.timeout,
+            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret})
+        try:
+            answer.raise_for_status()
+        except requests.RequestException as exc:
+            raise WeChatClientException(None, None, client=self, request=answer.request,
+                                        response=answer) from exc
+        result = self._handle_result(answer)
+        if not isinstance(result, dict) or not isinstance(result.get("access_token"), str):
+            raise BrokenAnswer(None, "the token answer has no access_token", client=self,
+                               request=answer.request, response=answer)
+        return result
 
     @property
     def access_token(self) -> str:  # type: ignore[override]
@@ -504,6 +620,19 @@ class WeChatClient(_WeChatpyClient):
             second = copy.copy(kwargs)
             second["params"] = dict(params or {}, access_token=fresh)
             return super()._request(method, url_or_endpoint, **second)
+
+    def _handle_result(self, res: Any, method: Any = None, url: Any = None, result_processor: Any = None,
+                       **kwargs: Any) -> Any:
+        """wechatpy hands back the raw response when it is not JSON; only media may be that.
+        JSON that does not parse (cut off), an HTML error page or text is BrokenAnswer."""
+        result = super()._handle_result(res, method, url, result_processor, **kwargs)
+        if isinstance(result, requests.Response):
+            kind = result.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if not kind or kind.startswith("text/") or kind.endswith("json"):
+                raise BrokenAnswer(None, f"HTTP {result.status_code} {kind or 'without a content type'} "
+                                         f"that is not JSON ({len(result.content)} bytes)",
+                                   client=self, request=result.request, response=result)
+        return result
 
     def showqrcode_url(self, ticket: str) -> str:
         base = SHOWQRCODE if self.api_base == DEFAULT_API_BASE else f"{self.api_base}/cgi-bin/showqrcode"
@@ -610,11 +739,17 @@ class WeChatSender:
                 return SendResult(ok=False, unreachable=True, error="wechat 40003 invalid openid")
             if code == 45009:
                 return SendResult(ok=False, retry_after=self.busy_seconds)
-            return SendResult(ok=False, error=f"wechat {code}: {exc.errmsg}")
-        except requests.RequestException as exc:
-            return SendResult(ok=False, error=f"wechat: {type(exc).__name__}: {exc}")
+            return self._failed(message, failure(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever the server sent, the outbox retries
+            return self._failed(message, failure(exc))
         remember_options(self.state, message.address, actions)
         return SendResult(ok=True)
+
+    def _failed(self, message: Outgoing, reason: str) -> SendResult:
+        """A send that may work later (the server erred, hung or answered nonsense): the outbox
+        retries it with backoff and marks it dead after SEND_MAX_ATTEMPTS."""
+        log.warning("wechat: notice %s not sent (%s); it will be retried", message.id, reason)
+        return SendResult(ok=False, error=f"wechat {reason}")
 
     def template_data(self, lang: str, text: str) -> dict[str, dict[str, str]]:
         """The notice in a template's slots: heading (first line), case number, the rest, and a
@@ -630,19 +765,19 @@ class WeChatSender:
         hold = SendResult(ok=False, retry_after=self.hold_seconds)
         if not self.template_id:
             log.info("wechat: notice %s held for %s (no window: %s, no template)", message.id,
-                     message.address, why)
+                     who(message.address), why)
             return hold
         try:
             self.client.message.send_template(message.address, self.template_id,
                                               self.template_data(lang, message.text))
         except WeChatClientException as exc:
             if exc.errcode in (-1,) or exc.errcode is None:
-                return SendResult(ok=False, error=f"wechat template {exc.errcode}: {exc.errmsg}")
-            log.info("wechat: notice %s held for %s (template failed: %s)", message.id, message.address,
-                     exc.errcode)
+                return self._failed(message, "template " + failure(exc))
+            log.info("wechat: notice %s held for %s (template failed: %s)", message.id,
+                     who(message.address), exc.errcode)
             return hold
-        except requests.RequestException as exc:
-            return SendResult(ok=False, error=f"wechat template: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - as for customer-service messages
+            return self._failed(message, "template " + failure(exc))
         return SendResult(ok=True)
 
 

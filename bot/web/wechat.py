@@ -4,11 +4,17 @@ GET is the URL check (answer `echostr` verbatim). POST is a push, in plaintext, 
 mode, decided per request from `encrypt_type`:
 
 1. signature (and msg_signature) checked in constant time → 403 and nothing else on failure;
+   a `timestamp` more than WECHAT_FRESHNESS_SECONDS from the app's clock → 403; with an
+   EncodingAESKey set, a plaintext push → 403 unless WECHAT_ALLOW_PLAIN (in plain mode the
+   signature does not cover the body); in compatible mode only the encrypted part is read;
 2. body capped, decrypted (current key, then the previous one), parsed without DTDs → 4xx;
-3. dedupe on MsgId (events: FromUserName+CreateTime) in the shared StateStore: WeChat's
-   retries answer "success" and create nothing;
-4. the resident's held notices are released (they are interacting again);
-5. the pipeline runs as a task, after the push's photo or voice message is downloaded and kept
+3. the (timestamp, nonce) pair is claimed in the shared replay memory (`wc.PushNonces`): a pair
+   already used by another message → 403. The same pair with the same message is WeChat's
+   own resend and goes on to
+4. dedupe on MsgId (events: FromUserName+CreateTime) in the shared StateStore: WeChat's
+   retries (with a new or the same timestamp and nonce) answer "success" and create nothing;
+5. the resident's held notices are released (they are interacting again);
+6. the pipeline runs as a task, after the push's photo or voice message is downloaded and kept
    (MediaIds expire); within `WECHAT_REPLY_BUDGET_SECONDS` its replies become the passive
    reply, else we answer "success" and its replies go out through the outbox as
    customer-service messages. A slow download is thus covered by the same budget. One
@@ -85,6 +91,12 @@ async def receive(request: Request, services: Services, signature: str = "", tim
     key_index = 0
     crypto: wc.CallbackCrypto | None = None
     try:
+        wc.check_fresh(timestamp, nonce, services.clock.now(), settings.wechat_freshness_seconds)
+        if not encrypted and settings.wechat_encoding_aes_key and not settings.wechat_allow_plain:
+            # In plain mode the signature does not cover the body: with a key configured, a
+            # plaintext push is a downgrade unless the operator allowed it.
+            raise wc.Rejected(403, "a plaintext push while an EncodingAESKey is set "
+                                   "(safe or compatible mode only; WECHAT_ALLOW_PLAIN=true allows it)")
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > wc.MAX_PUSH_BYTES:
             raise wc.Rejected(413, "the body is too large")
@@ -121,6 +133,11 @@ async def receive(request: Request, services: Services, signature: str = "", tim
         return Response(xml, media_type="application/xml")
 
     key = wc.dedupe_key(fields)
+    claimed = await anyio.to_thread.run_sync(
+        _nonces(request, services).claim, timestamp, nonce, key, services.clock.now())
+    if not claimed:
+        log.warning("wechat push refused (403): its timestamp and nonce were used by another push")
+        return Response(status_code=403)
     if not services.state.first_time(f"wechat:{key}", wc.DEDUPE_TTL):
         # A retry of a push still being handled (or lost on the way back): the first attempt
         # learns of it and sends its answer as a customer-service message.
@@ -170,6 +187,16 @@ async def receive(request: Request, services: Services, signature: str = "", tim
     return answer(text)
 
 
+def _nonces(request: Request, services: Any) -> wc.PushNonces:
+    """The app's replay memory (one per app, so its pruning runs once a minute, not per push)."""
+    nonces: wc.PushNonces | None = getattr(request.app.state, "wechat_nonces", None)
+    if nonces is None:
+        nonces = request.app.state.wechat_nonces = wc.PushNonces(
+            state=services.state, engine=services.engine, shared_state=bool(services.settings.redis_url),
+            window=services.settings.wechat_freshness_seconds)
+    return nonces
+
+
 def _spawn(coro: Any) -> None:
     task = asyncio.ensure_future(coro)
     _late.add(task)
@@ -188,7 +215,7 @@ async def _run(services: Any, translation: wc.Translation, openid: str,
         replies = await services.pipeline.handle(
             translation.incoming, prepare=(lambda inc: _keep_media(services, inc, media_id)) if media_id else None)
     except Exception:
-        log.exception("wechat: the pipeline failed for %s", openid)
+        log.exception("wechat: the pipeline failed for %s", wc.who(openid))
         lang = await anyio.to_thread.run_sync(wc.language_of, services.engine, openid)
         replies = [Reply(say(lang, "error.generic"))]
     if handoff["waiting"]:
@@ -213,7 +240,7 @@ async def _enqueue_async(services: Any, openid: str, replies: list[Reply], lead_
 def _release_held(services: Any, openid: str) -> None:
     with UnitOfWork(services.engine) as uow:
         if outbox.release_recipient(uow.session, wc.CHANNEL, openid, services.clock.now()):
-            log.info("wechat: released held notices for %s", openid)
+            log.info("wechat: released held notices for %s", wc.who(openid))
         uow.commit()
 
 

@@ -274,9 +274,13 @@ async def test_url_verification(wechat_app: Factory) -> None:
     assert not refused.passed and refused.status == 403
 
 
-@pytest.mark.parametrize("mode", ["plain", "compat"])
-async def test_plain_and_compat_modes(wechat_app: Factory, mode: str) -> None:
-    app = wechat_app(fake_options={"mode": mode})
+@pytest.mark.parametrize(("mode", "settings"), [
+    ("compat", {}),
+    ("plain", {"wechat_encoding_aes_key": None}),     # an account that never set a key
+    ("plain", {"wechat_allow_plain": True}),          # a key, and plain mode allowed on purpose
+])
+async def test_plain_and_compat_modes(wechat_app: Factory, mode: str, settings: dict[str, Any]) -> None:
+    app = wechat_app(fake_options={"mode": mode}, **settings)
     resident = await app.bound_resident()
     result = await app.fake.says(resident, "井盖丢了")
     assert result.outcome == "delivered" and NUMBER.search(result.text or "")
@@ -294,7 +298,7 @@ async def test_a_rotated_aes_key_still_decrypts(wechat_app: Factory) -> None:
 
 async def test_bad_signature_xxe_and_garbage_are_refused_and_store_nothing(
         wechat_app: Factory) -> None:
-    app = wechat_app()
+    app = wechat_app(wechat_allow_plain=True)  # the plaintext refusals too
     resident = app.fake.add_user()
     before = (app.count(t.Case), app.count(t.Identity), app.count(t.Outbox), app.count(t.Resident))
     good = app.fake.text(resident, "楼道灯坏了")
@@ -311,7 +315,9 @@ async def test_bad_signature_xxe_and_garbage_are_refused_and_store_nothing(
     laughs = b'<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><xml>&b;</xml>'
     assert {a.status for a in (await app.fake.push_raw(laughs, openid=resident)).attempts} == {400}
     garbage = await app.fake.push_raw(os.urandom(1024 * 1024), openid=resident)
-    assert {a.status for a in garbage.attempts} == {413}
+    # Refused with 413 as soon as Content-Length is read; a client still sending the body may
+    # see the closed connection instead of the answer.
+    assert garbage.outcome == "error" and {a.status for a in garbage.attempts} <= {413, None}
     assert await post_garbage_ciphertext(app, resident) == 400
     assert {a.status for a in (await app.fake.push_raw(b"not xml at all", openid=resident)).attempts} \
         == {400}

@@ -10,7 +10,9 @@ API side: `/cgi-bin/token`, `stable_token`, `message/custom/send`, `message/temp
 `message/subscribe/bizsend`, `menu/create|get|delete`, `qrcode/create`, `showqrcode` and
 `media/get` (the bytes of the photos and voice messages the fake pushed, for three days), each
 answering HTTP 200 with `errcode`/`errmsg` as WeChat does. Time comes from an injectable
-clock, so the 48 h and 1 min windows and token expiry are tested without waiting.
+clock, so the 48 h and 1 min windows and token expiry are tested without waiting. `inject`
+makes the next call fail as a broken server or network does (`FAULTS`): an HTML 500 page,
+cut-off JSON, a 404 with a text body, a connection dropped mid-body, or no answer at all.
 
 Usage:
 
@@ -41,7 +43,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -51,7 +53,7 @@ import segno
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from storage.clock import FixedClock, as_utc
@@ -293,6 +295,19 @@ class _Injection:
     delay: float
     path: str | None
     errmsg: str | None
+    fault: str | None = None
+
+
+# What a broken server, proxy or network does to an API call instead of answering it
+# (`FakeWeChat.inject(fault=...)`):
+FAULTS = frozenset({
+    "html_500",    # 500 with an HTML error page, as a proxy in front of the API sends
+    "truncated",   # 200 application/json whose JSON is cut off
+    "not_found",   # 404 with a text body that is not JSON
+    "reset",       # headers and part of the body, then the connection is dropped
+    "hang",        # no answer at all, until the client gives up (or `release_hung()`)
+})
+HANG_LIMIT = 60.0
 
 
 class _Number(str):
@@ -385,6 +400,7 @@ class FakeWeChat:
         self._fetches: dict[tuple[str, dt.date], int] = {}
         self._last_force_refresh: float | None = None
         self._injections: list[_Injection] = []
+        self._hung = threading.Event()
         self._qrcodes: dict[str, QrCode] = {}
         self._media: dict[str, _Media] = {}
         self.menu: dict[str, Any] | None = None
@@ -417,6 +433,11 @@ class FakeWeChat:
             user = self._users.setdefault(openid, _User(openid))
             user.following = following
         return openid
+
+    def wrote(self, openid: str) -> None:
+        """The resident wrote to the account (its 48 h customer-service window opens), without
+        a push to the app: for tests of the sending side alone."""
+        self._record_interaction(self.text(openid, "…"))
 
     def follows(self, openid: str) -> bool:
         with self._lock:
@@ -500,11 +521,19 @@ class FakeWeChat:
         return new_key
 
     def inject(self, errcode: int | None = None, *, delay: float = 0.0, path: str | None = None,
-               errmsg: str | None = None) -> None:
+               errmsg: str | None = None, fault: str | None = None) -> None:
         """Make the next API call (or the next to `path`, e.g. "message/custom/send") answer
-        with `errcode` (-1 busy, 45009 quota, ...) and/or only after `delay` real seconds."""
+        with `errcode` (-1 busy, 45009 quota, ...) and/or only after `delay` real seconds, or
+        fail as `fault` says (one of FAULTS: an HTML 500 page, cut-off JSON, a 404 with a
+        text body, a connection dropped mid-body, no answer). A faulted call does nothing."""
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault is one of {sorted(FAULTS)}, not {fault!r}")
         with self._lock:
-            self._injections.append(_Injection(errcode, delay, path, errmsg))
+            self._injections.append(_Injection(errcode, delay, path, errmsg, fault))
+
+    def release_hung(self) -> None:
+        """Let calls held by the "hang" fault end (they answer nothing useful: a 504)."""
+        self._hung.set()
 
     # ----------------------------------------------------------------------- message builders
 
@@ -888,6 +917,13 @@ class FakeWeChat:
             injection = self._take_injection(path)
             if injection and injection.delay:
                 await asyncio.sleep(injection.delay)
+            if injection and injection.fault:
+                with self._changed:
+                    self._api_calls.append(ApiCall(request.method, path, dict(request.query_params),
+                                                   request.headers.get("content-type"), body,
+                                                   {"fault": injection.fault}))
+                    self._changed.notify_all()
+                return await self._fault(injection.fault)
             task: BackgroundTask | None = None
             if injection and injection.errcode is not None:
                 answer = _error(injection.errcode, injection.errmsg)
@@ -915,6 +951,27 @@ class FakeWeChat:
             return JSONResponse(answer, background=task)
 
         return endpoint
+
+    async def _fault(self, fault: str) -> Response:
+        if fault == "html_500":
+            page = b"<html><head><title>500 Internal Server Error</title></head><body>" \
+                   b"<center><h1>500 Internal Server Error</h1></center><hr><center>nginx</center></body></html>"
+            return Response(page, status_code=500, media_type="text/html")
+        if fault == "truncated":
+            return Response(b'{"errcode":0,"errmsg":"o', media_type="application/json")
+        if fault == "not_found":
+            return Response(b"404 page not found", status_code=404, media_type="text/plain")
+        if fault == "reset":
+            async def cut_off() -> AsyncIterator[bytes]:
+                yield b'{"errcode":0,'
+                await asyncio.sleep(0.05)
+                raise ConnectionResetError("the fake drops the connection mid-body")
+            return StreamingResponse(cut_off(), media_type="application/json")
+        # hang: answer nothing until the client gives up and goes away
+        deadline = time.monotonic() + HANG_LIMIT
+        while not self._hung.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return Response(b"", status_code=504)
 
     def _take_injection(self, path: str) -> _Injection | None:
         with self._lock:
@@ -1360,7 +1417,7 @@ def _control_routes(fake: FakeWeChat) -> list[Route]:
     def inject(d: dict[str, Any]) -> dict[str, Any]:
         errcode = d.get("errcode")
         fake.inject(int(errcode) if errcode is not None else None,
-                    delay=float(d.get("delay", 0)), path=d.get("path"))
+                    delay=float(d.get("delay", 0)), path=d.get("path"), fault=d.get("fault"))
         return {"ok": True}
 
     def sent(d: dict[str, Any]) -> list[dict[str, Any]]:
