@@ -9,6 +9,13 @@
 
 Only the oldest pending row of each recipient is claimed, so notices arrive in order.
 
+What /health reads: per channel, the time of the last successful send (`calls[channel]`; a
+notice delivered or refused as unreachable means the platform answered; a rate limit or a hold
+counts neither way) and since when sends have failed; whether the loop runs (`loop`); and the
+backlog and dead notices per channel (`outbox_counts`). A round that fails (the database is
+down) is retried with bounded backoff and logged once when it starts failing and once when it
+works again.
+
 Several senders (`griddesk serve` and `griddesk worker` processes) may drain one database: a
 claim leases its rows (storage/outbox.claim_due) and commits before sending, so a row is in one
 sender's hands at a time. A channel's own pace (messages per second, from `rates` or the channel
@@ -24,12 +31,15 @@ import time
 from collections.abc import Mapping
 
 import anyio
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
-from bot.channels.base import ChannelSender, Outgoing, SendResult
+from bot.channels.base import CallRecord, ChannelSender, LoopState, Outgoing, SendResult
 from storage import outbox
 from storage.clock import Clock
-from storage.tables import Identity, Outbox
+from storage.log_context import log_context, who
+from storage.tables import Identity, Outbox, OutboxState
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,9 @@ class OutboxSender:
         self.lease = dt.timedelta(seconds=lease_seconds)
         self._wake = asyncio.Event()
         self._pace: dict[str, _Pace] = {}
+        self.calls = {channel: CallRecord(f"outbox → {channel}") for channel in self.senders}
+        self.loop = LoopState()
+        self.rounds = CallRecord("outbox sender rounds", first=idle_seconds, cap=30.0)
         for channel, sender in self.senders.items():
             rate = (rates or {}).get(channel) or getattr(sender, "max_per_second", None)
             if rate:
@@ -106,7 +119,7 @@ class OutboxSender:
                     outbox.mark_retry(uow.session, row, now, delay, result.error, self.max_attempts)
                     if row.state == "dead":
                         log.warning("notice %s to %s:%s is dead: %s", row.id, row.channel,
-                                    row.address, result.error)
+                                    who(row.address), result.error)
             uow.commit()
 
     async def drain_once(self) -> int:
@@ -115,6 +128,7 @@ class OutboxSender:
         if not claimed:
             return 0
         results = await asyncio.gather(*(self._send(m) for m in claimed))
+        self._record(list(zip(claimed, results, strict=True)))
         await anyio.to_thread.run_sync(self._mark, list(zip(claimed, results, strict=True)))
         return len(claimed)
 
@@ -124,10 +138,25 @@ class OutboxSender:
         if pace is not None:
             await pace.wait()
         try:
-            return await sender.send(message)
+            with log_context(channel=message.channel):
+                return await sender.send(message)
         except Exception as exc:  # a channel bug must not stop the others
             log.exception("sending notice %s failed", message.id)
             return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+    def _record(self, results: list[tuple[Outgoing, SendResult]]) -> None:
+        """Each channel's record: the last answer of a round decides (they come in claim order)."""
+        now = self.clock.now()
+        for message, result in results:
+            record = self.calls.get(message.channel)
+            if record is None:
+                continue
+            if result.ok or result.unreachable:
+                record.succeeded(now)
+            elif result.retry_after is not None and not result.error:
+                continue  # a rate limit or a hold: the platform is fine, the notice waits
+            else:
+                record.failed(now, result.error)
 
     async def drain(self, max_rounds: int = 10_000) -> int:
         """Send until nothing is due now (used by the demo and tests)."""
@@ -141,18 +170,42 @@ class OutboxSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """The sender loop of `griddesk serve` / `griddesk worker`."""
-        while not stop.is_set():
-            try:
-                n = await self.drain_once()
-            except Exception:
-                log.exception("outbox sender round failed")
-                n = 0
-            if n == 0:
-                self._wake.clear()
+        self.loop.started()
+        try:
+            while not stop.is_set():
+                pause = self.idle_seconds
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_seconds)
-                except TimeoutError:
-                    pass
+                    n = await self.drain_once()
+                except Exception as exc:  # noqa: BLE001 (the loop must outlive a database outage)
+                    pause = self.rounds.failed(self.clock.now(), f"{type(exc).__name__}: {exc}")
+                    n = 0
+                else:
+                    if self.rounds.failures:
+                        self.rounds.succeeded(self.clock.now())
+                if n == 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=pause)
+                    except TimeoutError:
+                        pass
+        finally:
+            self.loop.ended(asked=stop.is_set())
+
+
+def outbox_counts(engine: Engine) -> dict[str, dict[str, int]]:
+    """{channel: {"backlog": pending notices, "dead": dead notices}}: one grouped query."""
+    states = (OutboxState.PENDING.value, OutboxState.DEAD.value)
+    with UnitOfWork(engine) as uow:
+        rows = uow.session.execute(
+            select(col(Outbox.channel), col(Outbox.state), func.count())
+            .where(col(Outbox.state).in_(states))
+            .group_by(col(Outbox.channel), col(Outbox.state))
+        ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for channel, state, n in rows:
+        key = "backlog" if state == OutboxState.PENDING.value else "dead"
+        counts.setdefault(channel, {"backlog": 0, "dead": 0})[key] = int(n)
+    return counts
 
 
 def _mark_identity_unreachable(uow: UnitOfWork, row: Outbox, reason: str) -> None:

@@ -15,6 +15,20 @@ Every update, from the webhook or from getUpdates, takes one path:
 3. On start, stored updates never begun (`received`) are processed; updates a crash interrupted
    mid-way (`working`) are marked failed rather than run again, because their case may already
    exist: a redelivered update must not do anything twice.
+
+The runtime outlives any answer from the Bot API server, including ones that are not the Bot
+API's (a proxy's HTML 500, JSON cut short, a reset connection, a server without a method):
+
+- start-up: setMyCommands is cosmetic, so a failure is a WARNING and is not retried;
+  deleteWebhook is tried once before polling and again whenever getUpdates meets a webhook (409);
+  setWebhook is retried with backoff until it succeeds, while stored updates are still swept;
+- polling: a failed getUpdates waits 1 s, doubling up to 30 s (`receiving`), logged when it starts
+  failing and when it works again; consecutive getUpdates calls start at least
+  POLL_MIN_INTERVAL apart, so a server that ignores the long-poll `timeout` and answers at once
+  is asked at most a few times a second.
+
+`receiving` records the last successful getUpdates (or setWebhook) and `loop` whether `run`
+still runs; /health reads both.
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ import anyio
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramConflictError, TelegramRetryAfter
+from aiogram.exceptions import TelegramConflictError, TelegramRetryAfter
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.storage.redis import DefaultKeyBuilder, RedisStorage
@@ -41,18 +55,21 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from bot.channels.base import CallRecord, LoopState
 from bot.channels.telegram import (
     ALLOWED_UPDATES,
     CHANNEL,
     TelegramChannel,
     TelegramSender,
     build_router,
+    describe,
 )
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 from handlers.replies import say
 from storage import tables as t
 from storage.clock import Clock
+from storage.log_context import log_context
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
 
@@ -66,6 +83,8 @@ KEEP_DONE = dt.timedelta(days=3)
 SWEEP_SECONDS = 30.0
 # A `working` row older than this at start belongs to a process that died.
 INTERRUPTED_AFTER = dt.timedelta(minutes=5)
+# At most this often a getUpdates starts (≤ 4 a second), whatever the server answers.
+POLL_MIN_INTERVAL = 0.25
 COMMANDS = (("start", "telegram.cmd_start"), ("status", "telegram.cmd_status"),
             ("grid", "telegram.cmd_grid"), ("help", "telegram.cmd_help"))
 
@@ -120,6 +139,9 @@ class TelegramRuntime:
         self._queues: dict[str, deque[int]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
+        self.loop = LoopState()
+        # getUpdates in polling mode, setWebhook in webhook mode; tests shorten the backoff.
+        self.receiving = CallRecord("telegram getUpdates" if self.polls else "telegram setWebhook")
 
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine, state: StateStore, pipeline: Pipeline,
@@ -140,6 +162,15 @@ class TelegramRuntime:
     @property
     def webhook_mode(self) -> bool:
         return bool(self.settings.telegram_webhook_url)
+
+    @property
+    def polls(self) -> bool:
+        """Whether this process runs the getUpdates loop."""
+        return not self.webhook_mode and self.settings.telegram_poll
+
+    @property
+    def mode(self) -> str:
+        return "webhook" if self.webhook_mode else "polling" if self.polls else "not polling here"
 
     # ------------------------------------------------------------------ the durable inbox
 
@@ -186,7 +217,9 @@ class TelegramRuntime:
             while queue:
                 inbound_id = queue.popleft()
                 try:
-                    await self._process(inbound_id)
+                    # The stored update's own id: this queue outlives the request that started it.
+                    with log_context(request_id=f"telegram-inbound-{inbound_id}"):
+                        await self._process(inbound_id)
                 finally:
                     self._queued.discard(inbound_id)
         finally:
@@ -278,21 +311,23 @@ class TelegramRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """The background job of `griddesk serve`: set up, recover, then poll or wait for stop."""
+        self.loop.started()
         try:
-            await self.dispatcher.emit_startup(bot=self.bot)
-            await self._best_effort("setMyCommands", self._set_commands())
+            await self._optional("startup handlers", self.dispatcher.emit_startup(bot=self.bot))
+            await self._optional("setMyCommands", self._set_commands())
             with contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(lambda: self._tidy(interrupted=True))
-            if self.webhook_mode:
-                await self._best_effort("setWebhook", self.bot.set_webhook(
-                    str(self.settings.telegram_webhook_url), secret_token=self.settings.telegram_webhook_secret,
-                    allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False))
             await self._recover_logged(None)
-            if self.webhook_mode or not self.settings.telegram_poll:
-                await self._sweep(stop)
-            else:
+            if self.webhook_mode:
+                await asyncio.gather(self._set_webhook(stop), self._sweep(stop))
+            elif self.polls:
                 await self._poll(stop)
+            else:
+                await self._sweep(stop)
+        except Exception:  # a bug: said at once, and /health answers 503 from now on
+            log.exception("telegram: the channel's runtime stopped")
         finally:
+            self.loop.ended(asked=stop.is_set())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.idle(), timeout=3)
             for task in list(self._workers.values()):
@@ -301,7 +336,8 @@ class TelegramRuntime:
                 await self.dispatcher.emit_shutdown(bot=self.bot)
             with contextlib.suppress(Exception):
                 await self.dispatcher.storage.close()
-            await self.bot.session.close()
+            with contextlib.suppress(Exception):
+                await self.bot.session.close()
 
     async def _recover_logged(self, older_than: dt.timedelta | None) -> None:
         try:
@@ -319,12 +355,33 @@ class TelegramRuntime:
             with contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(lambda: self._tidy(interrupted=False))
 
+    async def _set_webhook(self, stop: asyncio.Event) -> None:
+        """setWebhook until it succeeds: without it Telegram delivers nothing."""
+        while not stop.is_set():
+            try:
+                await _until(stop, self.bot.set_webhook(
+                    str(self.settings.telegram_webhook_url), secret_token=self.settings.telegram_webhook_secret,
+                    allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False))
+            except _Stop:
+                return
+            except Exception as exc:  # noqa: BLE001 (any answer at all: retried)
+                if await _stopped(stop, self.receiving.failed(self.clock.now(), describe(exc))):
+                    return
+            else:
+                self.receiving.succeeded(self.clock.now())
+                return
+
     async def _poll(self, stop: asyncio.Event) -> None:
         """Long polling: one getUpdates loop; an update is stored before its offset is confirmed."""
-        await self._best_effort("deleteWebhook", self.bot.delete_webhook(drop_pending_updates=False))
+        await self._delete_webhook()
         offset: int | None = None
-        failures = 0
+        loop = asyncio.get_running_loop()
+        began = -POLL_MIN_INTERVAL
         while not stop.is_set():
+            # The floor holds even when the server answers at once, ignoring `timeout`.
+            if await _stopped(stop, began + POLL_MIN_INTERVAL - loop.time()):
+                return
+            began = loop.time()
             try:
                 updates = await _until(stop, self.bot.get_updates(
                     offset=offset, timeout=self.settings.telegram_poll_timeout,
@@ -332,21 +389,17 @@ class TelegramRuntime:
                     request_timeout=self.settings.telegram_poll_timeout + 10))
             except _Stop:
                 return
-            except TelegramRetryAfter as exc:
-                await _stopped(stop, exc.retry_after)
+            except Exception as exc:  # noqa: BLE001  (the one poller must outlive any answer)
+                pause = self.receiving.failed(self.clock.now(), describe(exc))
+                if isinstance(exc, TelegramRetryAfter):
+                    pause = max(pause, float(exc.retry_after))
+                elif isinstance(exc, TelegramConflictError) and "webhook" in exc.message:
+                    # A webhook is set (our deleteWebhook failed, or someone set one).
+                    await self._delete_webhook()
+                # A conflict with another poller: only one may run (PROTOCOLS.md §1.1).
+                await _stopped(stop, pause)
                 continue
-            except TelegramConflictError as exc:
-                # Another poller or a webhook holds the bot: only one may (PROTOCOLS.md §1.1).
-                log.warning("telegram: getUpdates conflict: %s", exc.message)
-                failures += 1
-                await _stopped(stop, min(2.0 ** failures, 30.0))
-                continue
-            except Exception as exc:  # noqa: BLE001  (the one poller must outlive any failure)
-                log.warning("telegram: getUpdates failed: %s", exc)
-                failures += 1
-                await _stopped(stop, min(2.0 ** failures, 30.0))
-                continue
-            failures = 0
+            self.receiving.succeeded(self.clock.now())
             for item in updates:
                 payload = item.model_dump(mode="json", by_alias=True, exclude_none=True)
                 try:
@@ -356,16 +409,20 @@ class TelegramRuntime:
                     break  # not stored: ask for it again
                 offset = item.update_id + 1
 
+    async def _delete_webhook(self) -> None:
+        await self._optional("deleteWebhook", self.bot.delete_webhook(drop_pending_updates=False))
+
     async def _set_commands(self) -> None:
         for lang, code in (("zh-Hans", None), ("en", "en")):
             commands = [BotCommand(command=name, description=say(lang, key)) for name, key in COMMANDS]
             await self.bot.set_my_commands(commands, scope=BotCommandScopeDefault(), language_code=code)
 
-    async def _best_effort(self, what: str, call: Awaitable[Any]) -> None:
+    async def _optional(self, what: str, call: Awaitable[Any]) -> None:
+        """A step the channel works without (or retries elsewhere): any failure is a WARNING."""
         try:
             await call
-        except (TelegramAPIError, OSError) as exc:
-            log.warning("telegram: %s failed: %s", what, exc)
+        except Exception as exc:  # noqa: BLE001 (any answer, including one that is not the API's)
+            log.warning("telegram: %s failed, going on without it: %s", what, describe(exc))
 
 
 async def _until(stop: asyncio.Event, call: Awaitable[T]) -> T:
@@ -386,6 +443,8 @@ async def _until(stop: asyncio.Event, call: Awaitable[T]) -> T:
 
 async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to `seconds`; True when `stop` was set."""
+    if seconds <= 0:
+        return stop.is_set()
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:

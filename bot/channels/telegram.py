@@ -34,6 +34,8 @@ import aiohttp
 import anyio
 from aiogram import Bot, Router
 from aiogram.exceptions import (
+    AiogramError,
+    ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
@@ -62,6 +64,7 @@ from handlers.replies import pick_language, say
 from storage import media, outbox
 from storage import tables as t
 from storage.clock import Clock
+from storage.log_context import who
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -216,6 +219,20 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return parts
 
 
+def describe(exc: BaseException) -> str:
+    """A failed Bot API call in one short line, safe for logs and the outbox's last_error.
+
+    An answer that is not the Bot API's (a proxy's HTML page, JSON cut short) surfaces in aiogram
+    as ClientDecodeError, whose text quotes the whole answer, and a truncated sendMessage answer
+    holds the message itself: only the kind of failure is kept.
+    """
+    if isinstance(exc, ClientDecodeError):
+        return f"ClientDecodeError: {exc.message} ({type(exc.original).__name__}): not a Bot API answer"
+    if isinstance(exc, TelegramAPIError):
+        return f"{type(exc).__name__}: {exc.message}"[:300]
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 # --------------------------------------------------------------------------- kept files
 
 
@@ -233,8 +250,8 @@ async def download_file(bot: Bot, file_id: str, kind: str) -> tuple[bytes, str]:
     "invalid file_id") or the network fails; MediaRefused when it is larger than we keep."""
     try:
         file = await bot.get_file(file_id, request_timeout=DOWNLOAD_SECONDS)
-    except TelegramAPIError as exc:
-        raise MediaUnavailable(f"getFile: {exc}") from exc
+    except (AiogramError, ValueError) as exc:  # an API error, or an answer that is not the API's
+        raise MediaUnavailable(f"getFile: {describe(exc)}") from exc
     if not file.file_path:
         raise MediaUnavailable("getFile gave no file_path")
     if file.file_size is not None and file.file_size > media.MAX_MEDIA_BYTES:
@@ -267,14 +284,15 @@ class TelegramChannel:
             await self.handle(translated, bot)
 
     async def callback(self, query: CallbackQuery, bot: Bot) -> None:
-        # Answer first: the button's spinner keeps turning until we do (PROTOCOLS.md §1.2).
+        # Answer first: the button's spinner keeps turning until we do (PROTOCOLS.md §1.2). The
+        # press counts whatever the answer: a spinner left turning beats a lost press.
         try:
             await bot.answer_callback_query(query.id)
         except TelegramBadRequest as exc:
             if "query is too old" not in exc.message:
                 log.warning("telegram: answering callback %s failed: %s", query.id, exc.message)
-        except TelegramAPIError as exc:
-            log.warning("telegram: answering callback %s failed: %s", query.id, exc)
+        except Exception as exc:  # noqa: BLE001 (5xx, network, an answer that is not the API's)
+            log.warning("telegram: answering callback %s failed: %s", query.id, describe(exc))
         translated = translate_callback(query)
         if translated is not None:
             await self.handle(translated)
@@ -369,7 +387,7 @@ class TelegramChannel:
                 uow.rollback()
                 replies = [Reply(say(lang, "telegram.invite_used"))]
             except Exception:
-                log.exception("telegram: redeeming an invite for %s failed", translated.address)
+                log.exception("telegram: redeeming an invite for %s failed", who(translated.address))
                 uow.rollback()
                 replies = [Reply(say(lang, "error.generic"))]
             # The binding and the answer commit together.
@@ -471,7 +489,8 @@ class TelegramSender:
       outbox postpones that chat alone (not a failure) and others go on;
     - overall: at most `global_per_second`, by waiting for the next free slot;
     - 429 → `retry_after` from Telegram; 403 (blocked, never started) and "chat not found" →
-      unreachable, never retried; 5xx and network errors → retried with backoff;
+      unreachable, never retried; 5xx, network errors and answers that are not the Bot API's
+      (an HTML error page, JSON cut short, a connection reset) → retried with backoff;
     - a notice's kept photos and voice messages (`Outgoing.media`, read from `engine`) go first,
       one message each (`send_method`: sendPhoto, sendVoice, or sendDocument for a recording
       Telegram cannot play, such as WeChat's AMR), under the same limits; a file no longer
@@ -597,5 +616,7 @@ class TelegramSender:
                 return SendResult(ok=False, unreachable=True, error=exc.message)
             return SendResult(ok=False, error=exc.message)
         except TelegramAPIError as exc:  # 5xx, network errors, a restarting server
-            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            return SendResult(ok=False, error=describe(exc))
+        except Exception as exc:  # noqa: BLE001 (a proxy's HTML page, truncated JSON …: like a 5xx)
+            return SendResult(ok=False, error=describe(exc))
         return SendResult(ok=True)

@@ -389,6 +389,21 @@ def test_long_polling_serves_messages_photos_and_locations(fake: FakeTelegram, s
         assert (kind, data, content_type) == ("photo", held(fake, largest(update)), "image/jpeg")
 
 
+def test_a_bot_api_server_without_set_my_commands_is_still_polled_and_health_says_so(
+        fake: FakeTelegram, sqlite_url: str) -> None:
+    # A server (or a proxy) that lacks the method answers 404 with an HTML page, not Bot API JSON.
+    fake.fail_next(None, method="setMyCommands", fault="html", error_code=404)
+    for app in running(fake, sqlite_url, webhook=False):
+        fake.wait_for_sync(lambda: fake.polling())
+        fake.start_bot(RESIDENT)
+        seen(fake, RESIDENT, "居委会")
+        health = httpx.get(f"{app.url}/health", timeout=10, trust_env=False)
+        assert health.status_code == 200
+        telegram = health.json()["channels"]["telegram"]
+        assert telegram["running"] and telegram["receiving"]["mode"] == "polling"
+        assert telegram["receiving"]["last_ok_at"] and telegram["sending"]["last_ok_at"]
+
+
 def test_stored_updates_are_handled_after_a_restart(fake: FakeTelegram, sqlite_url: str) -> None:
     before = App(fake, sqlite_url)
     update = fake.start_bot(RESIDENT, "b_ZN-B02")

@@ -21,6 +21,12 @@ deliveries and long polls run on that loop; state is shared with the test thread
 Times in Telegram objects (``date``, expiry, rate windows, callback age) come from ``clock``,
 which tests may replace with a :class:`ManualClock`; webhook retry delays are real seconds
 multiplied by ``time_scale``.
+
+Besides the Bot API's own errors, ``fail_next(fault=...)`` makes the server broken in ways that
+are not protocol-shaped, over real HTTP (see ``FAULTS``): an HTML error page from a proxy, a
+method the server does not have answered 404 in HTML, JSON cut short, a connection closed
+half-way through the body, a long poll that answers at once. ``requests(method)`` counts what
+the server received, whatever it answered.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import math
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -92,8 +98,23 @@ CONFLICT_POLLER = (
 )
 CANT_INITIATE = "Forbidden: bot can't initiate conversation with a user"
 BLOCKED = "Forbidden: bot was blocked by the user"
-REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+REASONS = {404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+# Broken answers that are not the Bot API's (``fail_next(fault=...)``):
+FAULTS = {
+    # the error page of a proxy in front of the server (status: ``error_code``, default 500); with
+    # error_code=404 it is a server that lacks the method, as a plain web server answers
+    "html": "an HTML error page instead of JSON",
+    # the method runs, and its JSON answer is cut in half (Content-Length matches what is sent)
+    "truncated": "the answer's JSON cut short",
+    # the method runs; the headers announce the whole answer, half of it is written, and the
+    # connection is closed
+    "reset": "the connection closed half-way through the answer",
+    # getUpdates answers at once, as a server that ignores the long-poll timeout
+    "instant": "a long poll answered at once",
+}
+# A command of setMyCommands: 1-32 of a-z, 0-9 and _ (Bot API, BotCommand).
+COMMAND = re.compile(r"[a-z0-9_]{1,32}")
 
 # Returned from the ASGI callable to make uvicorn close the connection without writing a
 # response (h11_impl.run_asgi: a non-None result closes the transport). The client sees the
@@ -274,11 +295,13 @@ class _Callback:
 
 @dataclass
 class _Fault:
-    remaining: int
+    remaining: int | None  # None: every matching call until reset()
     method: str | None
     error: ApiError | None
     delay: float | None
     drop: bool
+    kind: str | None = None
+    status: int = 500
 
 
 @dataclass
@@ -302,6 +325,7 @@ class _Bot:
     files: dict[str, _File] = field(default_factory=dict)
     chat_sends: dict[int, deque[float]] = field(default_factory=dict)
     all_sends: deque[float] = field(default_factory=deque)
+    requests: Counter[str] = field(default_factory=Counter)
 
     @property
     def id(self) -> int:
@@ -428,7 +452,7 @@ class FakeTelegram:
             "setwebhook": self._set_webhook,
             "deletewebhook": self._delete_webhook,
             "getwebhookinfo": self._get_webhook_info,
-            "setmycommands": lambda bot, params: True,
+            "setmycommands": self._set_my_commands,
             "deletemycommands": lambda bot, params: True,
             "sendchataction": self._send_chat_action,
         }
@@ -687,26 +711,37 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ control: faults and reset
 
-    def fail_next(self, count: int = 1, *, method: str | None = None,
+    def fail_next(self, count: int | None = 1, *, method: str | None = None,
                   error_code: int | None = None, retry_after: int | None = None,
                   description: str | None = None, delay: float | None = None,
-                  drop: bool = False, token: str | None = None) -> None:
-        """Make the next ``count`` calls (of ``method``, if given) misbehave.
+                  drop: bool = False, fault: str | None = None, token: str | None = None) -> None:
+        """Make the next ``count`` calls (of ``method``, if given; every one until ``reset()``
+        when ``count`` is None) misbehave.
 
         ``retry_after`` answers 429 with that value; ``error_code`` answers that status
         (500, 502 ...); ``delay`` answers normally after that many real seconds; ``drop``
-        closes the connection without an answer.
+        closes the connection without an answer; ``fault`` is one of ``FAULTS`` (with
+        ``fault="html"``, ``error_code`` is the page's status).
         """
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault must be one of {sorted(FAULTS)}")
         error = None
         if retry_after is not None:
             error = too_many_requests(retry_after)
-        elif error_code is not None:
+        elif error_code is not None and fault != "html":
             error = ApiError(error_code, description or REASONS.get(error_code, "Error"))
-        if error is None and delay is None and not drop:
-            raise ValueError("say what should go wrong: retry_after, error_code, delay or drop")
+        if error is None and delay is None and not drop and fault is None:
+            raise ValueError("say what should go wrong: retry_after, error_code, delay, drop or fault")
         with self._lock:
             self._bot(token).faults.append(
-                _Fault(count, method.lower() if method else None, error, delay, drop))
+                _Fault(count, method.lower() if method else None, error, delay, drop, fault,
+                       error_code or 500))
+
+    def requests(self, method: str | None = None, token: str | None = None) -> int:
+        """How many Bot API requests (of ``method``) the server received, whatever it answered."""
+        with self._lock:
+            counted = self._bot(token).requests
+            return counted[method.lower()] if method else sum(counted.values())
 
     def reset(self) -> None:
         """Forget users, chats, updates, webhooks, faults and records; keep tokens and settings."""
@@ -739,6 +774,16 @@ class FakeTelegram:
             else:
                 response = self._error(ApiError(404, "Not Found"))
         except _Drop:
+            logging.getLogger("uvicorn.error").addFilter(_QUIET_DROP)
+            return _DROP_CONNECTION
+        except _Cut as cut:
+            # The whole answer is announced, half of it is written, then the connection closes.
+            body = cut.response.body
+            headers = [(k, v) for k, v in cut.response.raw_headers if k != b"content-length"]
+            await send({"type": "http.response.start", "status": cut.response.status_code,
+                        "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body[:len(body) // 2],
+                        "more_body": True})
             logging.getLogger("uvicorn.error").addFilter(_QUIET_DROP)
             return _DROP_CONNECTION
         await response(scope, receive, send)
@@ -785,12 +830,15 @@ class FakeTelegram:
         if bot is None:
             return self._error(ApiError(401, "Unauthorized"))
         method = method_name.lower()
+        with self._lock:
+            bot.requests[method] += 1
+            fault = self._take_fault(bot, method)
+        if fault is not None and fault.kind == "html":
+            return _html_page(fault.status)
         if method != "getupdates" and method not in self._methods:
             return self._error(ApiError(404, "Not Found"))
         try:
             params = await self._read_params(request)
-            with self._lock:
-                fault = self._take_fault(bot, method)
             if fault is not None:
                 if fault.drop:
                     raise _Drop
@@ -798,15 +846,24 @@ class FakeTelegram:
                     raise fault.error
                 if fault.delay:
                     await self._sleep(fault.delay)
+                if fault.kind == "instant":
+                    params["timeout"] = 0
             if method == "getupdates":
-                return self._ok(await self._get_updates(bot, params))
-            with self._lock:
-                try:
-                    return self._ok(self._methods[method](bot, params))
-                finally:
-                    self._notify()
+                response = self._ok(await self._get_updates(bot, params))
+            else:
+                with self._lock:
+                    try:
+                        response = self._ok(self._methods[method](bot, params))
+                    finally:
+                        self._notify()
         except ApiError as error:
-            return self._error(error)
+            response = self._error(error)
+        if fault is not None and fault.kind == "truncated":
+            return Response(response.body[:len(response.body) // 2], status_code=response.status_code,
+                            media_type="application/json")
+        if fault is not None and fault.kind == "reset":
+            raise _Cut(response)
+        return response
 
     def _download(self, token: str, file_path: str) -> Response:
         with self._lock:
@@ -874,7 +931,7 @@ class FakeTelegram:
             "answered_callbacks": self.answered_callbacks,
             "webhook_attempts": self.webhook_attempts, "pending_updates": self.pending_updates,
             "webhook_info": self.webhook_info, "polling": self.polling,
-            "fail_next": self.fail_next, "reset": self.reset,
+            "fail_next": self.fail_next, "reset": self.reset, "requests": self.requests,
         }
         if name not in methods:
             return Response(json.dumps({"ok": False, "description": f"no control method {name}"}),
@@ -1000,6 +1057,23 @@ class FakeTelegram:
             callback_query_id=query_id, user_id=query.user_id, data=query.data,
             text=params.get("text") or None, show_alert=_flag(params.get("show_alert")),
             url=params.get("url") or None))
+        return True
+
+    def _set_my_commands(self, bot: _Bot, params: dict[str, Any]) -> bool:
+        """Commands are checked as Telegram checks them; nothing else is kept."""
+        commands = params.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise bad_request("can't parse commands JSON object")
+        for command in commands:
+            if not isinstance(command, dict):
+                raise bad_request("can't parse BotCommand JSON object")
+            if not COMMAND.fullmatch(str(command.get("command") or "")):
+                raise bad_request("BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description") or "")) <= 256:
+                raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+        language = str(params.get("language_code") or "")
+        if language and not re.fullmatch(r"[a-z]{2}", language):
+            raise bad_request("invalid language code specified")
         return True
 
     def _send_chat_action(self, bot: _Bot, params: dict[str, Any]) -> bool:
@@ -1454,9 +1528,10 @@ class FakeTelegram:
     def _take_fault(self, bot: _Bot, method: str) -> _Fault | None:
         for fault in bot.faults:
             if fault.method is None or fault.method == method:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    bot.faults.remove(fault)
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        bot.faults.remove(fault)
                 return fault
         return None
 
@@ -1506,6 +1581,23 @@ class _Drop(Exception):
     """Raised inside a request to close its connection without an answer."""
 
 
+class _Cut(Exception):
+    """Raised inside a request to write half of ``response`` and close the connection."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("cut")
+        self.response = response
+
+
+def _html_page(status: int) -> Response:
+    """The error page a proxy (nginx) in front of the Bot API server answers with."""
+    reason = REASONS.get(status, "Error")
+    page = (f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n")
+    return Response(page, status_code=status, media_type="text/html")
+
+
 def _set_all(events: Iterable[asyncio.Event]) -> None:
     for event in events:
         event.set()
@@ -1536,6 +1628,7 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "FAULTS",
     "AnsweredCallback",
     "ApiError",
     "DeliveryAttempt",

@@ -667,3 +667,55 @@ async def test_waiting_without_the_condition_ends_at_the_deadline(fake: FakeTele
         await fake.wait_for(lambda: fake.sent(RESIDENT), timeout=0.05)
     with pytest.raises(TimeoutError):
         fake.wait_for_sync(lambda: fake.sent(RESIDENT), timeout=0.05)
+
+
+# --------------------------------------------------------------------------- broken servers
+
+
+async def test_an_html_error_page_is_served_as_a_proxy_would(fake: FakeTelegram) -> None:
+    fake.fail_next(None, method="setMyCommands", fault="html", error_code=404)
+    async with httpx.AsyncClient(base_url=fake.url, trust_env=False) as client:
+        for _ in range(2):  # count=None: every call until reset()
+            answer = await client.post(f"/bot{TOKEN}/setMyCommands", json={"commands": []})
+            assert answer.status_code == 404
+            assert answer.headers["content-type"].startswith("text/html")
+            assert "<h1>404 Not Found</h1>" in answer.text
+        fake.fail_next(method="getMe", fault="html")
+        assert (await client.post(f"/bot{TOKEN}/getMe")).status_code == 500
+        assert (await client.post(f"/bot{TOKEN}/getMe")).json()["ok"] is True
+    assert (fake.requests("setMyCommands"), fake.requests("getMe"), fake.requests()) == (2, 2, 4)
+
+
+async def test_a_truncated_answer_follows_a_call_that_did_happen(fake: FakeTelegram) -> None:
+    fake.start_bot(RESIDENT)
+    fake.fail_next(method="sendMessage", fault="truncated")
+    async with httpx.AsyncClient(base_url=fake.url, trust_env=False) as client:
+        answer = await client.post(f"/bot{TOKEN}/sendMessage", json={"chat_id": RESIDENT, "text": "通知"})
+
+    assert answer.status_code == 200 and int(answer.headers["content-length"]) == len(answer.content)
+    assert answer.content.startswith(b'{"ok": true')
+    with pytest.raises(ValueError):
+        answer.json()
+    assert [m.text for m in fake.sent(RESIDENT)] == ["通知"]
+
+
+async def test_a_reset_closes_the_connection_half_way_through_the_body(fake: FakeTelegram, bot: Bot) -> None:
+    fake.start_bot(RESIDENT)
+    fake.fail_next(method="sendMessage", fault="reset")
+    async with httpx.AsyncClient(base_url=fake.url, trust_env=False) as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete|complete message body"):
+            await client.post(f"/bot{TOKEN}/sendMessage", json={"chat_id": RESIDENT, "text": "一"})
+    fake.fail_next(method="sendMessage", fault="reset")
+    with pytest.raises(TelegramNetworkError):
+        await bot.send_message(RESIDENT, "二")
+
+    assert [m.text for m in fake.sent(RESIDENT)] == ["一", "二"]  # the calls happened all the same
+
+
+async def test_a_long_poll_can_be_answered_at_once(fake: FakeTelegram, bot: Bot) -> None:
+    fake.fail_next(None, method="getUpdates", fault="instant")
+
+    # Far less than the poll's own 20 s: only a server ignoring the timeout can meet this.
+    for _ in range(3):
+        assert await asyncio.wait_for(bot.get_updates(timeout=20), timeout=5) == []
+    assert fake.requests("getUpdates") == 3

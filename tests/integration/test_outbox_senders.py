@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from bot.channels.base import Outgoing, SendResult
 from bot.sender import OutboxSender
-from storage import outbox
+from storage import db, outbox
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -100,3 +103,47 @@ async def test_a_claimed_notice_is_leased_until_marked(engine: Engine, clock: Fi
     log: list[tuple[str, int]] = []
     assert await OutboxSender(engine, {"test": Recorder(log)}, clock).drain() == 1
     assert log == [("r0", row_id)]
+
+
+async def test_each_channels_last_successful_send_and_failing_since_are_recorded(
+        engine: Engine, clock: FixedClock) -> None:
+    queue(engine, clock, recipients=1, each=4)
+    channel = Flaky([SendResult(ok=True), SendResult(ok=False, error="HTTP 502"),
+                     SendResult(ok=False, retry_after=30), SendResult(ok=True)])
+    sender = OutboxSender(engine, {"test": channel}, clock)
+    record = sender.calls["test"]
+    sent_at = clock.now()
+
+    await sender.drain_once()
+    assert (record.last_ok_at, record.failing_since) == (sent_at, None)
+    failed_at = clock.advance(dt.timedelta(minutes=1))
+    await sender.drain_once()
+    assert (record.last_ok_at, record.failing_since) == (sent_at, failed_at)
+    clock.advance(dt.timedelta(minutes=5))
+    await sender.drain_once()  # a rate limit is neither a success nor a failure
+    assert (record.last_ok_at, record.failing_since) == (sent_at, failed_at)
+    back_at = clock.advance(dt.timedelta(minutes=1))
+    await sender.drain_once()
+    assert (record.last_ok_at, record.failing_since) == (back_at, None)
+
+
+async def test_a_sender_whose_database_is_down_backs_off_and_says_so_once(
+        tmp_path: Path, clock: FixedClock, caplog: pytest.LogCaptureFixture) -> None:
+    gone = db.make_engine(f"sqlite:///{tmp_path}/no/such/dir/griddesk.db")
+    sender = OutboxSender(gone, {"test": Recorder([])}, clock, idle_seconds=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        for _ in range(500):
+            if sender.rounds.failures >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert sender.loop.running and sender.rounds.failures >= 5
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        gone.dispose()
+
+    assert sender.loop.state == "stopped"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "outbox sender rounds: failing" in said[0]

@@ -219,3 +219,34 @@ async def test_a_blocked_chat_stops_at_the_first_photo(fake: FakeTelegram, bot: 
     result = await sender.send(with_photos("工单卡片", [photo]))
 
     assert result.unreachable and not result.ok and result.error
+
+
+# --------------------------------------------------------------------------- broken servers
+
+BROKEN = [{"fault": "html"}, {"fault": "html", "error_code": 404}, {"fault": "truncated"},
+          {"fault": "reset"}, {"drop": True}]
+
+
+@pytest.mark.parametrize("broken", BROKEN, ids=lambda b: "-".join(str(v) for v in b.values()))
+async def test_a_photo_answered_with_something_not_the_bot_api_is_left_out_and_the_card_arrives(
+        fake: FakeTelegram, bot: Any, engine: Engine, broken: dict[str, Any]) -> None:
+    [photo] = kept(engine, b"\xff\xd8 photo")
+    fake.fail_next(1, method="sendPhoto", **broken)
+    sender = TelegramSender(bot, engine=engine, per_chat_per_second=1000, global_per_second=1000)
+
+    assert (await sender.send(with_photos("工单卡片", [photo]))).ok
+
+    assert fake.sent(CHAT)[-1].text == "工单卡片"
+
+
+@pytest.mark.parametrize("broken", BROKEN, ids=lambda b: "-".join(str(v) for v in b.values()))
+async def test_a_message_answered_with_something_not_the_bot_api_is_retried_later(
+        fake: FakeTelegram, bot: Any, broken: dict[str, Any]) -> None:
+    fake.fail_next(1, method="sendMessage", **broken)
+
+    result = await fast(bot).send(notice("通知"))
+
+    assert not result.ok and not result.unreachable and result.retry_after is None
+    # The reason names the failure, never the answer's content (the message itself, for one).
+    assert result.error and "通知" not in result.error and "<html>" not in result.error
+    assert (await fast(bot).send(notice("通知"))).ok
