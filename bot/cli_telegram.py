@@ -72,6 +72,29 @@ def _staff_invite(args: argparse.Namespace) -> int:
     return 0
 
 
+def _staff_password_link(args: argparse.Namespace) -> int:
+    """A one-time link to set the person's console password (handlers/console_access.py)."""
+    from handlers import console_access
+    from handlers.errors import NotFound
+    from storage import db
+    from storage.clock import SystemClock
+    from storage.unit_of_work import UnitOfWork
+
+    settings = Settings()
+    engine = db.migrated_engine(settings.database_url)
+    try:
+        with UnitOfWork(engine) as uow:
+            token = console_access.issue_password_link(uow.session, args.person, SystemClock().now())
+            uow.commit()
+    except NotFound:
+        print(f"no active staff member {args.person!r}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"{settings.public_url.rstrip('/')}/console/password/{token}")
+    return 0
+
+
 # --------------------------------------------------------------------------- grid signs
 
 
@@ -254,6 +277,10 @@ def register(subparsers: Any) -> None:
     invite = staff_sub.add_parser("invite", help="print a one-time Telegram link that binds a staff member")
     invite.add_argument("person", help="the person's code in the registry, e.g. zhang_li")
     invite.set_defaults(func=_staff_invite)
+    password = staff_sub.add_parser("password-link",
+                                    help="print a one-time link to set a staff member's console password")
+    password.add_argument("person", help="the person's code in the registry, e.g. zhang_li")
+    password.set_defaults(func=_staff_password_link)
 
     qr = subparsers.add_parser("qr", help="write a printable grid sign (PNG) per building")
     qr.add_argument("--out", default="var/grid-signs", help="output folder (default var/grid-signs)")

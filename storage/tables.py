@@ -82,6 +82,10 @@ class Person(SQLModel, table=True):
     phone: str = ""
     language: str = "zh-Hans"
     active: bool = True
+    # The WeCom (企业微信) member id, lowercased as WeCom returns it (console sign-in, sync).
+    wecom_userid: str | None = Field(default=None, max_length=64, index=True)
+    # Where staff notices go first, comma-separated channels ("telegram,wecom"); "" = the default order.
+    notify_order: str = Field(default="", max_length=64)
 
     def has_role(self, role: str) -> bool:
         return role in self.roles.split(",")
@@ -373,6 +377,22 @@ class Inbound(SQLModel, table=True):
     done_at: dt.datetime | None = None
 
 
+class UsedNonce(SQLModel, table=True):
+    """A one-time value a channel has seen (a push's timestamp and nonce), kept while a replay of
+    it could still pass the freshness check: the replay memory shared by processes without Redis.
+
+    `owner` says what the value came with (the message it carried), so a platform's own resend
+    of the same message can be told from a replay carrying another one.
+    """
+
+    __table_args__ = (UniqueConstraint("channel", "value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    value: str = Field(max_length=128)
+    owner: str = Field(default="", max_length=128)
+    expires_at: dt.datetime = Field(index=True)
+
+
 class ChatLine(SQLModel, table=True):
     """A line of a conversation on a channel that keeps no history of its own (the web chat):
     what the person sent ("in") or a direct reply to it ("out").
@@ -617,3 +637,50 @@ class StaffInvite(SQLModel, table=True):
     used_at: dt.datetime | None = None
     used_channel: str = Field(default="", max_length=16)
     used_address: str = Field(default="", max_length=128)
+
+
+# ----- the centre's console (web): staff passwords, sign-in sessions, the contact-view record
+
+
+class StaffPassword(SQLModel, table=True):
+    """A staff member's console password (argon2 hash) and the count of failed sign-ins that
+    locks the person out for a while, counted here so every process sees the same count."""
+
+    person_id: int = Field(primary_key=True, foreign_key="person.id")
+    password_hash: str = Field(default="", max_length=255)
+    set_at: dt.datetime | None = None
+    failed_count: int = 0
+    locked_until: dt.datetime | None = None
+
+
+class PasswordLink(SQLModel, table=True):
+    """A one-time link to set a console password (`griddesk staff password-link ID`); only the
+    token's SHA-256 is kept."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in web session (console and web chat alike); signing out ends it for good.
+    Only the session token's SHA-256 is kept."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    address: str = Field(max_length=128)
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    ended_at: dt.datetime | None = None
+
+
+class ContactView(SQLModel, table=True):
+    """A staff member saw a resident's phone or address in the console (who, when, which case)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    at: dt.datetime = Field(index=True)

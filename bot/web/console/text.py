@@ -1,0 +1,111 @@
+"""The console's own words in zh-Hans (the default), zh-Hant and English. States, kinds, steps
+and buttons come from the chat's catalogues (handlers/replies), so both say the same."""
+
+from __future__ import annotations
+
+from handlers.replies import DEFAULT, say
+
+_WORDS: dict[str, tuple[str, str, str]] = {
+    # key: (zh-Hans, zh-Hant, en)
+    "title": ("社区服务中心工作台", "社區服務中心工作台", "Community centre console"),
+    "nav.cases": ("工单", "工單", "Cases"),
+    "nav.chat": ("网页聊天", "網頁聊天", "Web chat"),
+    "nav.figures": ("指标", "指標", "Figures"),
+    "nav.contact_views": ("联系方式查看记录", "聯絡方式查看記錄", "Contact views"),
+    "logout": ("退出登录", "登出", "Sign out"),
+    "login.title": ("工作人员登录", "工作人員登入", "Staff sign-in"),
+    "login.person": ("工号（人员编号）", "工號（人員編號）", "Staff id"),
+    "login.password": ("密码", "密碼", "Password"),
+    "login.submit": ("登录", "登入", "Sign in"),
+    "login.failed": ("工号或密码不正确。", "工號或密碼不正確。", "Wrong staff id or password."),
+    "login.locked": ("失败次数过多，请 {minutes} 分钟后再试。", "失敗次數過多，請 {minutes} 分鐘後再試。",
+                     "Too many failed attempts; try again in {minutes} minutes."),
+    "login.demo": ("演示：以工作人员身份进入", "演示：以工作人員身分進入", "Demo: enter as a staff member"),
+    "login.password_set": ("密码已设置，请登录。", "密碼已設定，請登入。", "Your password is set; sign in."),
+    "denied": ("工作台仅供工作人员使用。", "工作台僅供工作人員使用。", "The console is for staff only."),
+    "password.title": ("设置密码", "設定密碼", "Set your password"),
+    "password.new": ("新密码（至少 10 位）", "新密碼（至少 10 位）", "New password (10 characters or more)"),
+    "password.again": ("再输入一次", "再輸入一次", "Once more"),
+    "password.submit": ("保存", "儲存", "Save"),
+    "password.mismatch": ("两次输入不一致。", "兩次輸入不一致。", "The two entries differ."),
+    "password.short": ("密码至少 10 位。", "密碼至少 10 位。", "The password needs 10 characters or more."),
+    "password.gone": ("此链接无效、已使用或已过期。", "此連結無效、已使用或已過期。",
+                      "This link is invalid, used or expired."),
+    "filter.state": ("状态", "狀態", "State"),
+    "filter.open": ("未办结", "未辦結", "open"),
+    "filter.any": ("全部", "全部", "all"),
+    "filter.kind": ("类型", "類型", "Kind"),
+    "filter.category": ("类别", "類別", "Category"),
+    "filter.urgent": ("紧急", "緊急", "Urgent"),
+    "filter.overdue": ("已超时", "已逾時", "Overdue"),
+    "filter.grid": ("网格", "網格", "Grid"),
+    "filter.committee": ("居委会", "居委會", "Committee"),
+    "filter.post": ("岗位", "崗位", "Post"),
+    "filter.holder": ("承办人", "承辦人", "Holder"),
+    "filter.period": ("受理时间（如 2026-11）", "受理時間（如 2026-11）", "Filed in (e.g. 2026-11)"),
+    "filter.q": ("搜索：编号、内容、居民姓名或电话", "搜尋：編號、內容、居民姓名或電話",
+                 "Search: number, text, resident's name or phone"),
+    "filter.apply": ("筛选", "篩選", "Filter"),
+    "filter.clear": ("清除", "清除", "Clear"),
+    "yes": ("是", "是", "yes"),
+    "no": ("否", "否", "no"),
+    "col.number": ("编号", "編號", "Number"),
+    "col.state": ("状态", "狀態", "State"),
+    "col.kind": ("类型", "類型", "Kind"),
+    "col.category": ("类别", "類別", "Category"),
+    "col.text": ("内容", "內容", "Text"),
+    "col.grid": ("网格", "網格", "Grid"),
+    "col.post": ("岗位", "崗位", "Post"),
+    "col.holder": ("承办人", "承辦人", "Holder"),
+    "col.due": ("下一时限", "下一時限", "Next deadline"),
+    "col.created": ("受理时间", "受理時間", "Filed"),
+    "col.urgent": ("紧急", "緊急", "Urgent"),
+    "col.overdue": ("超时", "逾時", "Overdue"),
+    "list.count": ("共 {total} 件", "共 {total} 件", "{total} cases"),
+    "list.none": ("没有符合条件的工单。", "沒有符合條件的工單。", "No case matches."),
+    "list.page": ("第 {page}/{pages} 页", "第 {page}/{pages} 頁", "page {page} of {pages}"),
+    "list.prev": ("上一页", "上一頁", "Previous"),
+    "list.next": ("下一页", "下一頁", "Next"),
+    "list.csv": ("下载 CSV", "下載 CSV", "Download CSV"),
+    "list.xlsx": ("下载 Excel", "下載 Excel", "Download Excel"),
+    "overdue": ("超时", "逾時", "overdue"),
+    "case.back": ("返回列表", "返回列表", "Back to the list"),
+    "case.card": ("工单", "工單", "Case"),
+    "case.resident": ("居民", "居民", "Resident"),
+    "case.name": ("姓名", "姓名", "Name"),
+    "case.phone": ("电话", "電話", "Phone"),
+    "case.address": ("地址", "地址", "Address"),
+    "case.photos": ("照片", "照片", "Photos"),
+    "case.voices": ("语音", "語音", "Voice messages"),
+    "case.locations": ("位置", "位置", "Locations"),
+    "case.timeline": ("办理经过", "辦理經過", "Timeline"),
+    "case.actions": ("办理", "辦理", "Act on it"),
+    "case.text_label": ("答复、说明或理由", "答覆、說明或理由", "Reply, note or reason"),
+    "case.post_label": ("转办到岗位", "轉辦到崗位", "Transfer to post"),
+    "case.deadlines": ("时限", "時限", "Deadlines"),
+    "case.ack_due": ("签收", "簽收", "Acknowledge by"),
+    "case.reply_due": ("答复", "答覆", "Reply by"),
+    "case.resolve_due": ("办结", "辦結", "Resolve by"),
+    "done": ("已完成：{what}", "已完成：{what}", "Done: {what}"),
+    "error.invalid_state": ("工单当前状态不允许此操作。", "工單目前狀態不允許此操作。",
+                            "The case's state does not allow that."),
+    "error.text_needed": ("请填写答复、说明或理由。", "請填寫答覆、說明或理由。", "Write the reply, note or reason."),
+    "error.post_needed": ("请选择岗位。", "請選擇崗位。", "Pick a post."),
+    "error.usage": ("输入有误。", "輸入有誤。", "That input is not valid."),
+    "views.title": ("居民联系方式查看记录", "居民聯絡方式查看記錄", "Who saw residents' contacts"),
+    "views.at": ("时间", "時間", "When"),
+    "views.who": ("查看人", "查看人", "Who"),
+    "views.case": ("工单", "工單", "Case"),
+    "live": ("实时更新", "即時更新", "live"),
+}
+LANG_INDEX = {"zh-Hans": 0, "zh-Hant": 1, "en": 2}
+
+
+def word(lang: str, key: str, **values: object) -> str:
+    """A console phrase in `lang`; the catalogues' keys (state.*, kind.*, step.*, button.*) too."""
+    if key in _WORDS:
+        return _WORDS[key][LANG_INDEX.get(lang, LANG_INDEX[DEFAULT])].format(**values)
+    try:
+        return say(lang, key, **values)
+    except KeyError:
+        return key.rsplit(".", 1)[-1]
