@@ -12,9 +12,11 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -22,10 +24,12 @@ from sqlmodel import col
 
 from bot.channels.base import ChannelSender
 from bot.channels.webchat import WebChatSender
+from bot.metrics import ChannelWatch
 from bot.pipeline import Pipeline
 from bot.sender import OutboxSender
 from bot.settings import EXAMPLE_REGISTRY, Settings
 from bot.worker import Scheduler, policy_from
+from handlers import council_export
 from handlers.desk import Classifier
 from handlers.registry import load_registry
 from storage import db
@@ -36,6 +40,7 @@ from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 512 * 1024
+STATIC_VENDOR = Path(__file__).parent / "web" / "static" / "vendor"
 
 
 @dataclass
@@ -95,9 +100,14 @@ def gazetteer(engine: Engine) -> dict[str, dict[str, str]]:
 def build_classifier(settings: Settings, engine: Engine) -> Classifier:
     import nlu
 
+    embedded = nlu.load(settings.nlu_model_dir, gazetteer=gazetteer(engine))
     if settings.nlu_backend == "rasa":
-        return nlu.RasaClassifier(settings.rasa_url)
-    return nlu.load(settings.nlu_model_dir, gazetteer=gazetteer(engine))
+        # The embedded model checks Rasa's kind and reads the message when Rasa cannot.
+        rasa = nlu.RasaClassifier(settings.rasa_url, settings.rasa_timeout,
+                                  token=settings.rasa_token, embedded=embedded)
+        rasa.start_warm_up()  # Rasa's first parse is slow; in the background, start goes on
+        return rasa
+    return embedded
 
 
 def build_state(settings: Settings) -> StateStore:
@@ -122,6 +132,19 @@ def build_wechat_sender(settings: Settings, engine: Engine, state: StateStore, c
         template_fields=[f.strip() for f in settings.wechat_template_fields.split(",") if f.strip()],
         hold_seconds=settings.wechat_hold_seconds,
     )
+
+
+def build_wecom_sender(settings: Settings, engine: Engine, state: StateStore, clock: Clock) -> ChannelSender | None:
+    """The WeCom app sender, when WECOM_CORP_ID, WECOM_AGENT_ID and WECOM_SECRET are set; the
+    people with a WeCom member id get their WeCom chat identity then."""
+    from bot.channels import wecom
+
+    client = wecom.build_client(settings, now=lambda: clock.now().timestamp())
+    if client is None or settings.wecom_agent_id is None:
+        return None
+    wecom.bind_members(engine, clock.now())
+    return wecom.WeComSender(client, agent_id=settings.wecom_agent_id, state=state, engine=engine,
+                             limits=wecom.MemberLimits(state, now=lambda: clock.now().timestamp()))
 
 
 def build_telegram(settings: Settings, engine: Engine, state: StateStore, pipeline: Pipeline, clock: Clock,
@@ -152,6 +175,11 @@ def build_services(
     wechat = build_wechat_sender(settings, engine, state, clock)
     if wechat is not None:
         senders["wechat"] = wechat
+    wecom = build_wecom_sender(settings, engine, state, clock)
+    if wecom is not None:
+        senders["wecom"] = wecom
+    # The council's /export answers with a link to the console's download on this site.
+    council_export.set_site_url(settings.public_url)
     pipeline = Pipeline(
         engine,
         state=state,
@@ -182,7 +210,8 @@ def build_services(
         pipeline=pipeline,
         sender=sender,
         senders=senders,
-        demo=settings.demo if settings.demo is not None else example,
+        # The picker signs anyone in as anyone: never in production, example community or not.
+        demo=settings.environment != "production" and (settings.demo if settings.demo is not None else example),
         telegram=telegram,
     )
     if telegram is not None:
@@ -194,11 +223,17 @@ def build_services(
                   batch=settings.watch_batch, on_queued=sender.wake,
                   chat_history_days=settings.chat_history_days).run
     )
+    # This process's channel state for /metrics (bot/metrics.py).
+    services.background.append(ChannelWatch(services).run)
     return services
 
 
 def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
-    from bot.web import figures, health, media, photos, telegram, webchat, wechat
+    from bot.web import figures, health, media, photos, telegram, webchat, wechat, wecom
+    from bot.web import metrics as metrics_view
+    from bot.web.deps import RETRY_AFTER_SECONDS, STATE_DOWN
+    from bot.web.guard import AnswerErrors, BodyLimit
+    from bot.web.request_id import RequestId
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -218,12 +253,29 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app = FastAPI(title="griddesk", lifespan=lifespan)
     app.state.services = services
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    # The first added is the outermost: an error is answered with the connection kept, and every
+    # body is counted as it arrives (bot/web/guard.py).
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(AnswerErrors)
+    # Added last, so outermost: every line a request causes carries its id (bot/web/request_id.py).
+    app.add_middleware(RequestId)
+
+    async def state_down(request: Request, exc: Exception) -> JSONResponse:
+        # Redis is down: a clean 503 that says when to try again, one line in the log.
+        log.warning("%s %s: the state store is unreachable (%s)", request.method, request.url.path,
+                    type(exc).__name__)
+        return JSONResponse({"detail": "the service is briefly unavailable; try again in a moment"},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for kind in STATE_DOWN:
+        app.add_exception_handler(kind, state_down)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # What was wrong and where, without echoing the input: it may be large, or text that
+        # cannot even be encoded (a lone surrogate).
+        return JSONResponse({"detail": [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")}
+                                        for e in exc.errors()]}, status_code=422)
 
     app.include_router(health.router)
     app.include_router(webchat.router)
@@ -231,6 +283,15 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app.include_router(figures.router)
     app.include_router(photos.router)
     app.include_router(wechat.router)
+    app.include_router(wecom.router)
     app.include_router(telegram.router)
+    app.include_router(metrics_view.router)
+    from fastapi.staticfiles import StaticFiles
+
+    from bot.web.console import router as console_router
+
+    app.include_router(console_router)
+    # Vendored scripts (htmx, ECharts) are served by us, never from a CDN.
+    app.mount("/static/vendor", StaticFiles(directory=STATIC_VENDOR), name="vendor")
     return app
 

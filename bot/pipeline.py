@@ -10,8 +10,10 @@ even when the two arrive at different processes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 
 import anyio
@@ -20,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from bot import metrics
 from bot.channels.base import Incoming, Reply
 from handlers import intake
 from handlers.conversation import Actor
@@ -27,12 +30,36 @@ from handlers.desk import Classifier, Desk
 from handlers.replies import pick_language, say
 from storage import tables as t
 from storage.clock import Clock
+from storage.log_context import log_context, who
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 Deliver = Callable[[Session, list[Reply], dt.datetime], None]
 Prepare = Callable[[Incoming], Incoming]
+# A lone surrogate is no character at all and no database stores it; PostgreSQL refuses NUL.
+UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+
+
+def storable_text(value: str) -> str:
+    """`value` with lone surrogates and NUL turned into U+FFFD."""
+    return UNSTORABLE.sub("\ufffd", value)
+
+
+def storable(incoming: Incoming) -> Incoming:
+    """The message with lone surrogates and NUL turned into U+FFFD, whichever channel brought it:
+    its text is then refused politely as unreadable, and whatever is kept of it can be stored."""
+    clean = storable_text
+    fields = (incoming.address, incoming.text, incoming.action or "", incoming.display_name,
+              *(a.ref for a in incoming.attachments))
+    if not any(UNSTORABLE.search(value) for value in fields):
+        return incoming
+    return dataclasses.replace(
+        incoming, address=clean(incoming.address), text=clean(incoming.text),
+        action=clean(incoming.action) if incoming.action is not None else None,
+        display_name=clean(incoming.display_name),
+        attachments=tuple(dataclasses.replace(a, ref=clean(a.ref)) for a in incoming.attachments),
+    )
 
 
 class Pipeline:
@@ -66,31 +93,35 @@ class Pipeline:
         before the message can be read (WeChat downloads a photo): the next message from the
         same address waits for it, so a description typed right after a photo finds it there.
         """
-        with self.state.lock(f"address:{incoming.channel}:{incoming.address}"):
+        incoming = storable(incoming)
+        with metrics.intake(incoming.channel), log_context(channel=incoming.channel), \
+                self.state.lock(f"address:{incoming.channel}:{incoming.address}"):
             if prepare is not None:
-                incoming = prepare(incoming)
+                incoming = storable(prepare(incoming))
             return self._serve(incoming, deliver)
 
     def _serve(self, incoming: Incoming, deliver: Deliver | None) -> list[Reply]:
         with UnitOfWork(self.engine) as uow:
+            opened = metrics.CasesOpened(uow.session)
             actor = self.actor_for(uow.session, incoming)
             desk = Desk(
                 session=uow.session,
                 now=self.clock.now(),
                 state=self.state,
-                classifier=self.classifier,
+                classifier=metrics.TimedClassifier(self.classifier),
                 clarify_below=self.clarify_below,
                 max_text=self.max_text,
             )
             try:
                 replies = intake.handle(desk, actor, text=incoming.text, action=incoming.action)
             except Exception:
-                log.exception("message from %s:%s failed", incoming.channel, incoming.address)
+                log.exception("message from %s failed", who(incoming.address))
                 uow.rollback()
                 replies = [Reply(say(actor.lang, "error.generic"))]
             if deliver is not None:
                 deliver(uow.session, replies, desk.now)
             uow.commit()
+            opened.count()  # after the commit: only committed cases count
             return replies
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:

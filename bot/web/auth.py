@@ -14,6 +14,15 @@ import time
 
 COOKIE = "griddesk_session"
 LINK_TTL = 30 * 24 * 3600
+# A session cookie signed as "<address>#<session token>" is also checked against the sessions
+# table (handlers/console_access.py), so signing out ends it for the console and the chat alike.
+SESSION_MARK = "#"
+
+
+def split_session(signed: str) -> tuple[str, str | None]:
+    """The address and the session token of a verified cookie value (None for a bare address)."""
+    address, mark, token = signed.partition(SESSION_MARK)
+    return address, (token if mark else None)
 
 
 def _sig(secret: str, body: str) -> str:
@@ -32,7 +41,8 @@ def verify(secret: str, token: str, now: float | None = None) -> str | None:
     try:
         address, expiry, signature = token.rsplit("|", 2)
         body = f"{address}|{expiry}"
-        if not hmac.compare_digest(signature, _sig(secret, body)):
+        # compare_digest takes str only when ASCII (TypeError otherwise); a real signature is.
+        if not signature.isascii() or not hmac.compare_digest(signature, _sig(secret, body)):
             return None
         if int(expiry) < (now if now is not None else time.time()):
             return None

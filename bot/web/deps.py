@@ -4,19 +4,58 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import redis.exceptions
 from fastapi import Depends, HTTPException, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from bot.channels.webchat import CHANNEL
-from bot.web.auth import COOKIE, verify
+from bot.pipeline import UNSTORABLE
+from bot.web.auth import COOKIE, split_session, verify
+from handlers import console_access
 from storage import tables as t
+from storage.unit_of_work import UnitOfWork
 
 # Row ids are 64-bit integers: a larger (or negative) number compared with an id column gets 422
 # before it reaches the database, whose driver would fail on it.
 ROW_ID_MAX = 2**63 - 1
 RowIdQuery = Annotated[int, Query(ge=0, le=ROW_ID_MAX)]
+
+
+def _storable(value: str) -> str:
+    """A lone surrogate ("\\ud800" in JSON, or the raw bytes ED A0 80) is no character at all and
+    no database can store it; PostgreSQL refuses NUL in text. A JSON field holding either is
+    refused with 422 naming the field, so the client learns its text was garbled and nothing is
+    kept (other channels, which cannot be answered 422, have it replaced by the pipeline)."""
+    found = UNSTORABLE.search(value)
+    if found is not None:
+        what = "a NUL character" if found[0] == "\x00" else "a lone surrogate (not valid Unicode)"
+        raise ValueError(f"the text holds {what} at position {found.start()}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+# The state store (Redis) is unreachable: the request is answered 503 with Retry-After.
+STATE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+RETRY_AFTER_SECONDS = 5
+
+# What each route may answer besides its success, for the OpenAPI schema (FastAPI `responses=`).
+_MEANING = {
+    401: "not signed in, or the session names no one",
+    403: "signed in, but not allowed",
+    404: "no such thing, or not shown to this visitor",
+    413: "request body over the size limit",
+    422: "malformed input; `detail` says what",
+    503: "a dependency is down or busy; try again after Retry-After seconds",
+}
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that may answer `codes`."""
+    return {code: {"description": _MEANING[code]} for code in codes}
 
 
 def get_services(request: Request) -> Any:
@@ -31,12 +70,23 @@ def current_address(request: Request) -> str:
     services = request.app.state.services
     token = request.cookies.get(COOKIE)
     address = verify(services.settings.secret_key, token) if token else None
+    if address is not None:
+        address = _live(services, address)
     if address is None:
         raise HTTPException(status_code=401, detail="not signed in: open your personal link")
     return address
 
 
 Address = Annotated[str, Depends(current_address)]
+
+
+def _live(services: Any, signed: str) -> str | None:
+    """The address of a verified cookie, None when its session has been signed out or expired."""
+    address, session_token = split_session(signed)
+    if session_token is None:
+        return address
+    with UnitOfWork(services.engine) as uow:
+        return console_access.session_address(uow.session, session_token, services.clock.now())
 
 
 def web_identity(session: Session, address: str) -> t.Identity:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
 
-from bot.web.deps import Address, Services, web_identity
+from bot.web.deps import Address, Services, answers, web_identity
 from handlers import directory, figures
 from handlers.errors import BadInput
 from storage import tables as t
@@ -25,7 +25,7 @@ from storage.unit_of_work import UnitOfWork
 router = APIRouter()
 
 
-@router.get("/api/figures", response_model=None)
+@router.get("/api/figures", response_model=None, responses=answers(401, 403, 422))
 def get_figures(address: Address, services: Services, by: str = "grid", period: str = "",
                 format: str = "json") -> dict[str, Any] | Response:
     with UnitOfWork(services.engine) as uow:

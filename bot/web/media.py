@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy.orm import Session
 
-from bot.web.deps import Address, Services, web_identity
+from bot.web.deps import Address, Services, answers, web_identity
 from handlers import cases
 from handlers.errors import GriddeskError
 from storage import media
@@ -54,7 +54,7 @@ def describe(att: t.Attachment) -> dict[str, Any]:
             "at": att.created_at.isoformat()}
 
 
-@router.get("/api/cases/{number}/attachments")
+@router.get("/api/cases/{number}/attachments", responses=answers(401, 404))
 def case_attachments(number: str, address: Address, services: Services) -> list[dict[str, Any]]:
     if not CASE_NUMBER.fullmatch(number):
         raise _not_found()
@@ -67,7 +67,7 @@ def case_attachments(number: str, address: Address, services: Services) -> list[
         return [describe(att) for att in cases.attachments_of(uow.session, case)]
 
 
-@router.get("/media/{media_id}")
+@router.get("/media/{media_id}", responses=answers(401, 404, 422))
 def get_media(media_id: int, address: Address, services: Services) -> Response:
     with UnitOfWork(services.engine) as uow:
         person, resident = _viewer(uow.session, address)

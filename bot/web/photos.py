@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from bot.settings import Settings
 from bot.web.auth import sign, verify
-from bot.web.deps import Services
+from bot.web.deps import Services, answers
 from bot.web.media import kept_response
 from storage import media
 from storage.unit_of_work import UnitOfWork
@@ -45,7 +45,7 @@ def _media_ids(services: Services, token: str) -> list[int]:
         raise HTTPException(status_code=404, detail="not found") from None
 
 
-@router.get("/photos/{token}", response_class=HTMLResponse)
+@router.get("/photos/{token}", response_class=HTMLResponse, responses=answers(404))
 def photos_page(token: str, services: Services) -> HTMLResponse:
     ids = _media_ids(services, token)
     base = html.escape(f"/photos/{quote(token, safe='')}")
@@ -68,7 +68,7 @@ def photos_page(token: str, services: Services) -> HTMLResponse:
                                                                   "media-src 'self'; style-src 'unsafe-inline'"})
 
 
-@router.get("/photos/{token}/{media_id}")
+@router.get("/photos/{token}/{media_id}", responses=answers(404, 422))
 def photo(token: str, media_id: int, services: Services) -> Response:
     if media_id not in _media_ids(services, token):
         raise HTTPException(status_code=404, detail="not found")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from bot.web.deps import Services
+from bot.pipeline import storable_text
+from bot.web.deps import RETRY_AFTER_SECONDS, STATE_DOWN, Services
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -39,14 +41,32 @@ async def webhook(request: Request, services: Services) -> Response:
                         request.client.host if request.client else "?")
             return JSONResponse({"detail": "wrong secret token"}, status_code=401)
     try:
-        payload = json.loads(await request.body())
+        payload = _storable(json.loads(await request.body()))
     except (ValueError, UnicodeDecodeError):
         return JSONResponse({"detail": "the body is not JSON"}, status_code=400)
     if not isinstance(payload, dict) or type(payload.get("update_id")) is not int:
         return JSONResponse({"detail": "an update needs an integer update_id"}, status_code=400)
     try:
         await runtime.accept(payload)
+    except STATE_DOWN as exc:
+        log.warning("telegram webhook: update %s not stored, the state store is unreachable (%s)",
+                    payload["update_id"], type(exc).__name__)
+        return JSONResponse({"detail": "try again later"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     except Exception:
         log.exception("telegram webhook: update %s could not be stored", payload["update_id"])
         return JSONResponse({"detail": "try again later"}, status_code=503)
     return JSONResponse({"ok": True})
+
+
+def _storable(value: Any) -> Any:
+    """The update with lone surrogates and NUL in its strings turned into U+FFFD: Telegram gets
+    its 200 and the update is kept and handled (its text then refused politely as unreadable),
+    where a database refusing it would have Telegram redeliver it forever."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value

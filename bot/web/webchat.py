@@ -8,17 +8,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
-from bot.web.deps import Address, RowIdQuery, Services, web_identity
+from bot.web.deps import Address, RowIdQuery, Services, Text, answers, web_identity
 from handlers import directory
 from handlers.notify import ensure_identity
 from storage import chat_history
@@ -32,13 +34,15 @@ CURSOR = re.compile(r"(said|reply|notice):([0-9]{1,18})")
 
 
 class SendBody(BaseModel):
-    text: str | None = None
-    action: str | None = Field(default=None, max_length=64)
-    label: str | None = Field(default=None, max_length=200)  # the pressed button's, for the history
+    text: Text | None = None
+    action: Text | None = Field(default=None, max_length=64)
+    label: Text | None = Field(default=None, max_length=200)  # the pressed button's, for the history
+    # The page's id for this message, reused when it sends the message again after a lost answer.
+    client_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[ -~]+$")
 
 
 class PersonaBody(BaseModel):
-    who: str = Field(max_length=64)
+    who: Text = Field(max_length=64)
 
 
 def _set_session(response: Response, secret: str, address: str) -> None:
@@ -83,7 +87,7 @@ def login(token: str, services: Services) -> RedirectResponse:
     return response
 
 
-@router.post("/api/logout")
+@router.post("/api/logout", responses=answers(413))
 def logout(response: Response) -> dict[str, bool]:
     response.delete_cookie(COOKIE)
     return {"ok": True}
@@ -95,7 +99,7 @@ def me(services: Services) -> dict[str, Any]:
     return {"demo": services.demo}
 
 
-@router.get("/api/session")
+@router.get("/api/session", responses=answers(401))
 def session_info(address: Address, services: Services) -> dict[str, Any]:
     with UnitOfWork(services.engine) as uow:
         ident = web_identity(uow.session, address)
@@ -110,7 +114,7 @@ def session_info(address: Address, services: Services) -> dict[str, Any]:
                 "building": building.name if building else "", "demo": services.demo}
 
 
-@router.get("/api/demo/personas")
+@router.get("/api/demo/personas", responses=answers(404))
 def personas(services: Services) -> dict[str, Any]:
     """Who a newcomer can be in the demo: residents by building, and every staff member."""
     if not services.demo:
@@ -137,7 +141,7 @@ def personas(services: Services) -> dict[str, Any]:
     return {"residents": residents, "staff": staff, "buildings": new}
 
 
-@router.post("/api/demo/persona")
+@router.post("/api/demo/persona", responses=answers(404, 413, 422))
 def pick_persona(body: PersonaBody, services: Services, response: Response) -> dict[str, str]:
     if not services.demo:
         raise HTTPException(status_code=404, detail="the persona picker is off")
@@ -177,30 +181,68 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
     return {"address": address}
 
 
-@router.post("/api/chat/send")
+@router.post("/api/chat/send", responses=answers(401, 413, 422, 503))
 async def send(body: SendBody, address: Address, services: Services) -> dict[str, Any]:
     if body.text is None and body.action is None:
         raise HTTPException(status_code=422, detail="send 'text' or 'action'")
     said = _said(body, services.pipeline.max_text)
+
+    client_id = body.client_id
 
     def record(session: Session, replies: list[Reply], now: dt.datetime) -> None:
         # In the pipeline's own transaction: the turn is kept exactly when its work commits.
         chat_history.record_turn(
             session, channel=CHANNEL, address=address, said=said, action=body.action or "",
             replies=[(r.text, [[b.to_json() for b in row] for row in r.buttons]) for r in replies], now=now,
+            client_id=client_id,
         )
+
+    def answered_before(incoming: Incoming) -> Incoming:
+        # Under the address's lock, so a retry that waited for the first send finds its turn.
+        if client_id is not None:
+            earlier = _answer_of(services, address, client_id)
+            if earlier is not None:
+                raise _Answered(earlier)
+        return incoming
 
     try:
         replies = await services.pipeline.handle(
             Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action),
-            deliver=record,
+            deliver=record, prepare=answered_before,
         )
+    except _Answered as answered:
+        return {"replies": answered.replies}
+    except IntegrityError:
+        # Only a send with the same id committed by another process meanwhile (the address's
+        # lock was lost, say with Redis) gets here: this turn rolled back, the first one answers.
+        earlier = await anyio.to_thread.run_sync(_answer_of, services, address, client_id) if client_id else None
+        if earlier is None:
+            raise
+        return {"replies": earlier}
     except LockTimeout:
         # An earlier message of this person's is still being served (far longer than any should).
         raise HTTPException(status_code=503, detail="your previous message is still being handled; "
                                                      "send this one again in a moment") from None
     services.sender.wake()
     return {"replies": [r.to_json() for r in replies]}
+
+
+class _Answered(Exception):
+    """A send whose client id already has a stored turn: its replies, as the send answered them."""
+
+    def __init__(self, replies: list[dict[str, Any]]) -> None:
+        super().__init__("already answered")
+        self.replies = replies
+
+
+def _answer_of(services: Any, address: str, client_id: str) -> list[dict[str, Any]] | None:
+    """The answer given to the address's send with `client_id`, None when it has not committed."""
+    with UnitOfWork(services.engine) as uow:
+        replies = chat_history.answered_turn(uow.session, channel=CHANNEL, address=address,
+                                             client_id=client_id)
+    if replies is None:
+        return None
+    return [{"text": text, "buttons": buttons, "expects_text": False} for text, buttons in replies]
 
 
 def _said(body: SendBody, max_chars: int) -> str:
@@ -215,7 +257,7 @@ def _said(body: SendBody, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[:max_chars] + "…"
 
 
-@router.get("/api/chat/inbox")
+@router.get("/api/chat/inbox", responses=answers(401, 422))
 def inbox(address: Address, services: Services, after: RowIdQuery = 0, limit: int = 50) -> dict[str, Any]:
     """Notices delivered to this address after id `after`, oldest first."""
     with UnitOfWork(services.engine) as uow:
@@ -232,7 +274,7 @@ def inbox(address: Address, services: Services, after: RowIdQuery = 0, limit: in
         ]}
 
 
-@router.get("/api/chat/history")
+@router.get("/api/chat/history", responses=answers(401, 422))
 def history(address: Address, services: Services, before: str | None = None, limit: int = 50) -> dict[str, Any]:
     """The address's conversation, oldest first: what it sent ("said", with the pressed button's
     `action` or null), the direct replies ("reply") and the delivered notices ("notice", the

@@ -1,0 +1,108 @@
+"""Pure ASGI middleware around the whole web app.
+
+- `BodyLimit` counts the bytes of a request body as they arrive and answers 413 the moment they
+  pass the cap, whatever Content-Length or Transfer-Encoding say: a route never reads, let alone
+  parses, more than the cap. The 413 closes the connection, so the server stops reading a body
+  it has refused instead of draining the rest.
+- `AnswerErrors` turns an exception that no route handled into a plain 500 and logs it once.
+  Starlette's own error middleware re-raises after answering, and uvicorn then closes the
+  connection under a keep-alive client, whose next request fails; answered here, the
+  connection stays usable.
+
+Both are plain ASGI (not `@app.middleware("http")`, Starlette's BaseHTTPMiddleware), so the
+request body streams through them untouched and an error is answered exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    """Raised into the route that reads past the cap; BodyLimit answers 413 instead."""
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413,
+                        headers={"Connection": "close"})
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+        received = 0
+        refused = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                raise BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    raise BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if refused and not started:
+                return  # whatever the route made of the cut body, the answer is the 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge:
+            if started:
+                raise
+        except Exception:
+            # A route that turned the cut body into some other failure: still a 413.
+            if not refused or started:
+                raise
+        if refused and not started:
+            log.info("%s %s: body over %d bytes refused", scope["method"], scope["path"], self.max_bytes)
+            await _too_large(self.max_bytes)(scope, receive, send)
+
+
+class AnswerErrors:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:  # half an answer is out: only closing the connection can end it
+                raise
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            answer: Any = JSONResponse({"detail": "internal error"}, status_code=500)
+            await answer(scope, receive, send)
