@@ -28,6 +28,7 @@ from bot.metrics import ChannelWatch
 from bot.pipeline import Pipeline
 from bot.sender import OutboxSender
 from bot.settings import EXAMPLE_REGISTRY, Settings
+from bot.web.access_log import redact
 from bot.worker import Scheduler, policy_from
 from handlers import council_export
 from handlers.desk import Classifier
@@ -253,8 +254,8 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
     app = FastAPI(title="griddesk", lifespan=lifespan)
     app.state.services = services
 
-    # The first added is the outermost: an error is answered with the connection kept, and every
-    # body is counted as it arrives (bot/web/guard.py).
+    # Starlette wraps each middleware added around the ones before it: every body is counted as
+    # it arrives, and an error is answered with the connection kept (bot/web/guard.py).
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AnswerErrors)
     # Added last, so outermost: every line a request causes carries its id (bot/web/request_id.py).
@@ -262,7 +263,7 @@ def build_app(services: Services, *, run_background: bool = True) -> FastAPI:
 
     async def state_down(request: Request, exc: Exception) -> JSONResponse:
         # Redis is down: a clean 503 that says when to try again, one line in the log.
-        log.warning("%s %s: the state store is unreachable (%s)", request.method, request.url.path,
+        log.warning("%s %s: the state store is unreachable (%s)", request.method, redact(request.url.path),
                     type(exc).__name__)
         return JSONResponse({"detail": "the service is briefly unavailable; try again in a moment"},
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -1,6 +1,7 @@
 """The `griddesk` command.
 
     griddesk serve [--host 127.0.0.1] [--port 8000]   the web app, channels and background loops
+                   [--uds PATH | --fd N]             … on a unix socket or an inherited one instead
     griddesk demo                                     a scripted scenario through the real pipeline
     griddesk registry load FILE                       load or update a community registry
     griddesk webchat link (--person CODE | --resident ID)   a signed personal web chat link
@@ -13,25 +14,36 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from bot.settings import Settings
+from bot import logs
+from bot.settings import LogSettings, Settings
 
 Command = Callable[[argparse.Namespace], int]
 # Feature modules that add their own subcommands with `register(subparsers)`.
-EXTENSIONS = ("bot.cli_nlu", "bot.cli_telegram", "bot.cli_wechat", "bot.cli_council", "bot.cli_worker",
-              "bot.cli_figures")
+EXTENSIONS = ("bot.cli_nlu", "bot.cli_telegram", "bot.cli_wechat", "bot.cli_wecom", "bot.cli_council",
+              "bot.cli_worker", "bot.cli_figures")
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bot import metrics
     from bot.app import build_app, build_services
+    from bot.web import access_log
 
-    services = build_services(Settings())
-    uvicorn.run(build_app(services), host=args.host, port=args.port, log_level="info")
+    settings = Settings()
+    metrics.use_multiprocess_dir(settings.database_url)  # before any metric: every process counted
+    services = build_services(settings)
+    access_log.install()  # no signed query strings or login tokens in the access log
+    # log_config=None: uvicorn's loggers keep ours (bot/logs.py) and the filter above.
+    where = {"fd": args.fd} if args.fd is not None else {"uds": args.uds} if args.uds else \
+        {"host": args.host, "port": args.port}
+    try:
+        uvicorn.run(build_app(services), **where, log_config=None, log_level=settings.log_level.lower())
+    finally:
+        metrics.process_exiting()
     return 0
 
 
@@ -109,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the web app, channels and background loops")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    bind = serve.add_mutually_exclusive_group()
+    bind.add_argument("--uds", metavar="PATH", help="listen on this unix socket instead (behind a reverse proxy)")
+    bind.add_argument("--fd", type=int, help="listen on this inherited socket (systemd socket activation)")
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="play a scripted scenario through the real pipeline")
@@ -144,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    logs.configure(LogSettings())  # LOG_FORMAT, LOG_LEVEL: the same for serve, worker and the rest
     func: Command = args.func
     return func(args)
 

@@ -33,7 +33,22 @@ def _local_secret() -> str:
     return value
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """What logging needs, readable before (and without) the rest: no secret is made for it."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # `json`: one JSON object per line (time, level, logger, message, case, channel, request_id).
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value  # LOG_LEVEL=debug works too
+
+
+class Settings(LogSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     environment: Literal["development", "production"] = "development"
@@ -121,6 +136,20 @@ class Settings(BaseSettings):
     # With an EncodingAESKey set only safe (and compatible) mode is accepted, unless this is true.
     wechat_allow_plain: bool = False
 
+    # WeCom (企业微信) self-built app for staff (see README, WeCom). The callback's freshness window
+    # is WECHAT_FRESHNESS_SECONDS, shared with the Official Account.
+    wecom_corp_id: str | None = None
+    wecom_agent_id: int | None = None
+    wecom_secret: str | None = None
+    wecom_token: str | None = None
+    wecom_encoding_aes_key: str | None = None
+    # Only to point at another server (a test double, a proxy with the trusted IP).
+    wecom_api_base: str = "https://qyapi.weixin.qq.com/cgi-bin/"
+
+    # /metrics (bot/web/metrics.py): when set, a scrape must send `Authorization: Bearer <token>`;
+    # unset, /metrics is open (restrict it by network) and shows nothing personal.
+    metrics_token: str | None = None
+
     @field_validator("watch_chain", "watch_urgent_chain")
     @classmethod
     def _known_steps(cls, value: str) -> str:
@@ -141,7 +170,8 @@ class Settings(BaseSettings):
         if self.environment == "production":
             unsafe = [
                 name
-                for name in ("secret_key", "telegram_bot_token", "telegram_webhook_secret", "wechat_token")
+                for name in ("secret_key", "telegram_bot_token", "telegram_webhook_secret", "wechat_token",
+                             "wecom_token", "metrics_token")
                 if getattr(self, name) is not None and getattr(self, name).strip() in PLACEHOLDERS
             ]
             if self.telegram_webhook_url and not self.telegram_webhook_secret:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy import case as sql_case
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -566,7 +566,7 @@ def rate_by_evaluation(session: Session, case: t.Case, resident: t.Resident, rat
 
 def reopen(session: Session, case: t.Case, resident: t.Resident, reason: str, now: dt.datetime) -> t.Case:
     _check_owner(case, resident)
-    if case.state not in (CaseState.RESOLVED, CaseState.CLOSED):
+    if case.state not in (CaseState.RESOLVED, CaseState.CLOSED) or is_withdrawn(case):
         raise InvalidState(number=case.number, state=case.state)
     _reopen(session, case, resident, reason, now)
     return case
@@ -610,12 +610,69 @@ def add_info(session: Session, case: t.Case, resident: t.Resident, text: str, no
     return case
 
 
+# --------------------------------------------------------------------------- withdrawal by the resident
+
+# The reason a withdrawn case closed with, on its "withdrawn" event.
+WITHDRAWN_REASON = "withdrawn_by_resident"
+
+
+def closes_on_withdrawal(case: t.Case) -> bool:
+    """Whether the resident's withdrawal closes the case: nobody has acknowledged it yet. An
+    urgent case is not closed by it (someone may be in danger, and the duty leader was alerted),
+    nor a council decision's execution case (the council decided it, not the proposer alone)."""
+    return (case.state in WAITING_FOR_ACK and case.acknowledged_at is None and not case.urgent
+            and case.proposal_id is None)
+
+
+def is_withdrawn(case: t.Case) -> bool:
+    """Closed without ever being resolved: only the resident's withdrawal closes a case so."""
+    return case.state == CaseState.CLOSED and case.resolved_at is None
+
+
+def withdrawn_column() -> Any:
+    """`is_withdrawn` as an SQL expression."""
+    return and_(col(t.Case.state) == CaseState.CLOSED, col(t.Case.resolved_at).is_(None))
+
+
+def withdraw(session: Session, case: t.Case, resident: t.Resident, now: dt.datetime) -> bool:
+    """The resident withdraws their case. Before anyone acknowledged it, it closes with the reason
+    "withdrawn by the resident" and the holder is told (True). Once somebody has taken it up, the
+    wish goes to the holder and the first responder as a note and the case stays open (False)."""
+    _check_owner(case, resident)
+    if case.state not in OPEN_STATES:
+        raise InvalidState(number=case.number, state=case.state)
+    closing = closes_on_withdrawal(case)
+    if closing:
+        case.state = CaseState.CLOSED
+        case.closed_at = now
+        record(session, case, "withdrawn", now, resident=resident, reason=WITHDRAWN_REASON)
+    else:
+        record(session, case, "withdrawal_asked", now, resident=resident)
+    told = [p for p in (_person(session, case.holder_id), _person(session, case.first_responder_id))
+            if p is not None]
+    for person in {p.id: p for p in told}.values():
+        tell(session, now, "case.withdrawn_for_staff" if closing else "case.withdrawal_asked_for_staff",
+             person=person, case=case, number=case.number, text=_short(case.text))
+    return closing
+
+
+def _short(text: str, n: int = 30) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 # --------------------------------------------------------------------------- queries
 
 
+# Case ids are 64-bit signed integers in both databases.
+CASE_ID_MAX = 2**63 - 1
+
+
 def find(session: Session, ref: str | int) -> t.Case:
-    """A case by id or number (case-insensitive)."""
+    """A case by id or number (case-insensitive). An id past 64 bits, or digits that are not
+    decimal (²), name no case: the database driver would fail on them."""
     if isinstance(ref, int) or str(ref).isdigit():
+        if not (str(ref).isdecimal() and 0 <= int(ref) <= CASE_ID_MAX):
+            raise NotFound(what=str(ref))
         case = session.get(t.Case, int(ref))
     else:
         case = session.scalars(

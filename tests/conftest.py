@@ -26,8 +26,9 @@ EXAMPLE = ROOT / "config" / "example-community.yaml"
 # A Monday in working hours (Asia/Shanghai 10:00): 2026-11-23 02:00 UTC.
 MONDAY_10AM = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
-ENV_PREFIXES = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "WECHAT_", "SECRET_KEY", "ENVIRONMENT",
-                "REGISTRY_FILE", "DEMO", "NLU_", "RASA_", "PUBLIC_URL", "CLARIFY_BELOW", "SEND_")
+ENV_PREFIXES = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "WECHAT_", "WECOM_", "SECRET_KEY", "ENVIRONMENT",
+                "REGISTRY_FILE", "DEMO", "NLU_", "RASA_", "PUBLIC_URL", "CLARIFY_BELOW", "SEND_",
+                "LOG_", "METRICS_")
 
 
 @pytest.fixture(autouse=True)

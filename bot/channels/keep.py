@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from bot.channels.base import Incoming
 from storage import media
+from storage.log_context import who
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,11 @@ def keep_media(engine: Engine, incoming: Incoming, ref: str, fetch: Fetch,
             uow.commit()
     except (MediaUnavailable, media.MediaRefused) as exc:
         log.warning("%s: media %s of %s not kept (%s); the attachment keeps the platform's "
-                    "reference", incoming.channel, ref, incoming.address, exc)
+                    "reference", incoming.channel, ref, who(incoming.address), exc)
         return incoming
     except Exception:
         log.warning("%s: media %s of %s not kept; the attachment keeps the platform's reference",
-                    incoming.channel, ref, incoming.address, exc_info=True)
+                    incoming.channel, ref, who(incoming.address), exc_info=True)
         return incoming
     attachments = tuple(
         replace(a, ref=kept) if a.ref == ref and a.kind in KEPT_KINDS else a

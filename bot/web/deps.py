@@ -89,6 +89,19 @@ def _live(services: Any, signed: str) -> str | None:
         return console_access.session_address(uow.session, session_token, services.clock.now())
 
 
+def end_signed_session(services: Any, cookie: str) -> None:
+    """Sign out for good: the session behind a verified cookie ends on the server, so a copy of
+    the cookie opens neither the chat nor the console afterwards."""
+    signed = verify(services.settings.secret_key, cookie)
+    if signed is None:
+        return
+    _, token = split_session(signed)
+    if token is not None:
+        with UnitOfWork(services.engine) as uow:
+            console_access.end_session(uow.session, token, services.clock.now())
+            uow.commit()
+
+
 def web_identity(session: Session, address: str) -> t.Identity:
     """The identity behind a signed web chat address; 401 when it no longer exists."""
     ident = session.scalars(

@@ -21,6 +21,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.web.access_log import redact
+
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ class BodyLimit:
             if not refused or started:
                 raise
         if refused and not started:
-            log.info("%s %s: body over %d bytes refused", scope["method"], scope["path"], self.max_bytes)
+            log.info("%s %s: body over %d bytes refused", scope["method"], redact(scope["path"]), self.max_bytes)
             await _too_large(self.max_bytes)(scope, receive, send)
 
 
@@ -103,6 +105,6 @@ class AnswerErrors:
         except Exception:
             if started:  # half an answer is out: only closing the connection can end it
                 raise
-            log.exception("%s %s failed", scope["method"], scope["path"])
+            log.exception("%s %s failed", scope["method"], redact(scope["path"]))
             answer: Any = JSONResponse({"detail": "internal error"}, status_code=500)
             await answer(scope, receive, send)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -20,7 +20,15 @@ from sqlmodel import col
 from bot.channels.base import Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
-from bot.web.deps import Address, RowIdQuery, Services, Text, answers, web_identity
+from bot.web.deps import (
+    Address,
+    RowIdQuery,
+    Services,
+    Text,
+    answers,
+    end_signed_session,
+    web_identity,
+)
 from handlers import directory
 from handlers.notify import ensure_identity
 from storage import chat_history
@@ -88,7 +96,8 @@ def login(token: str, services: Services) -> RedirectResponse:
 
 
 @router.post("/api/logout", responses=answers(413))
-def logout(response: Response) -> dict[str, bool]:
+def logout(request: Request, response: Response, services: Services) -> dict[str, bool]:
+    end_signed_session(services, request.cookies.get(COOKIE, ""))
     response.delete_cookie(COOKIE)
     return {"ok": True}
 

@@ -200,3 +200,15 @@ def test_downloads_keep_the_chinese_for_excel(web: Running) -> None:
     values = [[cell.value for cell in row] for row in sheet.iter_rows()]
     assert values[0][0] == "编号" and values[1][0] == number and "楼道灯坏了三天了" in values[1]
     assert director.get("/console/cases.csv", params={"state": "nonsense"}).status_code == 422
+
+
+def test_signing_out_of_the_web_chat_ends_the_console_session_too(web: Running) -> None:
+    set_password(web, "zhang_li")
+    staff, answer = sign_in(web, "zhang_li")
+    assert answer.status_code == 303
+    stolen = staff.cookies[COOKIE]
+    assert staff.post("/api/logout").json() == {"ok": True}
+    # A copy of the cookie kept from before the sign-out opens neither the chat nor the console.
+    replay = web.client(cookies={COOKIE: stolen})
+    assert replay.get("/api/session").status_code == 401
+    assert replay.get("/console/cases").status_code in (303, 401)

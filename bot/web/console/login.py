@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlmodel import col
 
-from bot.web.auth import COOKIE, split_session, verify
+from bot.web.auth import COOKIE
 from bot.web.console.text import word
 from bot.web.console.web import (
     LOGIN_NONCE,
@@ -22,7 +22,7 @@ from bot.web.console.web import (
     render,
     start_session,
 )
-from bot.web.deps import Services
+from bot.web.deps import Services, end_signed_session
 from bot.web.webchat import ensure_web_identity
 from handlers import console_access
 from handlers.errors import BadInput, NotAllowed, NotFound
@@ -112,13 +112,7 @@ def demo_persona(request: Request, services: Services, person: Annotated[str, Fo
 def logout(request: Request, viewer: Staff, services: Services,
            csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     check_csrf(request, viewer, csrf)
-    signed = verify(services.settings.secret_key, request.cookies.get(COOKIE, ""))
-    if signed is not None:
-        _, token = split_session(signed)
-        if token is not None:
-            with UnitOfWork(services.engine) as uow:
-                console_access.end_session(uow.session, token, services.clock.now())
-                uow.commit()
+    end_signed_session(services, request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
