@@ -8,6 +8,7 @@ SQLite file under ./var/, in-process state, the example community, no channel cr
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ VAR_DIR = Path("var")
 EXAMPLE_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "example-community.yaml"
 ESCALATION_STEPS = ("b", "duty_leader", "director")
 PLACEHOLDERS = {"", "changeme", "change-me", "secret", "123456:TEST"}
+TEMPLATE_PLACEHOLDER = re.compile(r"<[^<>]+>")
 
 
 def _local_secret() -> str:
@@ -176,6 +178,9 @@ class Settings(LogSettings):
             ]
             if self.telegram_webhook_url and not self.telegram_webhook_secret:
                 unsafe.append("telegram_webhook_secret")
+            # deploy/env.example's `<…>` placeholders, left unfilled in any setting.
+            unsafe += [name for name, value in self if isinstance(value, str)
+                       and TEMPLATE_PLACEHOLDER.search(value) and name not in unsafe]
             if unsafe:
                 raise ValueError(
                     "unsafe values in production: " + ", ".join(n.upper() for n in unsafe)

@@ -57,6 +57,7 @@ from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
 from bot.channels.keep import MediaUnavailable
 from handlers.replies import DEFAULT, say
 from storage import tables as t
+from storage.log_context import who
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
 
@@ -96,12 +97,6 @@ MENU: dict[str, Any] = {"button": [
 MENU_COMMANDS = {KEY_MY_CASES: "/status", KEY_MY_GRID: "/grid"}
 MENU_PROMPTS = {KEY_SERVICE: "wechat.menu_service", KEY_COMPLAINT: "wechat.menu_complaint",
                 KEY_PROPOSAL: "wechat.menu_proposal"}
-
-
-def who(openid: str) -> str:
-    """A resident's openid as logs show it: a short digest that tells pushes of one resident
-    apart without giving the openid away (a forged push names its victim by openid)."""
-    return "u" + hashlib.sha256(openid.encode("utf-8")).hexdigest()[:10]
 
 
 class Rejected(Exception):

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from bot.app import MAX_BODY_BYTES
 from bot.channels.wechat import MAX_PUSH_BYTES
@@ -96,3 +97,18 @@ def test_the_environment_file_names_every_setting_and_only_settings() -> None:
     assert assigned["ENVIRONMENT"] == "production" and assigned["LOG_FORMAT"] == "json"
     for secret in ("SECRET_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "WECHAT_SECRET"):
         assert assigned[secret].startswith("<"), secret  # a placeholder, never a real value
+
+
+def test_production_refuses_the_environment_file_until_its_placeholders_are_filled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (DEPLOY / "env.example").read_text(encoding="utf-8")
+    assigned = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", text, re.MULTILINE))
+    for name, value in assigned.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="unsafe values in production: .*SECRET_KEY"):
+        Settings(_env_file=None)
+    filled = {name: value.replace("<", "").replace(">", "") for name, value in assigned.items()
+              if "<" in value}
+    for name, value in filled.items():
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None).environment == "production"
