@@ -1,7 +1,8 @@
 """/health: the database, Redis when configured, and each configured channel; 503 when one is down.
 
     {"status": "ok" | "degraded", "database": "ok", "redis": "ok",
-     "channels": {"web": {...}, "telegram": {...}, "wechat": {...}}}
+     "channels": {"web": {...}, "telegram": {...}, "wechat": {...}},
+     "nlu": {"backend": "rasa", "url", "answering", "fallbacks", "last_failure"}}   (rasa only)
 
 Each channel reads `{"running", "last_ok_at", "failing_since", "backlog", "dead", "down",
 "sending": {...}}`, and Telegram adds `"receiving": {"mode", ...}` (getUpdates when polling,
@@ -90,5 +91,9 @@ async def health(services: Services) -> JSONResponse:
     counts = await anyio.to_thread.run_sync(_counts, services) if report["database"] == "ok" else None
     listed = channels(services, counts)
     healthy = all(v == "ok" for v in report.values()) and not any(c["down"] for c in listed.values())
-    return JSONResponse({"status": "ok" if healthy else "degraded", **report, "channels": listed},
-                        status_code=200 if healthy else 503)
+    body: dict[str, Any] = {"status": "ok" if healthy else "degraded", **report, "channels": listed}
+    rasa_status = getattr(services.classifier, "status", None)
+    if callable(rasa_status):
+        # Shown, never a 503: while Rasa is away the embedded model reads every message.
+        body["nlu"] = {"backend": "rasa", **rasa_status()}
+    return JSONResponse(body, status_code=200 if healthy else 503)

@@ -152,3 +152,20 @@ async def test_a_reading_both_agree_on_is_not_asked_about(
     assert CLARIFY not in said.text and "不客气" in said.text
     said = await resident.says(REPORT)
     assert CLARIFY not in said.text and NUMBER.search(said.text)
+
+
+async def test_health_shows_rasa_away_without_turning_unhealthy(
+        sqlite_url: str, clock: FixedClock, started: list[Services]) -> None:
+    import httpx
+
+    from bot.app import build_app
+
+    services = start(started, sqlite_url, clock, refused_url())
+    await Chat(services).resident(0).says(REPORT)
+    transport = httpx.ASGITransport(app=build_app(services, run_background=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://griddesk") as client:
+        answer = await client.get("/health")
+    assert answer.status_code == 200
+    nlu = answer.json()["nlu"]
+    assert nlu["backend"] == "rasa" and nlu["answering"] is False and nlu["fallbacks"] == 1
+    assert "could not be reached" in nlu["last_failure"]
