@@ -3,6 +3,10 @@
     griddesk nlu train [--data DIR] [--categories FILE] [--out DIR]
     griddesk nlu parse [--model DIR]          one text (or JSON object with `text`) per line
     griddesk nlu eval --data FILE [--model DIR] [--json]
+
+`parse` and `eval` read with the configured backend (NLU_BACKEND, NLU_MODEL_DIR, RASA_URL,
+RASA_TIMEOUT, RASA_TOKEN), as the bot does; with Rasa, a message Rasa cannot answer is read by
+the embedded model and stderr says so.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,13 +37,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> nlu.Classifier | None:
+    """The configured backend: the embedded model (`--model`, else NLU_MODEL_DIR, else the
+    shipped one), or Rasa with that model standing in, as bot/app.py builds it."""
+    from pydantic import ValidationError
+
     import nlu
+    from bot.settings import Settings
 
     try:
-        return nlu.load(args.model)
-    except nlu.NLUError as exc:
+        settings = Settings()
+        embedded = nlu.load(args.model or settings.nlu_model_dir)
+        if settings.nlu_backend == "rasa":
+            return nlu.RasaClassifier(settings.rasa_url, settings.rasa_timeout,
+                                      token=settings.rasa_token, embedded=embedded)
+    except (ValidationError, nlu.NLUError) as exc:
         print(exc, file=sys.stderr)
         return None
+    return embedded
 
 
 PARSE_BATCH = 256
@@ -63,10 +78,31 @@ def _emit(classifier: Any, texts: list[str]) -> None:
         print(json.dumps(parse.to_json(), ensure_ascii=False), flush=False)
 
 
+def _rasa_parses(classifier: nlu.RasaClassifier, texts: Iterable[str]) -> Iterator[nlu.Parse]:
+    """Rasa's reading of each line; the embedded model's when Rasa cannot answer, said on stderr."""
+    import nlu
+
+    for number, text in enumerate(texts, 1):
+        try:
+            yield classifier.parse_with_rasa(text)
+        except nlu.NLUUnavailable as exc:
+            print(f"line {number}: {exc}; the embedded model answered", file=sys.stderr)
+            yield classifier.embedded_parse(text)
+
+
 def _parse(args: argparse.Namespace) -> int:
+    import nlu
+
     classifier = _load(args)
     if classifier is None:
         return 2
+    if isinstance(classifier, nlu.RasaClassifier):
+        with classifier:
+            texts = (_text_of(line.rstrip("\r\n")) for line in sys.stdin)
+            for parse in _rasa_parses(classifier, texts):
+                print(json.dumps(parse.to_json(), ensure_ascii=False), flush=False)
+        sys.stdout.flush()
+        return 0
     # Parse in batches: one sparse matrix and one product per batch is several times faster than
     # one message at a time; the Rasa backend has no batch form and parses line by line.
     batch: list[str] = []
@@ -93,6 +129,11 @@ def _eval(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     figures = evaluate(classifier, rows)
+    if isinstance(classifier, nlu.RasaClassifier):
+        classifier.close()
+        if classifier.fallbacks:
+            print(f"{classifier.fallbacks} of {len(rows)} messages were read by the embedded "
+                  f"model: {classifier.last_failure}", file=sys.stderr)
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, indent=2))
     else:
@@ -121,7 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     evaluate = actions.add_parser("eval", help="score a labelled JSON-lines file")
     evaluate.add_argument("--data", required=True,
-                          help="JSON lines with text, kind, category, urgent and optional intent")
+                          help="JSON lines with text, kind, category, urgent and optional intent "
+                               "and lang (urgent recall is also given per lang)")
     evaluate.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
     evaluate.set_defaults(func=_eval)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlu import model_files
+from nlu import lifeline, model_files
 from nlu.classifier import softmax
 from nlu.entities import EntityExtractor
 from nlu.normalise import Reading, encodable, read
@@ -96,21 +96,24 @@ class EmbeddedClassifier:
         entities: tuple[Entity, ...] = self.entities.extract(text[:ENTITY_MAX_CHARS],
                                                              reading.folded)
         if probs is None:
+            # No known feature (emoji, noise); a distress sign such as 🆘 still alerts.
+            urgent, urgent_confidence = lifeline.decide(lifeline.scan(reading.normalised), 0.0)
             return Parse(text=text, kind="other", intent="out_of_scope",
                          category="other" if "other" in self.categories else self.categories[0],
-                         urgent=False, lang=lang,
+                         urgent=urgent, lang=lang,
                          confidence={"kind": NO_FEATURE_CONFIDENCE, "intent": NO_FEATURE_CONFIDENCE,
-                                     "category": NO_FEATURE_CONFIDENCE, "urgent": 1.0},
+                                     "category": NO_FEATURE_CONFIDENCE, "urgent": urgent_confidence},
                          entities=entities)
-        return assemble(text, lang, probs, entities)
+        return assemble(text, lang, probs, entities, lifeline.scan(reading.normalised))
 
 
 def assemble(text: str, lang: str, probs: Mapping[str, Mapping[str, float]],
-             entities: tuple[Entity, ...]) -> Parse:
-    """A Parse from per-head label probabilities.
+             entities: tuple[Entity, ...], risk: lifeline.Risk = lifeline.NO_RISK) -> Parse:
+    """A Parse from per-head label probabilities and the life-risk lexicon's scan.
 
     The kind head's labels are the three kinds and the small-talk intents; the probability of
-    kind "other" is the sum of the small-talk intents' probabilities.
+    kind "other" is the sum of the small-talk intents' probabilities. Urgency is the urgent
+    head's probability combined with the lexicon (`lifeline.decide`).
     """
     kind_probs = {k: 0.0 for k in KINDS}
     intent_probs: dict[str, float] = {}
@@ -128,7 +131,7 @@ def assemble(text: str, lang: str, probs: Mapping[str, Mapping[str, float]],
         confidence["intent"] = round(intent_probs.get(intent, 0.0), 4)
     category = max(probs["category"], key=lambda k: probs["category"][k])
     confidence["category"] = round(probs["category"][category], 4)
-    p_urgent = probs["urgent"].get("urgent", 0.0)
-    confidence["urgent"] = round(max(p_urgent, 1 - p_urgent), 4)
-    return Parse(text=text, kind=kind, intent=intent, category=category, urgent=p_urgent >= 0.5,
+    urgent, urgent_confidence = lifeline.decide(risk, probs["urgent"].get("urgent", 0.0))
+    confidence["urgent"] = round(urgent_confidence, 4)
+    return Parse(text=text, kind=kind, intent=intent, category=category, urgent=urgent,
                  lang=lang, confidence=confidence, entities=entities)

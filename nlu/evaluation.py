@@ -50,14 +50,33 @@ def head_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, An
     }
 
 
+def urgent_by_language(truth: Sequence[str], predicted: Sequence[str],
+                       langs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Urgent recall and precision per language: a missed emergency in one language must not
+    hide behind good figures in another."""
+    out = {}
+    for lang in sorted(set(langs)):
+        t = [x for x, lg in zip(truth, langs) if lg == lang]
+        p = [x for x, lg in zip(predicted, langs) if lg == lang]
+        out[lang] = {
+            "n": len(t),
+            "urgent": t.count("urgent"),
+            "recall": round(float(recall_score(t, p, pos_label="urgent", zero_division=0)), 4),
+            "precision": round(float(precision_score(t, p, pos_label="urgent", zero_division=0)), 4),
+        }
+    return out
+
+
 def evaluate(classifier: _Parses, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Figures for each head the rows are labelled for.
 
     `kind`, `category` and `urgent` are scored on rows that carry them; `intent` on rows whose
-    labelled kind is "other".
+    labelled kind is "other". Urgent recall and precision are also given per language
+    (`urgent["by_lang"]`): the row's `lang` when it has one, else the language the parse detected.
     """
     pairs: dict[str, tuple[list[str], list[str]]] = {h: ([], []) for h in
                                                      ("kind", "intent", "category", "urgent")}
+    urgent_langs: list[str] = []
     rows = list(rows)
     texts = [str(row["text"]) for row in rows]
     many = getattr(classifier, "parse_many", None)
@@ -73,6 +92,7 @@ def evaluate(classifier: _Parses, rows: Iterable[Mapping[str, Any]]) -> dict[str
         if row.get("urgent") is not None:
             pairs["urgent"][0].append("urgent" if row["urgent"] else "not_urgent")
             pairs["urgent"][1].append("urgent" if parsed.urgent else "not_urgent")
+            urgent_langs.append(str(row.get("lang") or parsed.lang))
     out: dict[str, Any] = {}
     for head, (truth, predicted) in pairs.items():
         if truth:
@@ -82,6 +102,7 @@ def evaluate(classifier: _Parses, rows: Iterable[Mapping[str, Any]]) -> dict[str
         for name, metric in (("recall", recall_score), ("precision", precision_score)):
             out["urgent"][name] = round(float(metric(truth, predicted, pos_label="urgent",
                                                      zero_division=0)), 4)
+        out["urgent"]["by_lang"] = urgent_by_language(truth, predicted, urgent_langs)
     return out
 
 
@@ -93,6 +114,9 @@ def format_figures(figures: Mapping[str, Any]) -> str:
         if "recall" in fig:
             line += f" recall={fig['recall']:.3f} precision={fig['precision']:.3f}"
         lines.append(line)
+        for lang, by_lang in fig.get("by_lang", {}).items():
+            lines.append(f"  {lang:<8} n={by_lang['n']:<5} urgent={by_lang['urgent']:<4} "
+                         f"recall={by_lang['recall']:.3f} precision={by_lang['precision']:.3f}")
         width = max(len(label) for label in fig["labels"])
         lines.append("  " + " " * width + "  " + " ".join(f"{i:>4}" for i in range(len(fig["labels"]))))
         for i, (label, counts) in enumerate(zip(fig["labels"], fig["confusion"])):

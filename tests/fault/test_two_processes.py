@@ -52,9 +52,12 @@ from tests.fakes.telegram_bot_api import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456:fault-test-token"
-RESIDENTS = 20
-MESSAGES_EACH = 12
-KILL_AFTER_ANSWERED = 70  # the kill lands in the first third of the stream
+RESIDENTS = 12
+MESSAGES_EACH = 8
+KILL_AFTER_ANSWERED = 30  # the kill lands in the first third of the stream
+# The fake Bot API takes this long over every sendMessage, so the killed sender has notices in
+# flight and the bound on repeats is exercised, not met by 0 ≤ 0.
+SEND_SECONDS = 0.1
 LEASE_SECONDS = 3  # a killed sender's claims come due again quickly
 TEXTS = ["楼道灯坏了", "电梯停了，老人下不了楼", "垃圾好几天没人清运", "下水道堵了", "小区路灯不亮"]
 
@@ -187,6 +190,7 @@ def test_two_serve_processes_survive_a_kill_and_a_redis_restart(tmp_path: Path) 
     one, two = Serve("one", env, tmp_path), Serve("two", env, tmp_path)
     engine = db.make_engine(url)
     with cleanup(fake, redis_server, one, two, Disposing(engine)):
+        fake.fail_next(None, method="sendMessage", delay=SEND_SECONDS)
         redis_server.start()
         one.start()  # loads the example community into the empty database
         chats = bind_staff_to_telegram(engine, fake)
@@ -200,7 +204,7 @@ def test_two_serve_processes_survive_a_kill_and_a_redis_restart(tmp_path: Path) 
         with ThreadPoolExecutor(10) as pool:
             list(pool.map(lambda n: resident_sends(n, cookies[n], (one, two), stream), range(RESIDENTS)))
         chaos.join()
-        wait_until(lambda: nothing_pending(engine), "the outbox did not drain", 30)
+        wait_until(lambda: nothing_pending(engine), "the outbox did not drain", 90)
 
         figures = measure(engine, fake, chats, stream, killed["in_flight"])
 
