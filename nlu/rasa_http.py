@@ -35,8 +35,9 @@ from typing import Any, Protocol, Self
 
 import httpx
 
+from nlu import lifeline
 from nlu.errors import NLUError, NLUUnavailable
-from nlu.normalise import detect_lang
+from nlu.normalise import detect_lang, normalise
 from nlu.parse import KINDS, OTHER_INTENTS, Entity, Parse
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,11 @@ class RasaClassifier:
         if urgent is None:
             urgent = embedded.urgent
             confidence["urgent"] = embedded.confidence.get("urgent", 0.0)
+        else:
+            # Rasa's own urgent entity, held to the life-risk lexicon like the embedded head:
+            # a danger named is urgent, one negated or over is not (nlu/lifeline.py).
+            urgent, confidence["urgent"] = lifeline.decide(
+                lifeline.scan(normalise(text)), confidence["urgent"] if urgent else 0.0)
         for ent in embedded.entities:
             if not any(ent.start < r.end and r.start < ent.end for r in entities):
                 entities.append(ent)

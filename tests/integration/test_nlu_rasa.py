@@ -275,3 +275,14 @@ def test_nlu_parse_with_a_bad_rasa_url_fails_with_a_message(
     monkeypatch.setattr("sys.stdin", io.StringIO("你好\n"))
     assert run("parse") == 2
     assert "rasa:5005" in capsys.readouterr().err
+
+
+def test_rasa_urgency_is_held_to_the_life_risk_lexicon(rasa: tuple[FakeRasa, str],
+                                                       embedded: nlu.Classifier) -> None:
+    """Rasa flags any mention of gas; a danger that is over is not urgent, as with the embedded
+    model (nlu/lifeline.py)."""
+    _, url = rasa
+    with RasaClassifier(url, embedded=embedded) as clf:
+        assert clf.parse("楼道里有很浓的煤气味，快来人").urgent is True
+        over = clf.parse("昨天的煤气味已经没有了，燃气公司修好了，谢谢")
+    assert over.urgent is False
