@@ -13,9 +13,7 @@ YYYY-MM-DD (the day it was actually held); /meetings; /agenda [ID];
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -237,6 +235,8 @@ def co_sign(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 @dispatch.action("pw", staff=False)
 @dispatch.command("/withdraw", "撤回附议", "撤回附議", staff=False)
 def withdraw(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    if chat_cases.names_case(arg.split(" ", 1)[0]):  # /withdraw ZN-20261121-0007: the resident's case
+        return chat_cases.withdraw_case(desk, actor, arg)
     resident = _resident_or_prompt(desk, actor)
     if resident is None:
         return chat_cases.binding_prompt(desk, actor)
@@ -801,11 +801,6 @@ _reason_step(
 # --------------------------------------------------------------------------- secretary: export
 
 
-def export_dir() -> Path:
-    """Where chat-requested .docx files are written (the CLI writes wherever it is told)."""
-    return Path(tempfile.gettempdir()) / "griddesk-council"
-
-
 @dispatch.command("/export", "导出", "導出", staff=True)
 def export(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
@@ -825,11 +820,13 @@ def export(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if set(words) - {"md", "docx"} - PAPER_WORDS["minutes"] - PAPER_WORDS["agenda"]:
         raise BadInput("usage", reason="council_usage_export")
     paper = council_export.paper(desk.session, row, desk.now, minutes=minutes)
+    # A link to the console's download (the secretary's or director's sign-in opens it), never a
+    # path on the server; the Markdown is shown as text, its file a link too.
     if fmt == "docx":
-        path = export_dir() / council_export.file_name(desk.session, row, paper, "docx")
-        council_export.write_docx(paper, path)
-        return [Reply(say(actor.lang, "council.exported_docx", path=str(path), id=row.id))]
-    return [Reply(council_export.to_markdown(paper))]
+        link = council_export.download_url(row.id or 0, "docx", minutes)
+        return [Reply(say(actor.lang, "council.exported_docx", path=link, id=row.id))]
+    link = council_export.download_url(row.id or 0, "md", minutes)
+    return [Reply(f"{council_export.to_text(paper)}\n\nMarkdown: {link}")]
 
 
 @dispatch.command("/council", "议事会帮助", "議事會幫助")

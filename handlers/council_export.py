@@ -11,6 +11,7 @@ chat language, as they are printed and filed with the community's other papers.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +204,45 @@ def to_markdown(doc: Paper) -> str:
                 f"{i}. {p}" for i, p in enumerate(paragraphs, start=1)
             ]
     return "\n".join(lines) + "\n"
+
+
+def to_text(doc: Paper) -> str:
+    """The paper as chat shows it: the title, the facts, one block per item (no table pipes)."""
+    lines = [doc.title, *doc.meta, ""]
+    for row in doc.rows:
+        lines.append(f"{row[0]}. " + " · ".join(f"{h}：{c}" for h, c in zip(doc.headers[1:], row[1:], strict=True)
+                                                 if c and c != "—"))
+    if not doc.rows:
+        lines.append("—")
+    for heading, paragraphs in doc.sections:
+        if paragraphs:
+            lines += ["", f"【{heading}】"] + [f"{i}. {p}" for i, p in enumerate(paragraphs, start=1)]
+    return "\n".join(lines)
+
+
+# Where the console is reached (Settings.public_url), for the download links chat replies give;
+# set when the app's services are built.
+_site = {"url": "http://127.0.0.1:8000"}
+
+
+def set_site_url(url: str) -> None:
+    _site["url"] = url.rstrip("/")
+
+
+def download_path(meeting_id: int, ext: str, minutes: bool | None = None) -> str:
+    """The console's download of a meeting's paper (for the signed-in secretary or director)."""
+    paper = "" if minutes is None else f"?paper={'minutes' if minutes else 'agenda'}"
+    return f"/console/council/meetings/{meeting_id}/export.{ext}{paper}"
+
+
+def download_url(meeting_id: int, ext: str, minutes: bool | None = None) -> str:
+    return _site["url"] + download_path(meeting_id, ext, minutes)
+
+
+def docx_bytes(doc: Paper) -> bytes:
+    """The Word document as bytes, for a download."""
+    with tempfile.TemporaryDirectory() as folder:
+        return write_docx(doc, Path(folder) / "paper.docx").read_bytes()
 
 
 def write_docx(doc: Paper, path: Path) -> Path:

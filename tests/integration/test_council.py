@@ -10,6 +10,7 @@ import docx
 from sqlalchemy import select, update
 
 from bot.app import Services
+from handlers import council_export
 from handlers.registry import load_registry
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
@@ -347,11 +348,20 @@ async def test_agenda_and_minutes_export_as_markdown_and_docx(
     await chat.resident(2).says(f"/cosign {second}")
 
     said = await secretary.says(f"/export {meeting_id}")
-    assert "# 中南社区居民议事会 意见收集会 议程" in said.text
+    assert said.text.startswith("中南社区居民议事会 意见收集会 议程")
+    assert "|" not in said.text  # read as text in chat, not a Markdown table's pipes
     assert said.text.index(second) < said.text.index(first)  # most supported first
+    assert said.text.endswith(f"/console/council/meetings/{meeting_id}/export.md")
     said = await secretary.says(f"/export {meeting_id} docx")
-    path = Path(re.search(r"：(\S+\.docx)", said.text).group(1))  # type: ignore[union-attr]
-    document = docx.Document(str(path))
+    # A link to the console's download, not a path on the server (tests/e2e/test_console_council.py
+    # downloads it); the document behind it:
+    assert said.text.endswith(f"/console/council/meetings/{meeting_id}/export.docx")
+    with UnitOfWork(services.engine) as uow:
+        row = uow.session.get(t.Meeting, meeting_id)
+        assert row is not None
+        out = tmp_path / "agenda.docx"
+        out.write_bytes(council_export.docx_bytes(council_export.paper(uow.session, row, services.clock.now())))
+    document = docx.Document(str(out))
     assert document.paragraphs[0].text == "中南社区居民议事会 意见收集会 议程"
     table = document.tables[0]
     assert [c.text for c in table.rows[0].cells] == [

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bot.web.console import cases, login
+from bot.web.console import cases, council, dashboard, login, triage
 
 router = APIRouter()
 router.include_router(login.router)
 router.include_router(cases.router)
+# The director's dashboard (/console/figures), the front desk's queue (/console/triage), the
+# council board (/console/council).
+router.include_router(dashboard.router)
+router.include_router(triage.router)
+router.include_router(council.router)
