@@ -2,7 +2,8 @@
 
 Each notice is rendered in the recipient's language and addressed to the channel where they can
 be reached: a resident on the channel of their case (else any channel they use, else the web
-chat inbox); a staff member on Telegram or WeChat when bound and reachable, else the web chat.
+chat inbox); a staff member on WeCom, Telegram or WeChat (in that order, unless their registry
+entry sets another) when bound and reachable, else the web chat.
 
 The language is the identity's (the one the person last wrote in there), else the recipient's
 own; only `tell` knows which identity it writes to, so a value that has to be written in that
@@ -29,6 +30,10 @@ ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
 # helper can pass its `**values` on to `tell` without restating tell's own options.
 MessageValue = Any
 CHANNEL_PREFERENCE = ("telegram", "wechat", "web")
+# Staff hear first where they work: WeCom (any time, interactive cards), then Telegram, then the
+# Official Account (whose 48 h window misses cards), then the web inbox; a person's registry
+# entry may set another order (`notify_order`).
+STAFF_PREFERENCE = ("wecom", "telegram", "wechat", "web")
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,16 @@ def ensure_identity(
     return row
 
 
-def _pick(identities: Sequence[t.Identity], prefer: str | None) -> t.Identity | None:
+def staff_order(person: t.Person) -> tuple[str, ...]:
+    """The channels a staff notice tries, in order: the person's own order, then the default."""
+    own = tuple(c.strip() for c in (person.notify_order or "").split(",") if c.strip())
+    return own + tuple(c for c in STAFF_PREFERENCE if c not in own)
+
+
+def _pick(identities: Sequence[t.Identity], prefer: str | None,
+          order_after: Sequence[str] = CHANNEL_PREFERENCE) -> t.Identity | None:
     reachable = [i for i in identities if i.reachable]
-    order = ((prefer,) if prefer else ()) + CHANNEL_PREFERENCE
+    order = ((prefer,) if prefer else ()) + tuple(order_after)
     for channel in order:
         for ident in reachable:
             if ident.channel == channel:
@@ -95,10 +107,12 @@ def _reachable(session: Session, *, resident: t.Resident | None, person: t.Perso
                prefer: str | None) -> t.Identity | None:
     if person is not None:
         stmt = select(t.Identity).where(col(t.Identity.person_id) == person.id)
+        order = staff_order(person)
     else:
         assert resident is not None
         stmt = select(t.Identity).where(col(t.Identity.resident_id) == resident.id)
-    return _pick(list(session.scalars(stmt.order_by(col(t.Identity.id)))), prefer)
+        order = CHANNEL_PREFERENCE
+    return _pick(list(session.scalars(stmt.order_by(col(t.Identity.id)))), prefer, order)
 
 
 def address_of(

@@ -313,10 +313,16 @@ def _apply_community(sync: _Sync, spec: CommunitySpec, digest: str, now: dt.date
                 "phone": p.phone,
                 "language": p.language,
                 "active": True,
+                "notify_order": ",".join(p.notify_order),
+                # Set by the file when it names one, else kept (`griddesk wecom sync --apply`).
+                **({"wecom_userid": p.wecom_userid.lower()} if p.wecom_userid else {}),
             },
         )
         person_ids[p.id] = person.id
         _sync_leave(sync, person.id, [(lv.start, lv.end, lv.reason) for lv in p.leave])
+        # A WeCom member id stays on the person: its chat identity is made by the WeCom channel
+        # when it is configured (bot/channels/wecom.bind_members), so notices never wait for a
+        # channel that is not there.
         for channel, address in (("telegram", p.telegram_id), ("wechat", p.wechat_openid)):
             if address is not None:
                 sync.upsert(

@@ -68,6 +68,10 @@ class Person(_Strict):
     language: Literal["zh-Hans", "zh-Hant", "en"] = "zh-Hans"
     telegram_id: int | None = None
     wechat_openid: str | None = None
+    # WeCom (企业微信) member id; WeCom returns it lowercased, so it is compared lowercased.
+    wecom_userid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    # Where staff notices go first; without it: wecom, telegram, wechat, then the web inbox.
+    notify_order: list[Literal["wecom", "telegram", "wechat", "web"]] = []
     leave: list[Leave] = []
 
 
@@ -254,7 +258,8 @@ def reference_errors(registry: RegistryFile) -> list[Broken]:
     file_grids = _FirstUse("grid code")
     file_buildings = _FirstUse("building code")
     # A chat account is one person's: a second one naming it would take their notices over.
-    file_accounts = {"telegram_id": _FirstUse("telegram_id"), "wechat_openid": _FirstUse("wechat_openid")}
+    file_accounts = {"telegram_id": _FirstUse("telegram_id"), "wechat_openid": _FirstUse("wechat_openid"),
+                     "wecom_userid": _FirstUse("wecom_userid")}
     for ci, com in enumerate(registry.communities):
         here: Loc = ("communities", ci)
         if com.code in community_codes:
@@ -266,6 +271,7 @@ def reference_errors(registry: RegistryFile) -> list[Broken]:
             for name, accounts in file_accounts.items():
                 account = getattr(person, name)
                 if account is not None:
+                    account = str(account).lower() if name == "wecom_userid" else account
                     errors += _found(accounts.check(str(account), com.code, here + ("people", pi, name)))
             people[person.id] = person
         com_grids: set[str] = set()

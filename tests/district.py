@@ -42,6 +42,7 @@ def _second_community(first: dict[str, Any]) -> dict[str, Any]:
         person["id"] = person_id(person["id"])
         person.pop("telegram_id", None)
         person.pop("wechat_openid", None)
+        person.pop("wecom_userid", None)
     for post in com["posts"]:
         post["a"] = person_id(post["a"])
         if post.get("b"):
