@@ -24,7 +24,7 @@ from sqlmodel import col
 from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
-from handlers.errors import InvalidState, NotFound
+from handlers.errors import BadInput, InvalidState, NotFound
 from handlers.notify import Localised, MessageValue, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
@@ -108,12 +108,20 @@ def _post_of_person(session: Session, case: t.Case, person: t.Person) -> str:
 
 
 def staff_buttons(case: t.Case) -> list[list[tuple[str, str]]]:
+    """The steps the case's state allows, as (label key, action) rows: acknowledge only while it
+    waits to be taken up, return only when it is not already back at the front desk, nothing
+    once it is resolved or closed. Each step function refuses the others all the same."""
     cid = case.id
-    return [
-        [("button.acknowledge", f"ack:{cid}"), ("button.reply", f"rep:{cid}")],
-        [("button.transfer", f"trf:{cid}"), ("button.resolve", f"res:{cid}")],
-        [("button.return", f"ret:{cid}")],
+    if case.state not in OPEN_STATES:
+        return []
+    rows = [
+        [("button.acknowledge", f"ack:{cid}")] if case.state in WAITING_FOR_ACK else [],
+        [("button.reply", f"rep:{cid}"), ("button.transfer", f"trf:{cid}")],
+        [("button.resolve", f"res:{cid}")]
+        + ([("button.return", f"ret:{cid}")] if case.state != CaseState.RETURNED else []),
+        [("button.reclassify", f"rcl:{cid}")],
     ]
+    return [row for row in rows if row]
 
 
 def rating_buttons(case: t.Case) -> list[list[tuple[str, str]]]:
@@ -446,6 +454,44 @@ def transfer(session: Session, case: t.Case, person: t.Person, post_code: str, n
     _tell_resident(session, case, "case.transferred", now, post=target.name, name=holder.name,
                    accountable=lead.name)
     _tell_first_responder(session, case, person, now, "transferred", f"{target.name} {note}".strip())
+    return case
+
+
+# The kinds a case can be reclassified to: a proposal goes to the council, not to a post.
+CASE_KINDS = ("service_request", "complaint")
+
+
+def reclassify(session: Session, case: t.Case, person: t.Person, kind: str, category: str,
+               now: dt.datetime) -> t.Case:
+    """Correct the reading of the resident's message (kind and category) and, when the new
+    reading belongs to another post, re-route it through the intake's routing as a transfer:
+    deadlines unchanged, first responder kept, the resident told. The "reclassified" event
+    (from/to kind and category) is what `handlers/corrections.py` learns from."""
+    _check_staff(session, case, person)
+    if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
+        raise InvalidState(number=case.number, state=case.state)
+    if kind not in CASE_KINDS:
+        raise BadInput(f"unknown kind {kind!r}", reason="usage")
+    old_cat = directory.category(session, case.community_id, case.category)
+    new_cat = directory.category(session, case.community_id, category)
+    if new_cat is None:
+        raise BadInput(f"unknown category {category!r}", reason="usage")
+    if (kind, category) == (case.kind, case.category):
+        raise InvalidState(number=case.number, state=case.state)
+    case_before = case.category
+    record(session, case, "reclassified", now, person=person, from_kind=case.kind,
+           from_category=case.category, to_kind=kind, to_category=category)
+    case.kind, case.category = kind, category
+    community = _community(session, case)
+    grid = session.get(t.Grid, case.grid_id) if case.grid_id else None
+    decided = route(kind=kind, category=category, urgent=case.urgent, grid=grid.code if grid else None,
+                    day=directory.calendar_of(community).local_date(now),
+                    table=directory.routing_table(session, community))
+    post = session.get(t.Post, case.post_id) if case.post_id else None
+    if post is None or decided.post != post.code:
+        # The note names the categories as the registry does, in no one language.
+        note = f"{old_cat.name if old_cat else case_before} → {new_cat.name}"
+        transfer(session, case, person, decided.post, note, now)
     return case
 
 
@@ -790,7 +836,17 @@ def status_text(session: Session, case: t.Case, lang: str) -> str:
         accountable=lead.name,
         holder=holder.name if holder else "—",
         post=_post_name(session, case.post_id),
-        due=when(lang, next_due(case), community.timezone),
+        due=_status_due_line(case, lang, community.timezone),
         last=say(lang, f"step.{last.action}"),
         last_at=when(lang, last.at, community.timezone),
     )
+
+
+def _status_due_line(case: t.Case, lang: str, timezone: str) -> str:
+    """The deadline an open case works towards; a finished case has none left, only its end."""
+    if case.state in OPEN_STATES:
+        return say(lang, "case.status_due", due=when(lang, next_due(case), timezone))
+    if case.state == CaseState.RESOLVED and case.resolved_at is not None:
+        return say(lang, "case.status_resolved", at=when(lang, case.resolved_at, timezone))
+    ended = case.closed_at or case.resolved_at
+    return say(lang, "case.status_closed", at=when(lang, ended, timezone)) if ended else ""

@@ -1,25 +1,34 @@
 """The case desk in chat: what residents and staff can say and press.
 
 Residents: write a matter; /status [number]; /mine (我的工单); /grid (我的网格员); add information;
-rate; reopen. Staff: /mine; /case N; acknowledge, reply, transfer, resolve, return (退单) by button
-or by command (/ack N, /reply N text, /transfer N POST note, /resolve N note, /return N reason).
+rate; reopen; withdraw (the 撤回 button, /withdraw N, or 取消 / 算了 right after filing). Staff: /mine; /case N; acknowledge, reply, transfer, resolve, return (退单), reclassify by button
+or by command (/ack N, /reply N text, /transfer N POST note, /resolve N note, /return N reason,
+/reclassify N [kind] category).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
-from handlers import cases, directory, dispatch, residents
+from handlers import cases, corrections, directory, dispatch, residents
 from handlers.conversation import Actor, Button, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput, NotFound
 from handlers.replies import say, when
 from nlu.parse import Parse
 from storage import tables as t
-from storage.tables import CaseState
+from storage.clock import as_utc
+from storage.tables import OPEN_STATES, CaseState
 
 MAX_LISTED = 10
+# A bare 取消 / 算了 this soon after filing withdraws the case just filed; later, it needs the
+# case's number (/withdraw N) or its button, so an old case is never withdrawn by a stray word.
+JUST_FILED = dt.timedelta(minutes=10)
+# A case number (ZN-20261121-0007), as opposed to a proposal's (ZN-P-2026-0001) or an id.
+CASE_NUMBER = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*-\d{8}-\d{4,}$")
 # Proposals go to the residents' council; the council workflow registers its intake here.
 PROPOSAL_INTAKE: list[Any] = []
 
@@ -122,8 +131,19 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
         voice = any(a.kind == "voice" for a in actor.attachments)
         return [Reply(say(actor.lang, "intake.describe_voice" if voice else "intake.describe_attachment"),
                       expects_text=True)]
-    parse = desk.classifier.parse(text)
-    _follow_language(desk, actor, parse)
+    parse = desk.classifier.parse(text)  # the reply's language was chosen by intake already
+    if parse.urgent:
+        # Someone may be in danger: no question first, since nobody is alerted while a button
+        # goes unpressed. The case opens now with the 110/119/120 line, at the building the
+        # message names if we know it; small talk or a proposal read urgent is filed as a request.
+        _fill_contact(_resident(actor), parse)
+        kind = parse.kind if parse.kind in ("service_request", "complaint") else "service_request"
+        named = parse.entity("building")
+        try:
+            at = directory.building_by_code(desk.session, named) if named else None
+        except NotFound:
+            at = None
+        return file_matter(desk, actor, text, kind, parse.category, True, building=at)
     # An unsure reading asks first, whatever it leans to: a complaint misread as small talk
     # would otherwise get no case at all.
     if parse.confidence.get("kind", 1.0) >= desk.clarify_below and parse.kind == "other":
@@ -166,16 +186,6 @@ def _fill_contact(resident: t.Resident, parse: Parse) -> None:
             setattr(resident, field, value[:32])
 
 
-def _follow_language(desk: Desk, actor: Actor, parse: Parse) -> None:
-    """Answer in the language the resident writes in."""
-    if parse.lang and parse.lang != actor.lang and len(parse.text) >= 4:
-        actor.lang = parse.lang
-        if actor.identity_id is not None:
-            ident = desk.session.get(t.Identity, actor.identity_id)
-            if ident is not None:
-                ident.language = parse.lang
-
-
 def file_matter(desk: Desk, actor: Actor, text: str, kind: str, category: str, urgent: bool,
                 building: t.Building | None = None) -> list[Reply]:
     """A request or complaint becomes a case; a proposal goes to the council intake."""
@@ -196,6 +206,8 @@ def file_matter(desk: Desk, actor: Actor, text: str, kind: str, category: str, u
         attachments=actor.attachments,
         building=building,
     )
+    desk.state.put(desk.just_filed_key(actor.channel, actor.address), {"case": opened.case.id},
+                   ttl=int(JUST_FILED.total_seconds()))
     community = directory.community(desk.session, opened.case.community_id)
     tz = community.timezone
     lines = [say(actor.lang, "case.opened", number=opened.case.number, name=opened.holder.name,
@@ -207,6 +219,7 @@ def file_matter(desk: Desk, actor: Actor, text: str, kind: str, category: str, u
     return [Reply("\n\n".join(lines), buttons=(
         (Button(say(actor.lang, "button.add_info"), f"add:{opened.case.id}"),
          Button(say(actor.lang, "button.status"), f"sts:{opened.case.id}")),
+        (Button(say(actor.lang, "button.withdraw"), f"wd:{opened.case.id}"),),
     ))]
 
 
@@ -297,8 +310,41 @@ def _resident_case_buttons(actor: Actor, case: t.Case) -> tuple[tuple[Button, ..
             (Button(say(lang, "rating.unsatisfied"), f"rate:{case.id}:u"),),
         )
     if case.state == CaseState.CLOSED:
+        if cases.is_withdrawn(case):  # the resident's own choice: a new message files anew
+            return ()
         return ((Button(say(lang, "button.reopen"), f"reo:{case.id}"),),)
-    return ((Button(say(lang, "button.add_info"), f"add:{case.id}"),),)
+    return ((Button(say(lang, "button.add_info"), f"add:{case.id}"),
+             Button(say(lang, "button.withdraw"), f"wd:{case.id}")),)
+
+
+def names_case(ref: str) -> bool:
+    """Whether `ref` is a case number, which /withdraw N withdraws (a proposal's number or id
+    withdraws a co-signature: handlers/chat_council.py)."""
+    return bool(CASE_NUMBER.match(ref.strip()))
+
+
+@dispatch.action("wd", staff=False)
+def withdraw_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    """The resident withdraws their own case: closed while nobody has acknowledged it, else the
+    wish goes to the holder as a note (cases.withdraw)."""
+    resident = actor.resident
+    if resident is None:
+        return binding_prompt(desk, actor)
+    case = cases.for_resident(desk.session, _case_id(arg), resident)
+    closed = cases.withdraw(desk.session, case, resident, desk.now)
+    return [Reply(say(actor.lang, "case.withdrawn" if closed else "case.withdraw_passed_on",
+                      number=case.number))]
+
+
+def withdraw_just_filed(desk: Desk, actor: Actor) -> list[Reply] | None:
+    """Withdraw the case the resident filed here within JUST_FILED; None when there is none.
+    Only a case they filed by writing counts: not one the council opened in their name."""
+    filed = desk.state.get(desk.just_filed_key(actor.channel, actor.address))
+    case = desk.session.get(t.Case, int(filed["case"])) if filed else None
+    if case is None or case.resident_id != _resident(actor).id or case.state not in OPEN_STATES \
+            or as_utc(case.created_at) < desk.now - JUST_FILED:
+        return None
+    return withdraw_case(desk, actor, str(case.id))
 
 
 @dispatch.action("sts", staff=False)
@@ -427,6 +473,46 @@ def _transfer(desk: Desk, actor: Actor, ref: str, post_code: str, note: str) -> 
     cases.transfer(desk.session, case, _person(actor), post_code, note, desk.now)
     post = directory.post_by_code(desk.session, case.community_id, post_code)
     return [Reply(say(actor.lang, "staff.transferred", number=case.number, post=post.name))]
+
+
+@dispatch.action("rcl", staff=True)
+def reclassify_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    """rcl:N offers the categories (and the other kind); rcl:N:kind:category corrects the reading."""
+    ref, _, rest = arg.partition(":")
+    kind, _, category = rest.partition(":")
+    if kind and category:
+        return _reclassify(desk, actor, ref, kind, category)
+    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
+    rows = [(Button(c.name, f"rcl:{case.id}:{case.kind}:{c.code}"),)
+            for c in corrections.categories_of(desk.session, case.community_id) if c.code != case.category]
+    rows += [(Button(say(actor.lang, f"kind.{k}"), f"rcl:{case.id}:{k}:{case.category}"),)
+             for k in cases.CASE_KINDS if k != case.kind]
+    return [Reply(say(actor.lang, "staff.pick_reading", number=case.number), buttons=tuple(rows))]
+
+
+@dispatch.command("/reclassify", "改分类", "改分類", staff=True)
+def reclassify_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+    """/reclassify N kind category, or /reclassify N category (kind kept), or /reclassify N (buttons)."""
+    parts = arg.split()
+    if len(parts) < 2:
+        return reclassify_button(desk, actor, parts[0] if parts else "")
+    if len(parts) == 2:
+        case = cases.for_staff(desk.session, _case_id(parts[0]), _person(actor))
+        return _reclassify(desk, actor, parts[0], case.kind, parts[1])
+    return _reclassify(desk, actor, parts[0], parts[1], parts[2])
+
+
+def _reclassify(desk: Desk, actor: Actor, ref: str, kind: str, category: str) -> list[Reply]:
+    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
+    post_before = case.post_id
+    cases.reclassify(desk.session, case, _person(actor), kind, category, desk.now)
+    cat = directory.category(desk.session, case.community_id, case.category)
+    text = say(actor.lang, "staff.reclassified", number=case.number, kind=say(actor.lang, f"kind.{case.kind}"),
+               category=cat.name if cat else case.category)
+    if case.post_id != post_before:
+        post = desk.session.get(t.Post, case.post_id)
+        text += "\n" + say(actor.lang, "staff.transferred", number=case.number, post=post.name if post else "")
+    return [Reply(text)]
 
 
 @dispatch.command("/posts", staff=True)

@@ -6,9 +6,50 @@ Telegram's 64-byte callback_data and is parsed back by `handlers.actions`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
 
+import opencc
+
+from nlu.normalise import half_width, to_simplified
 from storage.tables import Person, Resident
+
+_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+# Not words of any language: links, and codes or numbers such as ZN-20261121-0007, b_ZN-B01 or
+# G01 (any run of ASCII letters, digits and joiners that holds a digit).
+_NOT_WORDS = re.compile(r"https?://\S+|[A-Za-z0-9_@#:./+-]*[0-9][A-Za-z0-9_@#:./+-]*")
+
+
+@cache
+def _s2t() -> opencc.OpenCC:
+    return opencc.OpenCC("s2t")
+
+
+def written_language(text: str, previous: str) -> str | None:
+    """The language a message is written in, by its script, or None when it has no letters.
+
+    Any Han character makes it Chinese: Traditional when OpenCC would change it to Simplified,
+    Simplified when it would change it the other way, else (你好 reads the same in both) the
+    person's `previous` Chinese. Otherwise Latin words make it English. A slash command's name
+    and the Latin words after it are keywords and codes (/figures grid, /rate N b), not English.
+    Emoji, numbers and codes alone say nothing: None, so the person's last language stays.
+    """
+    command = text.lstrip().startswith("/")
+    words = _NOT_WORDS.sub(" ", half_width(text))
+    if command:
+        words = words.lstrip().partition(" ")[2]
+    han = "".join(_HAN.findall(words))
+    if han:
+        if to_simplified(han) != han:
+            return "zh-Hant"
+        if str(_s2t().convert(han)) != han:
+            return "zh-Hans"
+        return previous if previous in ("zh-Hans", "zh-Hant") else "zh-Hans"
+    if command:
+        return None
+    return "en" if _LATIN_WORD.search(words) else None
 
 
 @dataclass(frozen=True)

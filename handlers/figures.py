@@ -14,6 +14,9 @@ inclusive), as they stand now:
   a 不满意 that reopened a case stays counted after a later 满意.
 - overdue: open cases past the deadline they are working towards.
 
+A case the resident withdrew before it was acknowledged (cases.is_withdrawn) is left out of
+every figure, the number of cases included.
+
 A worker's figures are the cases they are accountable for (首问负责): the first responder, or
 the holder while nobody has acknowledged. Cases without a grid (an unknown address) count under
 "no grid" and "no committee".
@@ -27,11 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, not_, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, directory
+from handlers import cases, corrections, directory
 from handlers.errors import BadInput
 from handlers.replies import say
 from storage import tables as t
@@ -92,11 +95,16 @@ class Figures:
     rows: list[Row]
     total: Row
     own: bool = False  # one staff member's own figures
+    # Cases whose reading staff corrected (handlers/corrections.py), and the most frequent
+    # confusions as ("facilities→property", count); the community's figures only.
+    corrected: int = 0
+    confusions: list[tuple[str, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"community": self.community, "from": self.start.isoformat(), "to": self.end.isoformat(),
                 "by": self.by, "own": self.own, "rows": [r.as_dict() for r in self.rows],
-                "total": self.total.as_dict()}
+                "total": self.total.as_dict(), "corrected": self.corrected,
+                "confusions": [{"confusion": k, "cases": n} for k, n in self.confusions]}
 
 
 def _span(text: str) -> tuple[dt.date, dt.date]:
@@ -145,6 +153,11 @@ def _group_key(by: str) -> Any:
     raise BadInput(f"figures by {by!r}: choose one of {', '.join(GROUPINGS)}", reason="usage")
 
 
+def accountable(person: t.Person) -> Any:
+    """The SQL condition: `person` is accountable for the case, as the worker grouping counts."""
+    return _group_key("worker") == person.id
+
+
 def _names(session: Session, by: str, keys: Sequence[int | None], community: t.Community
            ) -> dict[int | None, str | None]:
     models: dict[str, type[t.Committee | t.Grid | t.Person]] = {
@@ -159,23 +172,29 @@ def _names(session: Session, by: str, keys: Sequence[int | None], community: t.C
     return {k: found.get(k) for k in keys}
 
 
-def figures(session: Session, community: t.Community, start: dt.date, end: dt.date, by: str,
-            now: dt.datetime) -> Figures:
-    """The figures of `community`'s cases dispatched from `start` to `end` (local dates), one
-    row per `by` group, biggest first, and the total."""
-    key = _group_key(by).label("key")
-    calendar = directory.calendar_of(community)
-    since = calendar.to_utc(dt.datetime.combine(start, dt.time()))
-    until = calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+def dispatched_in(since: dt.datetime, until: dt.datetime) -> Any:
+    """The SQL condition: the case was dispatched in [since, until) (UTC)."""
+    return and_(col(t.Case.dispatched_at) >= since, col(t.Case.dispatched_at) < until)
+
+
+def tally(session: Session, community_id: int | None, keys: Sequence[Any], now: dt.datetime,
+          where: Sequence[Any]) -> dict[tuple[Any, ...], Row]:
+    """The counts and ratings of the community's cases that meet `where` (the dispatch period
+    among them), one Row per distinct value of the SQL expressions `keys`, keyed by the tuple of
+    their values (key and name left to the caller). One statement for the counts, one for the
+    ratings, whatever the grouping: the dashboard's weekly trend is one tally grouped by week."""
+    labelled = [key.label(f"key{n}") for n, key in enumerate(keys)]
     c = t.Case
-    in_period = and_(col(c.community_id) == community.id, col(c.dispatched_at) >= since,
-                     col(c.dispatched_at) < until, col(c.state) != CaseState.NEW)
+    # A case the resident withdrew before anyone took it up counts nowhere: it was neither
+    # resolved nor late, and nobody was asked to act on it any more.
+    counted = and_(col(c.community_id) == community_id, col(c.state) != CaseState.NEW,
+                   not_(cases.withdrawn_column()), *where)
     resolved = col(c.state).in_(list(RESOLVED))
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
 
-    stmt = (select(key, func.count(),
+    stmt = (select(*labelled, func.count(),
                    count(and_(col(c.acknowledged_at).is_not(None),
                               col(c.acknowledged_at) <= c.ack_due)),
                    count(or_(col(c.acknowledged_at).is_not(None), col(c.ack_due) <= now)),
@@ -183,31 +202,49 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
                    count(or_(resolved, col(c.resolve_due) <= now)),
                    count(resolved),
                    count(and_(col(c.state).in_(list(OPEN_STATES)), cases.next_due_column() < now)))
-            .select_from(c).outerjoin(t.Grid, col(t.Grid.id) == c.grid_id).where(in_period)
-            .group_by(key))
-    rows: dict[int | None, Row] = {}
-    for k, total, on_time_ack, due_ack, on_time_res, due_res, done, late in session.execute(stmt):
-        rows[k] = Row(key=k, name="", cases=total, responded=Rate(on_time_ack or 0, due_ack or 0),
-                      resolved_on_time=Rate(on_time_res or 0, due_res or 0), resolved=Rate(done or 0, total),
-                      overdue=late or 0)
+            .select_from(c).outerjoin(t.Grid, col(t.Grid.id) == c.grid_id).where(counted)
+            .group_by(*labelled))
+    width = len(keys)
+    rows: dict[tuple[Any, ...], Row] = {}
+    for found in session.execute(stmt):
+        total, on_time_ack, due_ack, on_time_res, due_res, done, late = found[width:]
+        rows[tuple(found[:width])] = Row(
+            key=None, name="", cases=total, responded=Rate(on_time_ack or 0, due_ack or 0),
+            resolved_on_time=Rate(on_time_res or 0, due_res or 0), resolved=Rate(done or 0, total),
+            overdue=late or 0)
 
-    ratings: dict[int | None, Counter[str]] = {}
-    rated = (select(key, col(t.CaseEvent.data)).select_from(c)
+    ratings: dict[tuple[Any, ...], Counter[str]] = {}
+    rated = (select(*labelled, col(t.CaseEvent.data)).select_from(c)
              .outerjoin(t.Grid, col(t.Grid.id) == c.grid_id)
              .join(t.CaseEvent, col(t.CaseEvent.case_id) == c.id)
-             .where(in_period, col(t.CaseEvent.action) == "rated"))
-    for k, data in session.execute(rated):
-        ratings.setdefault(k, Counter())[str(data.get("rating"))] += 1
-
-    names = _names(session, by, list(rows), community)
+             .where(counted, col(t.CaseEvent.action) == "rated"))
+    for found in session.execute(rated):
+        ratings.setdefault(tuple(found[:width]), Counter())[str(found[width].get("rating"))] += 1
     for k, row in rows.items():
-        row.name = names[k]
         got = ratings.get(k, Counter())
         row.ratings = dict(sorted(got.items()))
         row.satisfied = Rate(sum(got[r] for r in SATISFIED), sum(got.values()))
+    return rows
+
+
+def figures(session: Session, community: t.Community, start: dt.date, end: dt.date, by: str,
+            now: dt.datetime) -> Figures:
+    """The figures of `community`'s cases dispatched from `start` to `end` (local dates), one
+    row per `by` group, biggest first, and the total."""
+    calendar = directory.calendar_of(community)
+    since = calendar.to_utc(dt.datetime.combine(start, dt.time()))
+    until = calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+    rows = {k: row for (k,), row in
+            tally(session, community.id, [_group_key(by)], now, [dispatched_in(since, until)]).items()}
+    names = _names(session, by, list(rows), community)
+    for k, row in rows.items():
+        row.key, row.name = k, names[k]
     ordered = sorted(rows.values(), key=lambda r: (-r.cases, r.name is None, r.name or ""))
+    corrected = corrections.read(session, community.id or 0, dispatched=(since, until),
+                                 case_filter=not_(cases.withdrawn_column()))
     return Figures(community=community.name, start=start, end=end, by=by, rows=ordered,
-                   total=_total(ordered, community.name))
+                   total=_total(ordered, community.name), corrected=len(corrected),
+                   confusions=corrections.confusions(corrected))
 
 
 def _total(rows: Sequence[Row], name: str) -> Row:
@@ -303,5 +340,17 @@ def render(report: Figures, lang: str) -> str:
     else:
         lines = [head, *(_line(lang, row, row.name or say(lang, "figures.no_grid")) for row in report.rows),
                  _line(lang, report.total, say(lang, "figures.total"))]
+    if not report.own:
+        lines.append(_corrected_line(lang, report))
     lines.append(say(lang, "figures.legend"))
     return "\n".join(lines)
+
+
+def _corrected_line(lang: str, report: Figures) -> str:
+    """How many cases staff reclassified, transferred to another category or returned, and the
+    confusions behind them: what the next training of the model should learn."""
+    if not report.corrected:
+        return say(lang, "figures.corrected_none")
+    share = _rate(lang, Rate(report.corrected, report.total.cases))
+    top = ", ".join(f"{k} ×{n}" for k, n in report.confusions)
+    return say(lang, "figures.corrected", count=report.corrected, share=share, top=top)

@@ -3,10 +3,16 @@
     replies = intake.handle(desk, actor, text="楼道灯坏了三天")
     replies = intake.handle(desk, actor, action="ack:42")
 
-Order of precedence: a button action; an answer to a pending prompt; a command; for a resident
-not yet bound to a building, the binding dialogue; else the free-text handler (the NLU path for
-residents, the help text for staff). Every GriddeskError becomes a clear reply and changes
-nothing: the caller commits only when `handle` returns normally.
+Order of precedence: a button action; a cancel (取消, 算了, never mind: `nlu.is_cancel`), which
+drops a pending prompt, else withdraws the case the resident filed just before, and is never
+filed itself; an answer to a pending prompt; a command; for a resident not yet bound to a
+building, the binding dialogue; else the free-text handler (the NLU path for residents, the help
+text for staff). Every GriddeskError becomes a clear reply and changes nothing: the caller
+commits only when `handle` returns normally.
+
+A reply is in the language of the message it answers when the message has letters
+(`written_language`), and that language is remembered for the channel: notices follow it, and a
+message without letters (👍, a number, a button) is answered in it.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ import logging
 import unicodedata
 
 from handlers import (
-    chat_cases,  # noqa: F401  (registers the case commands and actions)
+    chat_cases,  # registers the case commands and actions; withdraws a case just filed
     chat_council,  # noqa: F401
     chat_watch,  # noqa: F401  (registers /overdue, /dead, /digest)
     dispatch,
 )
-from handlers.conversation import Actor, Reply
+from handlers.conversation import Actor, Reply, written_language
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError
 from handlers.replies import say
+from nlu.cancel import is_cancel
+from storage import tables as t
+from storage.log_context import who
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +53,34 @@ def handle(desk: Desk, actor: Actor, *, text: str | None = None, action: str | N
         if action:
             return _action(desk, actor, action)
         cleaned = clean_text(text or "", desk.max_text)
+        follow_language(desk, actor, cleaned)  # unreadable or oversized input says nothing of it
         if not cleaned and not actor.attachments:
             raise BadInput("empty", reason="empty")
         return _text(desk, actor, cleaned)
     except BadInput as exc:
         reason = str(exc.values.get("reason", "bad"))
-        log.info("bad input from %s:%s: %s", actor.channel, actor.address, reason)
+        log.info("bad input from %s: %s", who(actor.address), reason)
         return [Reply(say(actor.lang, f"error.{reason}", limit=desk.max_text))]
     except GriddeskError as exc:
         desk.session.rollback()
-        log.info("refused for %s:%s: %s %s", actor.channel, actor.address, exc.key, exc.values)
+        remember_language(desk, actor)  # the rollback forgot it; the refusal changes nothing else
+        log.info("refused for %s: %s", who(actor.address), exc.key)  # its values may quote the text
         return [Reply(say(actor.lang, exc.key, **{"what": "", "number": "", "state": "", **exc.values}))]
+
+
+def follow_language(desk: Desk, actor: Actor, text: str) -> None:
+    """Answer in the language the message is written in, and remember it for this channel."""
+    lang = written_language(text, actor.lang)
+    if lang is not None:
+        actor.lang = lang
+        remember_language(desk, actor)
+
+
+def remember_language(desk: Desk, actor: Actor) -> None:
+    """Store the actor's language on their identity: notices to this channel are written in it."""
+    ident = desk.session.get(t.Identity, actor.identity_id) if actor.identity_id is not None else None
+    if ident is not None and ident.language != actor.lang:
+        ident.language = actor.lang
 
 
 def _action(desk: Desk, actor: Actor, action: str) -> list[Reply]:
@@ -68,6 +94,8 @@ def _action(desk: Desk, actor: Actor, action: str) -> list[Reply]:
 def _text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
     pending = desk.state.pop(desk.pending_key(actor.channel, actor.address))
     command = dispatch.split_command(text)
+    if command is None and is_cancel(text):
+        return _cancel(desk, actor, pending)
     if pending is not None and command is None:
         handler = dispatch.PENDING.get(str(pending.get("await")))
         if handler is not None:
@@ -82,3 +110,15 @@ def _text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
         return dispatch.FREE_TEXT["unbound"](desk, actor, text)
     return dispatch.FREE_TEXT["staff" if actor.is_staff else "resident"](desk, actor, text)
 
+
+
+def _cancel(desk: Desk, actor: Actor, pending: dict[str, object] | None) -> list[Reply]:
+    """取消 / 算了 / never mind: the question we asked is dropped (it was popped already); with
+    none open, a resident's case filed a moment ago is withdrawn. Nothing is ever filed."""
+    if pending is not None:
+        return [Reply(say(actor.lang, "intake.cancelled"))]
+    if not actor.is_staff and actor.resident is not None:
+        withdrawn = chat_cases.withdraw_just_filed(desk, actor)
+        if withdrawn is not None:
+            return withdrawn
+    return [Reply(say(actor.lang, "intake.nothing_to_cancel"))]

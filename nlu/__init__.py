@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from nlu.cancel import is_cancel as is_cancel  # whole-message 取消 / 算了 / never mind
 from nlu.embedded import EmbeddedClassifier
 from nlu.errors import ModelError, NLUError, NLUUnavailable, TrainingDataError
 from nlu.parse import CATEGORIES, KINDS, LANGS, OTHER_INTENTS, Entity, Parse
