@@ -1,37 +1,64 @@
 """Intake throughput: N resident messages through the whole pipeline.
 
-Web chat HTTP in (real uvicorn on 127.0.0.1), NLU, routing, case stored with its events and
-notices, outbox drained by the sender. Prints messages/s and p50/p99 latency per database.
+Web chat HTTP in, NLU, routing, case stored with its events and notices, outbox drained by the
+sender. Prints messages/s and p50/p99 latency per database and, on PostgreSQL, beside them the
+transactions/s `pgbench -b tpcb-like` gets from the same server in the same run (on a scratch
+database of its own, right after the intake run) and intake's share of it.
 
-    uv run python benchmarks/intake.py                 # SQLite, and PostgreSQL if reachable
+    uv run python benchmarks/intake.py                 # in-process: SQLite, and PostgreSQL if reachable
     uv run python benchmarks/intake.py --n 2000 --concurrency 16 --db sqlite
+    uv run python benchmarks/intake.py --db postgresql --processes 1,2,4
+    uv run python benchmarks/intake.py --db both --statements     # SQL statements per filed case
 
-PostgreSQL uses the database `griddesk_bench` on the server of --pg-url (created when missing,
-emptied before the run).
+Without --processes the web app runs in this process (uvicorn in a thread) next to the load
+generator. With --processes N, N `griddesk serve` processes share the database and Redis
+(--redis-url; TELEGRAM_POLL=false on all but the first) and the load generator sends its
+requests to them in strict rotation, each process over its own keep-alive connections: the
+round robin of a load balancer, without one in the way. After the run the first process's
+/metrics must count every message of every process.
+
+PostgreSQL uses the database --bench-db on the server of --pg-url (dropped and created for
+every run) and pgbench the database --pgbench-db; the Redis database of --redis-url loses its
+`griddesk:*` keys before every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import itertools
 import os
+import re
+import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine, make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from bot.app import build_app, build_services
+from bot.app import build_app, build_services, prepare_database
+from bot.channels.base import Incoming
 from bot.settings import Settings
+from handlers.notify import ensure_identity
+from storage import db
 from storage import tables as t
+from storage.clock import SystemClock
 from storage.db import recreate_database
 from storage.unit_of_work import UnitOfWork
 
@@ -45,6 +72,29 @@ MESSAGES = [
     "How do I apply for a residence permit?",
     "樓下的水管漏水，淹到樓道了",
 ]
+PGBENCH = shutil.which("pgbench") or ("/usr/bin/pgbench" if Path("/usr/bin/pgbench").exists() else None)
+CASE_NUMBER = re.compile(r"[A-Z]{2,4}-\d{8}-\d{4}")
+
+
+@dataclass
+class Result:
+    messages: int
+    cases: int
+    seconds: float
+    latencies: list[float]
+    counted: int | None = None  # griddesk_messages_total as the first process's /metrics sums it
+
+    @property
+    def per_second(self) -> float:
+        return self.messages / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
 
 
 def free_port() -> int:
@@ -53,29 +103,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fresh_postgres(url: str) -> str:
-    return recreate_database(url, "griddesk_bench")
+def buildings(engine: Engine) -> list[str]:
+    with UnitOfWork(engine) as uow:
+        return [b.code for b in uow.session.scalars(select(t.Building).order_by(t.Building.code))]
 
 
-async def run(database_url: str, n: int, concurrency: int) -> dict[str, float]:
-    settings = Settings(database_url=database_url, demo=True, secret_key="bench", send_idle_seconds=0.05)
-    services = build_services(settings)
-    app = build_app(services)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        await asyncio.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    with UnitOfWork(services.engine) as uow:
-        buildings = [b.code for b in uow.session.scalars(select(t.Building).order_by(t.Building.code))]
+def pending_notices(engine: Engine) -> int:
+    with UnitOfWork(engine) as uow:
+        return uow.session.scalar(
+            select(func.count()).select_from(t.Outbox).where(t.Outbox.state == "pending")) or 0
+
+
+def count_cases(engine: Engine) -> int:
+    with UnitOfWork(engine) as uow:
+        return uow.session.scalar(select(func.count()).select_from(t.Case)) or 0
+
+
+async def drive(bases: list[str], codes: list[str], n: int, concurrency: int, engine: Engine) -> Result:
+    """`n` messages from `concurrency` clients, request i to bases[i % len(bases)]; then wait until
+    the outbox is drained."""
     clients = []
-    for code in buildings:
-        client = httpx.AsyncClient(base_url=base, timeout=30)
-        (await client.post("/api/demo/persona", json={"who": f"building:{code}"})).raise_for_status()
+    for code in codes:  # one browser per building: a resident of it, signed in by the demo picker
+        # An idle connection is dropped after 2 s, before uvicorn closes it (5 s): a request sent
+        # on a connection the server is closing fails, and a browser would not do that either.
+        client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(keepalive_expiry=2.0))
+        (await client.post(f"{bases[0]}/api/demo/persona", json={"who": f"building:{code}"})).raise_for_status()
         clients.append(client)
-
+    # Each process reads one message first, untimed: the NLU's word segmenter loads its
+    # dictionary on the first message a process reads, once in its life.
+    for base in bases:
+        (await clients[0].post(f"{base}/api/chat/send", json={"text": "你好"})).raise_for_status()
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
@@ -89,36 +146,199 @@ async def run(database_url: str, n: int, concurrency: int) -> dict[str, float]:
                 return
             client = clients[i % len(clients)]
             started = time.perf_counter()
-            resp = await client.post("/api/chat/send", json={"text": MESSAGES[i % len(MESSAGES)]})
+            resp = await client.post(f"{bases[i % len(bases)]}/api/chat/send",
+                                     json={"text": MESSAGES[i % len(MESSAGES)]})
             resp.raise_for_status()
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    while True:
-        with UnitOfWork(services.engine) as uow:
-            pending = uow.session.scalar(
-                select(func.count()).select_from(t.Outbox).where(t.Outbox.state == "pending"))
-        if not pending:
-            break
+    while pending_notices(engine):
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
-    with UnitOfWork(services.engine) as uow:
-        cases = uow.session.scalar(select(func.count()).select_from(t.Case)) or 0
     for client in clients:
         await client.aclose()
-    server.should_exit = True
-    thread.join(timeout=10)
+    return Result(messages=n, cases=count_cases(engine), seconds=elapsed, latencies=latencies)
+
+
+async def run_in_process(database_url: str, n: int, concurrency: int) -> Result:
+    settings = Settings(database_url=database_url, demo=True, secret_key="bench", send_idle_seconds=0.05)
+    services = build_services(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        return await drive([f"http://127.0.0.1:{port}"], buildings(services.engine), n, concurrency,
+                           services.engine)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        services.engine.dispose()
+
+
+def forget_state(redis_url: str) -> None:
+    """The shared state of a previous run (conversations, locks) would meet the new database's ids."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match="griddesk:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+def serve_processes(database_url: str, redis_url: str | None, count: int, metrics_dir: Path,
+                    log_dir: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+    started = []
+    for index in range(count):
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "bench", "DEMO": "true",
+               "SEND_IDLE_SECONDS": "0.05", "LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+               # Exactly one process may poll Telegram (none is configured here; as in production).
+               "TELEGRAM_POLL": "true" if index == 0 else "false"}
+        env.pop("METRICS_TOKEN", None)
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        with (log_dir / f"serve-{index}.log").open("ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append((process, f"http://127.0.0.1:{port}"))
+    deadline = time.monotonic() + 180
+    for process, base in started:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"griddesk serve exited with {process.returncode}; see {log_dir}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"griddesk serve on {base} did not answer; see {log_dir}")
+            time.sleep(0.2)
+    return started
+
+
+def messages_counted(base: str) -> int:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = httpx.get(f"{base}/metrics", timeout=30).text
+    return int(sum(s.value for family in text_string_to_metric_families(body) for s in family.samples
+                   if s.name == "griddesk_messages_total"))
+
+
+async def run_processes(database_url: str, redis_url: str | None, count: int, n: int, concurrency: int) -> Result:
+    settings = Settings(database_url=database_url, demo=True, secret_key="bench")
+    engine = db.make_engine(database_url)
+    prepare_database(settings, engine, SystemClock())  # once, before several processes start
+    if redis_url:
+        forget_state(redis_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics_dir = Path(tmp) / "metrics"
+        metrics_dir.mkdir()
+        started = serve_processes(database_url, redis_url, count, metrics_dir, Path(tmp))
+        try:
+            result = await drive([base for _, base in started], buildings(engine), n, concurrency, engine)
+            result.counted = messages_counted(started[0][1]) - len(started)  # less the warm-ups
+        finally:
+            for process, _ in started:
+                process.send_signal(signal.SIGTERM)
+            for process, _ in started:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            engine.dispose()
+    return result
+
+
+# --------------------------------------------------------------------------- pgbench
+
+
+def pgbench_tps(server_url: str, name: str, clients: int = 8, seconds: int = 10) -> float | None:
+    """`pgbench -b tpcb-like` on a scratch database of the same server; None without pgbench."""
+    if PGBENCH is None:
+        return None
+    scratch = make_url(recreate_database(server_url, name))
+    args = ["-h", scratch.host or "127.0.0.1", "-p", str(scratch.port or 5432), "-U", scratch.username or "postgres"]
+    env = {**os.environ}
+    if scratch.password:
+        env["PGPASSWORD"] = scratch.password
+    subprocess.run([PGBENCH, *args, "-i", "-s", "1", "-q", scratch.database or name], env=env, check=True,
+                   capture_output=True)
+    out = subprocess.run([PGBENCH, *args, "-b", "tpcb-like", "-c", str(clients), "-T", str(seconds),
+                          scratch.database or name], env=env, check=True, capture_output=True, text=True).stdout
+    found = re.search(r"tps = ([\d.]+)", out)
+    return float(found.group(1)) if found else None
+
+
+# --------------------------------------------------------------------------- SQL statements per case
+
+
+def source_of(stack: list[traceback.FrameSummary]) -> str:
+    """The innermost frame of our own code below the pipeline that caused a statement."""
+    ours = [f for f in stack if f.filename.startswith(str(ROOT)) and "/.venv/" not in f.filename
+            and not f.filename.endswith(("benchmarks/intake.py", "storage/unit_of_work.py"))]
+    if not ours:
+        return "?"
+    frame = ours[-1]
+    return f"{Path(frame.filename).relative_to(ROOT)}:{frame.name}"
+
+
+def statements_per_case(database_url: str, messages: int = 80) -> dict[str, Any]:
+    """Messages that file a case, served in-process one by one; SQL statements counted per message."""
+    settings = Settings(database_url=database_url, demo=True, secret_key="bench")
+    services = build_services(settings)
+    engine = services.engine
+    filers = [m for m in MESSAGES if "建议" not in m and "How" not in m]  # a case each, no council
+    with UnitOfWork(engine) as uow:
+        residents = list(uow.session.scalars(select(t.Resident).order_by(t.Resident.id)))
+        for resident in residents:
+            ensure_identity(uow.session, "web", f"resident:{resident.id}", services.clock.now(), resident=resident)
+        uow.commit()
+    counting = {"on": False}
+    per_message: list[int] = []
+    kinds: collections.Counter[str] = collections.Counter()
+    sources: collections.Counter[str] = collections.Counter()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if counting["on"]:
+            per_message[-1] += 1
+            words = statement.split()
+            verb = words[0].upper() if words else "?"
+            table = next((w.strip('"') for prev, w in itertools.pairwise(words)
+                          if prev.upper() in ("FROM", "INTO", "UPDATE")), "")
+            kinds[f"{verb} {table}".strip()] += 1
+            sources[source_of(traceback.extract_stack()[:-1])] += 1
+
+    filed: list[int] = []  # statements of each message that filed a case
+    seconds: list[float] = []
+    # The first pass counts (looking up each statement's source is slow), the second times.
+    for i in range(2 * messages):
+        resident = residents[i % len(residents)]
+        counting["on"] = i < messages
+        per_message.append(0)
+        started = time.perf_counter()
+        replies = services.pipeline.handle_sync(
+            Incoming(channel="web", address=f"resident:{resident.id}", text=filers[i % len(filers)]))
+        elapsed = time.perf_counter() - started
+        if not any(CASE_NUMBER.search(r.text) for r in replies):
+            continue
+        if counting["on"]:
+            filed.append(per_message[-1])
+        else:
+            seconds.append(elapsed)
+    counting["on"] = False
+    del per_message[messages:]
     services.engine.dispose()
-    latencies.sort()
-    return {
-        "messages": n,
-        "cases": cases,
-        "seconds": elapsed,
-        "per_second": n / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-    }
+    return {"messages": messages, "filed": len(filed), "statements": sum(per_message),
+            "per_case": statistics.mean(filed) if filed else 0.0,
+            "ms_per_case": statistics.median(seconds) * 1000 if seconds else 0.0,
+            "kinds": kinds.most_common(12), "sources": sources.most_common(12)}
 
 
 def main() -> int:
@@ -126,29 +346,59 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--processes", default="",
+                        help="comma-separated numbers of `griddesk serve` processes, e.g. 1,2,4 "
+                             "(default: the app in this process)")
     parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL",
                                                            "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--bench-db", default="griddesk_bench")
+    parser.add_argument("--pgbench-db", default="griddesk_pgbench")
+    parser.add_argument("--redis-url", default=os.environ.get("TEST_REDIS_URL"),
+                        help="shared state for several processes (required for more than one)")
+    parser.add_argument("--statements", action="store_true",
+                        help="count SQL statements per filed case (in-process) instead")
     args = parser.parse_args()
-    targets = []
-    if args.db in ("sqlite", "both"):
-        targets.append("sqlite")
-    if args.db in ("postgresql", "both"):
-        targets.append("postgresql")
-    print(f"{'database':<11} {'messages':>8} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    targets = [d for d in ("sqlite", "postgresql") if args.db in (d, "both")]
+    counts = [int(p) for p in args.processes.split(",") if p.strip()] or [0]
+    if any(c > 1 for c in counts) and not args.redis_url:
+        parser.error("more than one process needs --redis-url (or TEST_REDIS_URL)")
+    print(f"{'database':<11} {'processes':>9} {'messages':>8} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+          f" {'pgbench tps':>11} {'share':>6}")
     for target in targets:
-        with tempfile.TemporaryDirectory() as tmp:
-            if target == "sqlite":
-                url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-            else:
-                try:
-                    url = fresh_postgres(args.pg_url)
-                except Exception as exc:  # noqa: BLE001 - no PostgreSQL: say so, go on
-                    print(f"{'postgresql':<11} skipped: {exc.__class__.__name__}: {exc}"[:200])
+        for count in counts if not args.statements else [0]:
+            with tempfile.TemporaryDirectory() as tmp:
+                if target == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+                else:
+                    try:
+                        url = recreate_database(args.pg_url, args.bench_db)
+                    except Exception as exc:  # noqa: BLE001 - no PostgreSQL: say so, go on
+                        print(f"{'postgresql':<11} skipped: {exc.__class__.__name__}: {exc}"[:200])
+                        break
+                if args.statements:
+                    report_statements(target, url)
                     continue
-            r = asyncio.run(run(url, args.n, args.concurrency))
-            print(f"{target:<11} {r['messages']:>8} {r['per_second']:>8.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
-                  f"   ({r['cases']} cases, {r['seconds']:.1f} s)")
+                if count:
+                    r = asyncio.run(run_processes(url, args.redis_url, count, args.n, args.concurrency))
+                else:
+                    r = asyncio.run(run_in_process(url, args.n, args.concurrency))
+            tps = pgbench_tps(args.pg_url, args.pgbench_db) if target == "postgresql" else None
+            where = str(count) if count else "in-proc"
+            bench = f"{tps:>11.0f} {r.per_second / tps:>6.1%}" if tps else \
+                f"{'n/a' if target == 'sqlite' else 'no pgbench':>11} {'':>6}"
+            print(f"{target:<11} {where:>9} {r.messages:>8} {r.per_second:>8.1f} {r.p50_ms:>8.1f}"
+                  f" {r.percentile(0.99):>8.1f} {bench}   ({r.cases} cases, {r.seconds:.1f} s"
+                  + (f", /metrics counted {r.counted}" if r.counted is not None else "") + ")", flush=True)
     return 0
+
+
+def report_statements(target: str, url: str) -> None:
+    s = statements_per_case(url)
+    print(f"{target}: {s['per_case']:.1f} SQL statements and {s['ms_per_case']:.1f} ms (median) per filed "
+          f"case, in this process, one message at a time ({s['filed']} of {s['messages']} messages filed one)")
+    print("  (per message, averaged over all messages:)")
+    print("  by statement:  " + ", ".join(f"{k} {v / s['messages']:.1f}" for k, v in s["kinds"]))
+    print("  by source:     " + ", ".join(f"{k} {v / s['messages']:.1f}" for k, v in s["sources"]))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,15 @@ from bot.settings import Settings
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from bot import metrics
     from bot.app import build_services
     from bot.worker import NoClassifier, scheduler_of
     from storage.clock import Clock, FixedClock, SystemClock
 
     clock: Clock = FixedClock(args.at) if args.at is not None else SystemClock()
-    services = build_services(Settings(), clock=clock, classifier=NoClassifier())
+    settings = Settings()
+    metrics.use_multiprocess_dir(settings.database_url)  # before any metric: every process counted
+    services = build_services(settings, clock=clock, classifier=NoClassifier())
     try:
         if args.once:
             report = scheduler_of(services.background).tick()
@@ -36,6 +39,7 @@ def _worker(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.engine.dispose()
+        metrics.process_exiting()
 
 
 async def _run_until_signalled(services: Any) -> None:

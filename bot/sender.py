@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from bot import metrics
 from bot.channels.base import CallRecord, ChannelSender, LoopState, Outgoing, SendResult
 from storage import outbox
 from storage.clock import Clock
@@ -138,7 +139,7 @@ class OutboxSender:
         if pace is not None:
             await pace.wait()
         try:
-            with log_context(channel=message.channel):
+            with log_context(channel=message.channel), metrics.sending(message.channel):
                 return await sender.send(message)
         except Exception as exc:  # a channel bug must not stop the others
             log.exception("sending notice %s failed", message.id)
@@ -154,6 +155,7 @@ class OutboxSender:
             if result.ok or result.unreachable:
                 record.succeeded(now)
             elif result.retry_after is not None and not result.error:
+                metrics.rate_limited(message.channel)
                 continue  # a rate limit or a hold: the platform is fine, the notice waits
             else:
                 record.failed(now, result.error)
