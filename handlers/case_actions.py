@@ -1,5 +1,5 @@
 """A staff member's step on a case taken outside chat (the console): acknowledge, reply,
-transfer, resolve, return (退单).
+transfer, resolve, return (退单), reclassify (改分类).
 
 Each goes through the very function the chat's buttons and commands call (handlers/cases.py), so
 the resident, the first responder and the new holder are told exactly as from chat.
@@ -15,13 +15,13 @@ from handlers import cases
 from handlers.errors import BadInput
 from storage import tables as t
 
-ACTIONS = ("ack", "reply", "transfer", "resolve", "return")
+ACTIONS = ("ack", "reply", "transfer", "resolve", "return", "reclassify")
 # The steps whose chat button asks for a text before anything happens (ForceReply in Telegram).
 NEEDS_TEXT = ("reply", "return")
 
 
 def act(session: Session, case: t.Case, person: t.Person, action: str, now: dt.datetime, *,
-        text: str = "", post: str = "") -> t.Case:
+        text: str = "", post: str = "", kind: str = "", category: str = "") -> t.Case:
     """Carry out `action` on `case` as `person`; NotFound when they may not handle it,
     InvalidState when the case's state does not allow it, BadInput for a missing text or post."""
     text = text.strip()
@@ -39,4 +39,6 @@ def act(session: Session, case: t.Case, person: t.Person, action: str, now: dt.d
         return cases.transfer(session, case, person, post, text, now)
     if action == "resolve":
         return cases.resolve(session, case, person, text, now)
+    if action == "reclassify":
+        return cases.reclassify(session, case, person, kind or case.kind, category or case.category, now)
     return cases.return_case(session, case, person, text, now)

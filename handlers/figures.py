@@ -141,7 +141,8 @@ def period(text: str, today: dt.date) -> tuple[dt.date, dt.date]:
     return first, last
 
 
-def _group_key(by: str) -> Any:
+def group_key(by: str) -> Any:
+    """The SQL expression the cases are grouped by; BadInput for a grouping that is none."""
     if by == "community":
         return t.Case.community_id
     if by == "committee":
@@ -155,7 +156,7 @@ def _group_key(by: str) -> Any:
 
 def accountable(person: t.Person) -> Any:
     """The SQL condition: `person` is accountable for the case, as the worker grouping counts."""
-    return _group_key("worker") == person.id
+    return group_key("worker") == person.id
 
 
 def _names(session: Session, by: str, keys: Sequence[int | None], community: t.Community
@@ -227,15 +228,21 @@ def tally(session: Session, community_id: int | None, keys: Sequence[Any], now: 
     return rows
 
 
-def figures(session: Session, community: t.Community, start: dt.date, end: dt.date, by: str,
-            now: dt.datetime) -> Figures:
-    """The figures of `community`'s cases dispatched from `start` to `end` (local dates), one
-    row per `by` group, biggest first, and the total."""
+def local_bounds(community: t.Community, start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC instants [since, until) of the community's local dates `start` to `end`."""
     calendar = directory.calendar_of(community)
-    since = calendar.to_utc(dt.datetime.combine(start, dt.time()))
-    until = calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
-    rows = {k: row for (k,), row in
-            tally(session, community.id, [_group_key(by)], now, [dispatched_in(since, until)]).items()}
+    return (calendar.to_utc(dt.datetime.combine(start, dt.time())),
+            calendar.to_utc(dt.datetime.combine(end + dt.timedelta(days=1), dt.time())))
+
+
+def figures(session: Session, community: t.Community, start: dt.date, end: dt.date, by: str,
+            now: dt.datetime, counted: dict[Any, Row] | None = None) -> Figures:
+    """The figures of `community`'s cases dispatched from `start` to `end` (local dates), one
+    row per `by` group, biggest first, and the total. `counted`: the rows by group key, when
+    `tally` has counted them already (the dashboard counts the period with its weekly trend)."""
+    since, until = local_bounds(community, start, end)
+    rows = counted if counted is not None else {k: row for (k,), row in tally(
+        session, community.id, [group_key(by)], now, [dispatched_in(since, until)]).items()}
     names = _names(session, by, list(rows), community)
     for k, row in rows.items():
         row.key, row.name = k, names[k]
@@ -243,11 +250,12 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
     corrected = corrections.read(session, community.id or 0, dispatched=(since, until),
                                  case_filter=not_(cases.withdrawn_column()))
     return Figures(community=community.name, start=start, end=end, by=by, rows=ordered,
-                   total=_total(ordered, community.name), corrected=len(corrected),
+                   total=sum_rows(ordered, community.name), corrected=len(corrected),
                    confusions=corrections.confusions(corrected))
 
 
-def _total(rows: Sequence[Row], name: str) -> Row:
+def sum_rows(rows: Sequence[Row], name: str | None = None) -> Row:
+    """One row that counts what `rows` count together."""
     ratings: Counter[str] = Counter()
     for row in rows:
         ratings.update(row.ratings)
@@ -258,13 +266,14 @@ def _total(rows: Sequence[Row], name: str) -> Row:
 
 
 def for_staff(session: Session, person: t.Person, start: dt.date, end: dt.date, by: str,
-              now: dt.datetime) -> Figures:
+              now: dt.datetime, counted: dict[Any, Row] | None = None) -> Figures:
     """What a staff member may see: the director, their community by any grouping; anyone
-    else, their own figures."""
+    else, their own figures. `counted`: as for `figures`, by `by` for the director and by
+    worker for anyone else (their own row is enough)."""
     community = directory.community(session, person.community_id)
     if person.has_role("director"):
-        return figures(session, community, start, end, by, now)
-    workers = figures(session, community, start, end, "worker", now)
+        return figures(session, community, start, end, by, now, counted)
+    workers = figures(session, community, start, end, "worker", now, counted)
     own = next((r for r in workers.rows if r.key == person.id), None) or Row(key=person.id, name=person.name)
     return Figures(community=community.name, start=start, end=end, by="worker", rows=[own], total=own,
                    own=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,3 +124,32 @@ def format_figures(figures: Mapping[str, Any]) -> str:
             lines.append(f"  {label:<{width}}  " + " ".join(f"{c:>4}" for c in counts) + f"   ({i})")
         lines.append("")
     return "\n".join(lines)
+
+
+# The figures a candidate model is gated on, per head: a head whose figure drops by more than the
+# margin fails. Urgent recall stands beside accuracy: a model that misses emergencies must not pass
+# on the strength of fewer false alarms.
+GATED = (("kind", "accuracy"), ("intent", "accuracy"), ("category", "accuracy"),
+         ("category", "macro_f1"), ("urgent", "accuracy"), ("urgent", "recall"))
+
+
+@dataclass(frozen=True)
+class Gate:
+    lines: list[str]
+    worse: list[str]  # "category accuracy", … : what dropped by more than the margin
+
+
+def gate(running: Mapping[str, Any], candidate: Mapping[str, Any], margin: float) -> Gate:
+    """Compare the figures of `evaluate` for the running model and a candidate."""
+    lines, worse = [], []
+    for head, figure in GATED:
+        if head not in running or head not in candidate or figure not in running[head]:
+            continue
+        before, after = float(running[head][figure]), float(candidate[head][figure])
+        verdict = "WORSE" if after < before - margin else "ok"
+        name = f"{head} {figure}"
+        lines.append(f"{name:<20} n={running[head]['n']:<5} running={before:.3f} "
+                     f"candidate={after:.3f} ({after - before:+.3f}) {verdict}")
+        if verdict == "WORSE":
+            worse.append(name)
+    return Gate(lines=lines, worse=worse)

@@ -5,12 +5,16 @@
     data_dir/urgent.yml       urgent / not_urgent           -> head "urgent"
     data_dir/entities.yml     regexes, synonyms, lookups    -> entities.json
 
+    extra files (--extra)     more examples of any head: each intent joins the head whose
+                              labels include it (staff corrections, `griddesk nlu corrections`)
+
 The same files give the same model: the vectoriser's vocabulary is sorted by document
 frequency then by string, and every randomised step has a fixed seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from nlu import model_files
@@ -38,12 +42,26 @@ def _require(path: Path) -> Path:
     return path
 
 
+def _add_extra(sets: dict[str, TrainingData], extra: TrainingData, path: Path) -> None:
+    """Each example of `extra` to the head that has its label."""
+    owners = {label: head for head, training in sets.items() for label in training.labels()}
+    for example in extra.examples:
+        head = owners.get(example.label)
+        if head is None:
+            raise TrainingDataError(f"{path}: intent {example.label!r} is no label of the kind, "
+                                    f"category or urgent head")
+        sets[head].examples.append(example)
+
+
 def train(data_dir: str | Path, out_dir: str | Path,
-          categories_file: str | Path | None = None) -> Path:
+          categories_file: str | Path | None = None,
+          extra_files: Sequence[str | Path] = ()) -> Path:
     """Train on the YAML under `data_dir` and write the model files to `out_dir`.
 
     `categories_file` replaces `data_dir/categories.yml`, for a city with its own taxonomy.
-    Returns `out_dir`.
+    `extra_files` add examples (staff corrections): an intent that is a label of the kind,
+    category or urgent head adds to that head; any other intent is an error, since a typo in a
+    label would otherwise train a label no routing knows. Returns `out_dir`.
 
         >>> train("nlu/data", "var/nlu-model")  # doctest: +SKIP
     """
@@ -59,6 +77,9 @@ def train(data_dir: str | Path, out_dir: str | Path,
         if len(training.labels()) < 2:
             raise TrainingDataError(f"{files[head]}: needs at least two intents, "
                                     f"found {training.labels()}")
+    extras = [_require(Path(path)) for path in extra_files]
+    for path in extras:
+        _add_extra(sets, read_yaml(path), path)
     entities = read_yaml(entity_file) if entity_file.is_file() else TrainingData()
 
     normalised: dict[str, int] = {}
@@ -75,7 +96,7 @@ def train(data_dir: str | Path, out_dir: str | Path,
         labels = [e.label for e in training.examples]
         heads[head] = LinearHead(**HEAD_PARAMS[head]).fit(X[rows], labels)  # type: ignore[arg-type]
 
-    paths = [*files.values(), *([entity_file] if entity_file.is_file() else [])]
+    paths = [*files.values(), *([entity_file] if entity_file.is_file() else []), *extras]
     manifest = {
         "training_data_sha256": files_hash(paths),
         "training_files": [p.name for p in paths],

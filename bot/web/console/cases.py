@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.web.console.web import Staff, Viewer, check_csrf, render
 from bot.web.deps import Services
 from bot.web.media import CASE_NUMBER, describe
-from handlers import case_actions, case_list, cases, console_access, directory
+from handlers import case_actions, case_list, cases, console_access, corrections, directory
 from handlers.errors import BadInput, GriddeskError, InvalidState, NotAllowed, NotFound
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
@@ -192,27 +192,32 @@ def case_page(number: str, request: Request, viewer: Staff, services: Services, 
                     "locations": [a for a in sent if a["kind"] == "location"],
                     "posts": [(p.code, p.name) for p in directory.posts_of(s, case.community_id)
                               if p.id != case.post_id],
+                    "kinds": [(k, viewer.t(f"kind.{k}")) for k in cases.CASE_KINDS],
+                    "categories": [(c.code, c.name) for c in corrections.categories_of(s, case.community_id)],
                     "done": viewer.t(f"button.{_BUTTON.get(done, 'reply')}") if done in _BUTTON else "",
                     "error": viewer.t(f"error.{error}") if error in _ERRORS else ""}
         return render(request, "console/case.html", context)
 
 
 _BUTTON = {"ack": "acknowledge", "reply": "reply", "transfer": "transfer", "resolve": "resolve",
-           "return": "return"}
+           "return": "return", "reclassify": "reclassify"}
 _ERRORS = ("invalid_state", "text_needed", "post_needed", "usage")
 
 
 @router.post("/console/cases/{number}/act", include_in_schema=False)
 def act(number: str, request: Request, viewer: Staff, services: Services,
         action: Annotated[str, Form(max_length=16)] = "", text: Annotated[str, Form(max_length=2000)] = "",
-        post: Annotated[str, Form(max_length=32)] = "", csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+        post: Annotated[str, Form(max_length=32)] = "", csrf: Annotated[str, Form(max_length=128)] = "",
+        kind: Annotated[str, Form(max_length=32)] = "",
+        category: Annotated[str, Form(max_length=32)] = "") -> Response:
     check_csrf(request, viewer, csrf)
     page = f"/console/cases/{number}"
     with UnitOfWork(services.engine) as uow:
         person = _person(uow.session, viewer)
         case = _case(uow.session, person, number)
         try:
-            case_actions.act(uow.session, case, person, action, services.clock.now(), text=text, post=post)
+            case_actions.act(uow.session, case, person, action, services.clock.now(), text=text, post=post,
+                             kind=kind, category=category)
         except InvalidState:
             return RedirectResponse(f"{page}?error=invalid_state", status_code=303)
         except BadInput as exc:
