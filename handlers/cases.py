@@ -32,7 +32,7 @@ from storage import media
 from storage import tables as t
 from storage.clock import as_utc
 from storage.log_context import note_case
-from storage.sequences import append_event, next_in_counter
+from storage.sequences import append_event, new_history, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def case_card(session: Session, case: t.Case, lang: str, *, with_contact: bool,
     `sent` is the case's attachments when the caller has read them already."""
     community = _community(session, case)
     resident = _resident(session, case)
-    building = session.get(t.Building, case.building_id) if case.building_id else None
+    building = directory.building(session, case.building_id)
     place = building.name if building else say(lang, "case.unknown_address")
     if with_contact:
         if resident.unit or resident.room:
@@ -223,11 +223,13 @@ def card_media(sent: Sequence[t.Attachment]) -> list[int]:
 
 def tell_card(session: Session, case: t.Case, person: t.Person, key: str, now: dt.datetime, *,
               with_contact: bool = True, with_media: bool = True, buttons: bool = True,
-              dedupe_key: str | None = None, **values: MessageValue) -> None:
+              dedupe_key: str | None = None, sent: Sequence[t.Attachment] | None = None,
+              **values: MessageValue) -> None:
     """Tell a staff member `key` with the case's card in their language: with the resident's
     contact, the kept photos and voice messages, and the action buttons for those who handle
-    it; an informed copy (`with_contact`, `with_media` and `buttons` False) is for reading only."""
-    sent = attachments_of(session, case)
+    it; an informed copy (`with_contact`, `with_media` and `buttons` False) is for reading only.
+    `sent` is the case's attachments when the caller has them (a case being opened)."""
+    sent = attachments_of(session, case) if sent is None else sent
     tell(session, now, key, person=person, case=case,
          buttons=staff_buttons(case) if buttons else (), dedupe_key=dedupe_key,
          card=Localised(lambda lang: case_card(session, case, lang, with_contact=with_contact, sent=sent)),
@@ -295,8 +297,8 @@ def open_case(
     community = directory.community(session, resident.community_id)
     calendar = directory.calendar_of(community)
     if building is None and resident.building_id:
-        building = session.get(t.Building, resident.building_id)
-    grid = session.get(t.Grid, building.grid_id) if building else None
+        building = directory.building(session, resident.building_id)
+    grid = directory.grid(session, building.grid_id) if building else None
     table = directory.routing_table(session, community)
     day = calendar.local_date(now)
     if post_code is not None:
@@ -345,21 +347,22 @@ def open_case(
     )
     session.add(case)
     session.flush()
-    for att in attachments:
-        session.add(t.Attachment(case_id=case.id or 0, kind=att.kind, ref=att.ref,
-                                 latitude=att.latitude, longitude=att.longitude, created_at=now))
+    new_history(session, t.CaseEvent, case.id)
+    sent = [t.Attachment(case_id=case.id or 0, kind=att.kind, ref=att.ref, latitude=att.latitude,
+                         longitude=att.longitude, created_at=now) for att in attachments]
+    session.add_all(sent)
     record(session, case, "created", now, resident=resident, kind=kind, category=category,
            urgent=urgent, channel=channel)
     record(session, case, "assigned", now, post=post.code, holder=holder.code, reason=decided.reason,
            covering=decided.covering)
-    tell_card(session, case, holder, "case.new_for_staff", now,
+    tell_card(session, case, holder, "case.new_for_staff", now, sent=sent,
               covering=phrase("case.covering") if decided.covering else "")
     for code in decided.informed:
         person = directory.person_by_code(session, code)
         leader = code == decided.duty_leader
         # The duty leader acts on an urgent case and sees it whole; the others are informed.
         tell_card(session, case, person, "case.urgent_alert" if leader else "case.informed", now,
-                  with_contact=leader, with_media=leader, buttons=False, holder=holder.name)
+                  with_contact=leader, with_media=leader, buttons=False, sent=sent, holder=holder.name)
     return Opened(case=case, route=decided, holder=holder, post=post, deadlines=deadlines)
 
 

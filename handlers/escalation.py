@@ -43,6 +43,11 @@ Decisions:
   move, so escalation cannot be used to buy time.
 - Reply or resolve overdue: the case goes to the director (the first responder's superior); the
   first responder stays accountable. When the director already holds it there is no one above.
+- Holder unreachable (`escalate_unreachable`): a case card that no channel can deliver to the
+  holder (the last channel refused them, and only the web inbox, which waits to be looked at, is
+  left) moves the case up the same chain at once, as the acknowledge deadline would, while that
+  person still holds it and it waits for acknowledgement; the reason says the holder could not be
+  reached.
 - Every escalation is a CaseEvent "escalated" with {from, to, reason, step, level}; the new holder
   gets the case card with its buttons, the previous holder and the first responder are told, and
   the resident is told that the case was escalated and who holds it now.
@@ -73,7 +78,9 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from handlers import cases, directory, figures
+from handlers.chat_offers import posts_held
 from handlers.deadlines import WorkingCalendar, is_working_day
+from handlers.errors import NotFound
 from handlers.notify import Localised, MessageValue, language_of, moment, phrase, tell
 from handlers.replies import say, when
 from handlers.routing import RoutingTable, duty_leader, is_absent, seat_holder
@@ -95,12 +102,14 @@ PLAN_CURSOR = "plan"
 CURSOR_OVERLAP = 500
 PLAN_CHUNK = 1000
 # Bump when plan() (or what it reads) changes what it plans: the next start re-plans every case.
-PLANNER_VERSION = 1
+PLANNER_VERSION = 2
 FULL_CURSOR_PREFIX = "full:"
 # The full pass's cursor value once every watched case has been planned (WatchCursor.last_id is
 # a 32-bit integer).
 FULL_DONE = 2**31 - 1
-WATCHED_EVENTS = ("reopened", "escalated", "replied", "followed_up")
+WATCHED_EVENTS = ("reopened", "escalated", "acknowledged", "replied", "followed_up")
+# Escalations that hand the new holder a fresh acknowledge window.
+ACK_RESTARTING = ("ack_overdue", "holder_unreachable")
 MAX_ATTEMPTS = 5
 
 
@@ -192,6 +201,9 @@ class CaseView:
     round_start: dt.datetime  # when the current round began (dispatch or the last reopening)
     replied_in_round: bool
     followed_up_at: dt.datetime | None
+    # Taken up in this round: the acknowledge deadline was met (or already escalated and then
+    # met), so a later transfer or return waits on the reply and resolve deadlines only.
+    acknowledged_in_round: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,7 +232,7 @@ def plan(view: CaseView, policy: WatchPolicy, calendar: WorkingCalendar) -> list
         out.append(Due(f"escalate_{deadline}", due, due))
 
     if view.state in OPEN:
-        if view.state in WAITING_FOR_ACK:
+        if view.state in WAITING_FOR_ACK and not view.acknowledged_in_round:
             watch("ack", view.ack_due, view.ack_start)
         if view.state != CaseState.REPLIED and not view.replied_in_round:
             watch("reply", view.reply_due, view.round_start)
@@ -260,16 +272,18 @@ def _view(case: t.Case, events: Sequence[tuple[int, str, dt.datetime, dict[str, 
     for seq, action, at, _data in events:
         if action == "reopened" and seq > reopen_seq:
             reopen_seq, round_start = seq, max(round_start, _aware(at) or round_start)
-    ack_start, replied, followed = round_start, False, None
+    ack_start, replied, acknowledged, followed = round_start, False, False, None
     resolved_at = _aware(case.resolved_at)
     for seq, action, at, data in events:
         at = _aware(at) or at
         if seq <= reopen_seq:
             continue
-        if action == "escalated" and data.get("reason") == "ack_overdue":
+        if action == "escalated" and data.get("reason") in ACK_RESTARTING:
             ack_start = max(ack_start, at)
         elif action == "replied":
             replied = True
+        elif action == "acknowledged":
+            acknowledged = True
         elif action == "followed_up" and resolved_at is not None and at >= resolved_at:
             followed = at if followed is None else max(followed, at)
     return CaseView(
@@ -285,6 +299,7 @@ def _view(case: t.Case, events: Sequence[tuple[int, str, dt.datetime, dict[str, 
         round_start=round_start,
         replied_in_round=replied,
         followed_up_at=followed,
+        acknowledged_in_round=acknowledged,
     )
 
 
@@ -469,16 +484,19 @@ def _present(person: t.Person | None, table: RoutingTable, day: dt.date) -> bool
 class _Context:
     session: Session
     case: t.Case
-    action: t.DueAction
+    action: t.DueAction | None
     now: dt.datetime
     policy: WatchPolicy
     community: t.Community
     calendar: WorkingCalendar
     table: RoutingTable
     day: dt.date
+    # What the notices' dedupe keys are unique for when no due action is (escalate_unreachable).
+    origin: str = ""
 
     def dedupe(self, role: str, who: int | None) -> str:
-        return f"due:{self.action.id}:{role}:{who}"
+        origin = self.origin or f"due:{self.action.id if self.action else None}"
+        return f"{origin}:{role}:{who}"
 
 
 def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, with_media: bool = True,
@@ -533,7 +551,7 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
                  note=f"{previous.name if previous else '—'} → {to.name}",
                  reason=reason, step=step, level=level,
                  **{"from": previous.code if previous else None, "to": to.code})
-    late = {"ack_overdue": "ack", "reply_overdue": "reply", "resolve_overdue": "resolve"}[reason]
+    late = {"ack_overdue": "ack", "reply_overdue": "reply", "resolve_overdue": "resolve"}.get(reason)
     _card_to(ctx, to, "watch.escalated_to_you", "to", number=case.number,
              reason=phrase(f"watch.reason.{reason}"),
              previous=previous.name if previous else "—")
@@ -548,22 +566,41 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
              reason=phrase(f"watch.reason.{reason}"), name=to.name)
     resident = session.get(t.Resident, case.resident_id)
     assert resident is not None
-    tell(session, ctx.now, "watch.escalated_for_resident", resident=resident, case=case, prefer=case.channel,
+    # The resident hears which deadline was missed (the reason's own), and who holds the case
+    # now by their own post, or as covering the post the case reached them through.
+    # A holder nobody could reach has a notice of its own, which says so.
+    tell(session, ctx.now, "watch.escalated_for_resident" if late else f"watch.{reason}_for_resident",
+         resident=resident, case=case, prefer=case.channel,
          dedupe_key=ctx.dedupe("resident", resident.id), number=case.number,
-         what=phrase(f"watch.what.{late}"), name=to.name, post=_post_name_of(session, to),
+         what=phrase(f"watch.what.{late}") if late else "", holder=_holder_as_named(ctx, to, step),
          accountable=phrase("watch.accountable", name=first.name) if first is not None else "")
     return f"{reason}: {previous.code if previous else '-'} -> {to.code} ({step})"
 
 
-def _post_name_of(session: Session, person: t.Person) -> str:
-    post = session.scalars(
-        select(t.Post).where(col(t.Post.active).is_(True), col(t.Post.a_holder_id) == person.id)
-        .order_by(col(t.Post.id))
-    ).first() or session.scalars(
-        select(t.Post).where(col(t.Post.active).is_(True), col(t.Post.b_holder_id) == person.id)
-        .order_by(col(t.Post.id))
-    ).first()
-    return post.name if post else ""
+def _holder_as_named(ctx: _Context, to: t.Person, step: str) -> Localised:
+    """The new holder with their post: the post the case reached them through when it is their
+    own (A), else their own post, with "covering for X" when they hold X, the post the case
+    reached them through, as its B holder."""
+    session = ctx.session
+    via: t.Post | None = None
+    if step == "b":
+        via = _post(session, ctx.case)
+    elif step == "director":
+        try:
+            seat = ctx.table.post_of_kind("director")
+            via = directory.post_by_code(session, ctx.case.community_id, seat.code)
+        except (LookupError, NotFound):
+            via = None
+    if via is not None and via.a_holder_id == to.id:
+        return phrase("watch.holder", name=to.name, post=via.name)
+    own = posts_held(session, to).own
+    own_name = own[0].name if own else ""
+    if via is not None and via.b_holder_id == to.id:
+        if own_name:
+            return phrase("watch.holder_covering", name=to.name, own=own_name, post=via.name)
+        return phrase("watch.holder_covering_only", name=to.name, post=via.name)
+    return phrase("watch.holder", name=to.name, post=own_name) if own_name else phrase(
+        "watch.holder_no_post", name=to.name)
 
 
 def _ack_window_end(ctx: _Context) -> dt.datetime:
@@ -575,14 +612,36 @@ def _ack_window_end(ctx: _Context) -> dt.datetime:
     return ctx.calendar.add_working_hours(ctx.now, hours)
 
 
-def _escalate_ack(ctx: _Context) -> tuple[DueActionState, str]:
+def _escalate_ack(ctx: _Context, reason: str = "ack_overdue") -> tuple[DueActionState, str]:
     chain = ctx.policy.chain_for(ctx.case.urgent)
     for index in range(ctx.case.escalation_level, len(chain)):
         person = step_person(ctx.session, ctx.case, chain[index], ctx.table, ctx.day)
         if person is not None and person.id != ctx.case.holder_id:
             ctx.case.ack_due = _ack_window_end(ctx)
-            return DueActionState.DONE, _move(ctx, person, "ack_overdue", chain[index], index + 1)
+            return DueActionState.DONE, _move(ctx, person, reason, chain[index], index + 1)
     return DueActionState.SKIPPED, "no one above in the chain"
+
+
+def escalate_unreachable(session: Session, case_id: int, person_id: int, now: dt.datetime,
+                         policy: WatchPolicy, *, origin: str) -> str | None:
+    """A case card could reach its holder on no channel: the case goes up its chain at once, as
+    at the acknowledge deadline (the post's B holder first), with the reason
+    "holder_unreachable", in the caller's transaction. Only while `person_id` still holds the
+    case and it waits for acknowledgement (a second failed card of the same case finds it moved
+    already). `origin` names the failed notice (the notices' dedupe keys). Returns what was done,
+    or None when nothing was."""
+    case = session.scalars(
+        select(t.Case).where(col(t.Case.id) == case_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if case is None or case.holder_id != person_id or case.state not in WAITING_FOR_ACK:
+        return None
+    community = directory.community(session, case.community_id)
+    calendar = directory.calendar_of(community)
+    ctx = _Context(session, case, None, now, policy, community, calendar,
+                   directory.routing_table(session, community), calendar.local_date(now), origin=origin)
+    state, outcome = _escalate_ack(ctx, "holder_unreachable")
+    return outcome if state == DueActionState.DONE else None
 
 
 def _escalate_late(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:

@@ -137,6 +137,26 @@ def read_page(
     return Page(items=items[-limit:], more=len(items) > limit, last_notice_id=last)
 
 
+def pressed_later(session: Session, *, channel: str, address: str, items: Sequence[Item]) -> set[tuple[str, int, str]]:
+    """(kind, id, action) of each button among `items` that the address pressed after the item
+    that carried it: such a button was answered, whatever page the press is on."""
+    actions = {b["action"] for i in items for row in i.buttons for b in row if b.get("action")}
+    if not actions:
+        return set()
+    presses = [(at, 0, ident, action) for ident, at, action in session.execute(
+        select(col(ChatLine.id), col(ChatLine.created_at), col(ChatLine.action))
+        .where(col(ChatLine.channel) == channel, col(ChatLine.address) == address,
+               col(ChatLine.direction) == "in", col(ChatLine.action).in_(sorted(actions))))]
+    found = set()
+    for item in items:
+        for row in item.buttons:
+            for b in row:
+                if any(action == b.get("action") and (at, rank, ident) > item.key
+                       for at, rank, ident, action in presses):
+                    found.add((item.kind, item.id, b["action"]))
+    return found
+
+
 def _delivered(channel: str, address: str) -> tuple[Any, ...]:
     """The notices that the inbox shows: those the sender has marked sent."""
     return (col(Outbox.channel) == channel, col(Outbox.address) == address,

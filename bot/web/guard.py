@@ -3,7 +3,9 @@
 - `BodyLimit` counts the bytes of a request body as they arrive and answers 413 the moment they
   pass the cap, whatever Content-Length or Transfer-Encoding say: a route never reads, let alone
   parses, more than the cap. The 413 closes the connection, so the server stops reading a body
-  it has refused instead of draining the rest.
+  it has refused instead of draining the rest. A few paths have a cap of their own
+  (`PER_PATH_MAX_BYTES`): the web chat's photo upload takes a photo as large as the other
+  channels keep (storage.media.MAX_MEDIA_BYTES), far over the app-wide cap.
 - `AnswerErrors` turns an exception that no route handled into a plain 500 and logs it once.
   Starlette's own error middleware re-raises after answering, and uvicorn then closes the
   connection under a keep-alive client, whose next request fails; answered here, the
@@ -22,6 +24,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.web.access_log import redact
+from storage.media import MAX_MEDIA_BYTES
+
+# Paths whose bodies may differ from the app-wide cap. A phone's photo is a few megabytes; the
+# multipart framing and a caption add little.
+PER_PATH_MAX_BYTES = {"/api/chat/photo": MAX_MEDIA_BYTES + 64 * 1024}
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +43,19 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.per_path = PER_PATH_MAX_BYTES if per_path is None else per_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.default_max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(self.max_bytes)(scope, receive, send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await _too_large(max_bytes)(scope, receive, send)
             return
         received = 0
         refused = False
@@ -59,7 +68,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     refused = True
                     raise BodyTooLarge
             return message
@@ -81,8 +90,8 @@ class BodyLimit:
             if not refused or started:
                 raise
         if refused and not started:
-            log.info("%s %s: body over %d bytes refused", scope["method"], redact(scope["path"]), self.max_bytes)
-            await _too_large(self.max_bytes)(scope, receive, send)
+            log.info("%s %s: body over %d bytes refused", scope["method"], redact(scope["path"]), max_bytes)
+            await _too_large(max_bytes)(scope, receive, send)
 
 
 class AnswerErrors:

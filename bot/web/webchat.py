@@ -3,21 +3,25 @@ shows after a reload."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import io
 import re
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse
+from PIL import Image
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from bot.channels.base import Incoming, Reply
+from bot.channels.base import Attachment, Incoming, Reply
 from bot.channels.webchat import CHANNEL
 from bot.web.auth import COOKIE, LINK_TTL, sign, verify
 from bot.web.deps import (
@@ -29,9 +33,10 @@ from bot.web.deps import (
     end_signed_session,
     web_identity,
 )
-from handlers import directory
+from handlers import chat_offers
 from handlers.notify import ensure_identity
-from storage import chat_history
+from handlers.replies import pick_language
+from storage import chat_history, media
 from storage import tables as t
 from storage.state import LockTimeout
 from storage.unit_of_work import UnitOfWork
@@ -47,6 +52,19 @@ class SendBody(BaseModel):
     label: Text | None = Field(default=None, max_length=200)  # the pressed button's, for the history
     # The page's id for this message, reused when it sends the message again after a lost answer.
     client_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[ -~]+$")
+
+
+ClientId = Annotated[str | None, Field(default=None, min_length=1, max_length=64, pattern=r"^[ -~]+$")]
+# What a photo may be: the formats every browser shows, as Pillow names them.
+PHOTO_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+
+
+class LocationBody(BaseModel):
+    """Where the person is, as the browser's geolocation gives it."""
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    client_id: ClientId = None
 
 
 class PersonaBody(BaseModel):
@@ -141,10 +159,11 @@ def personas(services: Services) -> dict[str, Any]:
         staff = []
         for p in s.scalars(select(t.Person).where(col(t.Person.active).is_(True))
                            .order_by(col(t.Person.code))):
-            posts = [x.name for x in directory.posts_of(s, p.community_id)
-                     if p.id in (x.a_holder_id, x.b_holder_id)]
+            # Their own posts (A) first, so the council secretary is not shown as the front desk
+            # she covers as its B holder.
+            held = chat_offers.posts_held(s, p)
             staff.append({"who": f"person:{p.code}", "name": p.name, "roles": p.roles.split(","),
-                          "posts": posts})
+                          "posts": [x.name for x in held.own], "covering": [x.name for x in held.covering]})
         new = [{"who": f"building:{b.code}", "building": b.name} for b in
                sorted(buildings.values(), key=lambda b: b.code)]
     return {"residents": residents, "staff": staff, "buildings": new}
@@ -194,14 +213,76 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
 async def send(body: SendBody, address: Address, services: Services) -> dict[str, Any]:
     if body.text is None and body.action is None:
         raise HTTPException(status_code=422, detail="send 'text' or 'action'")
-    said = _said(body, services.pipeline.max_text)
+    return await _turn(services, address, Incoming(channel=CHANNEL, address=address, text=body.text or "",
+                                                   action=body.action),
+                       said=_said(body, services.pipeline.max_text), client_id=body.client_id)
 
-    client_id = body.client_id
+
+@router.post("/api/chat/photo", responses=answers(401, 413, 422, 503))
+async def send_photo(address: Address, services: Services,
+                     photo: Annotated[UploadFile, File(description="a JPEG, PNG, GIF or WebP image")],
+                     text: Annotated[Text, Form(max_length=2000)] = "",
+                     client_id: Annotated[str | None, Form(min_length=1, max_length=64,
+                                                           pattern=r"^[ -~]+$")] = None) -> dict[str, Any]:
+    """A photo (multipart field `photo`, with an optional caption `text`), handled like a photo
+    sent on Telegram or WeChat: kept (storage.media, the same size limit) before the message is
+    read, and attached to the case it files or to the matter being described."""
+    data = await photo.read(media.MAX_MEDIA_BYTES + 1)
+    if len(data) > media.MAX_MEDIA_BYTES:
+        raise HTTPException(status_code=413, detail=f"a photo is at most {media.MAX_MEDIA_BYTES} bytes")
+    content_type = await anyio.to_thread.run_sync(_photo_type, data)
+    if content_type is None:
+        raise HTTPException(status_code=422, detail="photo: not a JPEG, PNG, GIF or WebP image")
+
+    def keep(incoming: Incoming) -> Incoming:
+        with UnitOfWork(services.engine) as uow:
+            ref = media.ref_of(media.put(uow.session, data, content_type, now=services.clock.now()))
+            uow.commit()
+        return dataclasses.replace(incoming, attachments=(Attachment(kind="photo", ref=ref),))
+
+    said = ("📷 " + text.strip()).strip()
+    return await _turn(services, address, Incoming(channel=CHANNEL, address=address, text=text),
+                       said=said, client_id=client_id, keep=keep)
+
+
+@router.post("/api/chat/location", responses=answers(401, 413, 422, 503))
+async def send_location(body: LocationBody, address: Address, services: Services) -> dict[str, Any]:
+    """Where the person is (the browser's geolocation), handled like a location shared on
+    Telegram: a newcomer is placed in the nearest building, a resident's matter carries it."""
+    incoming = Incoming(channel=CHANNEL, address=address, attachments=(
+        Attachment(kind="location", latitude=body.latitude, longitude=body.longitude),))
+    return await _turn(services, address, incoming, said=f"📍 {body.latitude:.5f}, {body.longitude:.5f}",
+                       client_id=body.client_id)
+
+
+def _photo_type(data: bytes) -> str | None:
+    """The content type of an image Pillow can read whole, among PHOTO_TYPES; None otherwise
+    (not an image, cut short, or a decompression bomb)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns of very large images: refused
+            with Image.open(io.BytesIO(data)) as image:
+                kind = image.format
+                width, height = image.size
+                image.verify()
+    except Exception:  # noqa: BLE001 (whatever Pillow makes of hostile bytes, it is no photo)
+        return None
+    if not width or not height:
+        return None
+    return PHOTO_TYPES.get(kind or "")
+
+
+async def _turn(services: Any, address: str, incoming: Incoming, *, said: str, client_id: str | None,
+                keep: Any = None) -> dict[str, Any]:
+    """Serve one thing the page sent and keep it in the history with its replies; a retry with
+    the same `client_id` gets the first answer. `keep(incoming)` runs under the address's lock
+    once the retry check passed (it stores a photo)."""
+    action = incoming.action
 
     def record(session: Session, replies: list[Reply], now: dt.datetime) -> None:
         # In the pipeline's own transaction: the turn is kept exactly when its work commits.
         chat_history.record_turn(
-            session, channel=CHANNEL, address=address, said=said, action=body.action or "",
+            session, channel=CHANNEL, address=address, said=said, action=action or "",
             replies=[(r.text, [[b.to_json() for b in row] for row in r.buttons]) for r in replies], now=now,
             client_id=client_id,
         )
@@ -212,13 +293,10 @@ async def send(body: SendBody, address: Address, services: Services) -> dict[str
             earlier = _answer_of(services, address, client_id)
             if earlier is not None:
                 raise _Answered(earlier)
-        return incoming
+        return keep(incoming) if keep is not None else incoming
 
     try:
-        replies = await services.pipeline.handle(
-            Incoming(channel=CHANNEL, address=address, text=body.text or "", action=body.action),
-            deliver=record, prepare=answered_before,
-        )
+        replies = await services.pipeline.handle(incoming, deliver=record, prepare=answered_before)
     except _Answered as answered:
         return {"replies": answered.replies}
     except IntegrityError:
@@ -299,18 +377,46 @@ def history(address: Address, services: Services, before: str | None = None, lim
             raise HTTPException(status_code=422, detail="before is said:<id>, reply:<id> or notice:<id>")
         position = (match[1], int(match[2]))
     with UnitOfWork(services.engine) as uow:
+        s = uow.session
         try:
-            page = chat_history.read_page(uow.session, channel=CHANNEL, address=address, before=position,
+            page = chat_history.read_page(s, channel=CHANNEL, address=address, before=position,
                                           limit=min(max(limit, 1), 200))
         except LookupError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-    first = page.items[0] if page.items else None
-    return {
-        "messages": [
-            {"kind": i.kind, "id": i.id, "text": i.text, "buttons": i.buttons, "at": i.at.isoformat()}
+        pressed = chat_history.pressed_later(s, channel=CHANNEL, address=address, items=page.items)
+        offered: dict[str, bool | None] = {}
+
+        def live(item: chat_history.Item, action: str) -> bool:
+            # The case desk says whether a step on a case is still offered; any other button
+            # (a choice in a dialogue) was used up once pressed.
+            if action not in offered:
+                offered[action] = chat_offers.still_offered(s, action)
+            known = offered[action]
+            return known if known is not None else (item.kind, item.id, action) not in pressed
+
+        messages = [
+            {"kind": i.kind, "id": i.id, "text": i.text, "at": i.at.isoformat(),
+             "buttons": [[{**b, "live": live(i, b.get("action", ""))} for b in row] for row in i.buttons]}
             | ({"action": i.action or None} if i.kind == "said" else {})
             for i in page.items
-        ],
+        ]
+        welcome = [] if page.more else [
+            {"text": r.text, "buttons": [[{**b.to_json(), "live": True} for b in row] for row in r.buttons]}
+            for r in _welcome(s, address)]
+    first = page.items[0] if page.items else None
+    return {
+        "messages": messages,
         "before": f"{first.kind}:{first.id}" if page.more and first else None,
         "last_notice_id": page.last_notice_id,
+        "welcome": welcome,
     }
+
+
+def _welcome(session: Session, address: str) -> list[Reply]:
+    """What the conversation opens with, for the person behind the address, in their language."""
+    ident = web_identity(session, address)
+    person = session.get(t.Person, ident.person_id) if ident.person_id else None
+    resident = session.get(t.Resident, ident.resident_id) if ident.resident_id else None
+    lang = pick_language(ident.language, person.language if person else None,
+                         resident.language if resident else None)
+    return chat_offers.welcome(session, lang, person=person, resident=resident)
