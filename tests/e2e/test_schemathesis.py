@@ -26,6 +26,8 @@ EXAMPLES_PER_OPERATION = 12
 # Each route and the error answers it must document.
 DOCUMENTED = {
     ("POST", "/api/chat/send"): {401, 413, 422, 503},
+    ("POST", "/api/chat/photo"): {401, 413, 422, 503},
+    ("POST", "/api/chat/location"): {401, 413, 422, 503},
     ("POST", "/api/demo/persona"): {404, 413, 422},
     ("GET", "/api/chat/inbox"): {401, 422},
     ("GET", "/api/chat/history"): {401, 422},
