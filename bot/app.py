@@ -84,6 +84,27 @@ def prepare_database(settings: Settings, engine: Engine, clock: Clock) -> bool:
         )
 
 
+def is_embedded_default(settings: Settings) -> bool:
+    """Whether the database is the embedded default (no DATABASE_URL: the SQLite file under var/)."""
+    return settings.database_url == Settings.model_fields["database_url"].default
+
+
+def open_database(settings: Settings, clock: Clock | None = None) -> Engine:
+    """The database a command works on, opened once per command: migrated and, on the embedded
+    default, with the example community (or REGISTRY_FILE) loaded as `serve` loads it, so that
+    any command works on a fresh clone. A configured database is only migrated: what it holds
+    is for `griddesk registry load` to decide, and the log says so when it holds nothing."""
+    engine = db.make_engine(settings.database_url)
+    if is_embedded_default(settings):
+        prepare_database(settings, engine, clock or SystemClock())
+        return engine
+    db.upgrade(settings.database_url)
+    with UnitOfWork(engine) as uow:
+        if not uow.session.scalar(select(func.count()).select_from(t.Community)):
+            log.warning("no community in the database yet: run `griddesk registry load FILE` first")
+    return engine
+
+
 def gazetteer(engine: Engine) -> dict[str, dict[str, str]]:
     """Buildings and grids by name and code, for the NLU's entity extraction."""
     with UnitOfWork(engine) as uow:
@@ -145,7 +166,8 @@ def build_wecom_sender(settings: Settings, engine: Engine, state: StateStore, cl
         return None
     wecom.bind_members(engine, clock.now())
     return wecom.WeComSender(client, agent_id=settings.wecom_agent_id, state=state, engine=engine,
-                             limits=wecom.MemberLimits(state, now=lambda: clock.now().timestamp()))
+                             limits=wecom.MemberLimits(state, now=lambda: clock.now().timestamp()),
+                             policy=policy_from(settings), now=clock.now)
 
 
 def build_telegram(settings: Settings, engine: Engine, state: StateStore, pipeline: Pipeline, clock: Clock,

@@ -4,6 +4,7 @@ and the record of who saw a resident's phone or address.
     token = console_access.issue_password_link(session, "zhang_li", now)   # the CLI prints a link
     console_access.set_password(session, token, "a long passphrase", now)
     person = console_access.sign_in(session, "zhang_li", "a long passphrase", now)
+    person = console_access.wecom_person(session, "zhangli")   # WeCom's sign-in said who
 
 Passwords are kept as argon2 hashes. Failed sign-ins are counted per person in the database, so
 every process sees the same count: LOCK_AFTER failures in a row lock the person out for
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -133,6 +134,18 @@ def sign_in(session: Session, person_code: str, password: str, now: dt.datetime)
         row.password_hash = _hasher.hash(password)
     row.failed_count = 0
     row.locked_until = None
+    return person
+
+
+def wecom_person(session: Session, userid: str) -> t.Person:
+    """The active person whose WeCom member id this is (WeCom returns ids lowercased, a registry
+    may not write them so); NotAllowed for anyone else. Only people have a member id: a resident
+    never signs in this way."""
+    wanted = userid.strip().lower()
+    person = session.scalars(select(t.Person).where(
+        func.lower(col(t.Person.wecom_userid)) == wanted, col(t.Person.active).is_(True))).first() if wanted else None
+    if person is None:
+        raise NotAllowed("no staff member has this WeCom id")
     return person
 
 

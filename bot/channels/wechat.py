@@ -183,7 +183,11 @@ class PushNonces:
     The same pair with any other message is a replay and is refused.
     """
 
-    def __init__(self, *, state: StateStore, engine: Engine, shared_state: bool, window: int) -> None:
+    def __init__(self, *, state: StateStore, engine: Engine, shared_state: bool, window: int,
+                 channel: str = CHANNEL) -> None:
+        # Each channel (the Official Account, WeCom) has its own memory: a pair one platform used
+        # says nothing about the other's.
+        self.channel = channel
         self.state = state
         self.engine = engine
         self.shared_state = shared_state
@@ -199,7 +203,7 @@ class PushNonces:
         expires_at = dt.datetime.fromtimestamp(int(timestamp), dt.UTC) + dt.timedelta(seconds=self.window + 60)
         if self.shared_state:
             ttl = max(int((expires_at - now).total_seconds()), 1)
-            key = f"{CHANNEL}:nonce:{value}"
+            key = f"{self.channel}:nonce:{value}"
             if self.state.first_time(key, ttl):
                 self.state.put(f"{key}:owner", {"owner": owner}, ttl=ttl)
                 return True
@@ -208,14 +212,14 @@ class PushNonces:
         self._prune(now)
         try:
             with UnitOfWork(self.engine) as uow:
-                uow.session.add(t.UsedNonce(channel=CHANNEL, value=value, owner=owner, expires_at=expires_at))
+                uow.session.add(t.UsedNonce(channel=self.channel, value=value, owner=owner, expires_at=expires_at))
                 uow.commit()
             return True
         except IntegrityError:
             pass
         with UnitOfWork(self.engine) as uow:
             first = uow.session.scalars(select(col(t.UsedNonce.owner)).where(
-                col(t.UsedNonce.channel) == CHANNEL, col(t.UsedNonce.value) == value)).first()
+                col(t.UsedNonce.channel) == self.channel, col(t.UsedNonce.value) == value)).first()
         return first == owner
 
     def _prune(self, now: dt.datetime) -> None:

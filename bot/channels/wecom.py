@@ -18,12 +18,20 @@ Outbound:
 - `WeComSender`: an outbox row → a `button_interaction` template card when it has buttons
   (six at most; more become numbered options in a text), else a text. `invaliduser` in an
   `errcode 0` answer (or 81013) is a failure for that person: the notice is marked unreachable
-  and the next notices go to their next channel. WeCom drops silently what passes 30 a minute or
+  (the dead-notice list shows it) and goes again to their next channel; a case card with no
+  channel left but the web inbox escalates the case at once (handlers/escalation.py,
+  `escalate_unreachable`). WeCom drops silently what passes 30 a minute or
   1000 an hour per member, so the sender keeps those counts itself and, at a member's last slot
   with more notices waiting, merges them into one digest card; past the limit the member's
   notices wait for the window to pass.
 - `update_card`: a pressed card redrawn with its one-time `response_code` (72 h) to show the
   case's new state, with only the buttons that still apply (`card_for_case`).
+
+Signing in (the console's `/console/login/wecom`, bot/web/console/login.py):
+- `authorize_url`: WeCom's OAuth (网页授权, `snsapi_base`) inside the WeCom app, its QR login
+  (企业微信扫码登录) in any other browser; both come back to the redirect URI with `code` and
+  `state`.
+- `member_of_code`: `auth/getuserinfo` turns the code (single use, 5 minutes) into the member id.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import anyio
 import requests
@@ -52,7 +60,7 @@ from wechatpy.exceptions import WeChatClientException
 
 from bot.channels import wechat as wc
 from bot.channels.base import Attachment, Incoming, Outgoing, SendResult
-from handlers import cases
+from handlers import cases, escalation
 from handlers.notify import address_of, render_buttons
 from handlers.replies import DEFAULT, say
 from storage import outbox
@@ -63,6 +71,8 @@ from storage.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 CHANNEL = "wecom"
+# The web chat's inbox: kept for a person, seen only when they look.
+WEB_INBOX = "web"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 ALL_INVALID = 81013
@@ -84,6 +94,10 @@ OPTIONS_TTL = 7 * 24 * 3600
 # The case steps a card's buttons carry: a press of one of these redraws the card.
 CASE_STEPS = ("ack", "rep", "trf", "res", "ret")
 KEY_VALUE = re.compile(r"^\s*([^：:]{1,8})[：:]\s*(.+)$")
+# Signing in: OAuth inside the WeCom app, the QR login elsewhere (fixed hosts of WeCom's own).
+OAUTH_AUTHORIZE = "https://open.weixin.qq.com/connect/oauth2/authorize"
+SSO_LOGIN = "https://login.work.weixin.qq.com/wwlogin/sso/login"
+INVALID_CODE = 40029
 
 
 def who(userid: str) -> str:
@@ -432,6 +446,41 @@ def invalid_recipients(answer: dict[str, Any]) -> list[str]:
     return found
 
 
+# --------------------------------------------------------------------------- signing in
+
+
+def in_wecom_app(user_agent: str) -> bool:
+    """WeCom's built-in browser says `wxwork` in its user agent."""
+    return "wxwork" in user_agent.lower()
+
+
+def authorize_url(corp_id: str, agent_id: int | str, redirect_uri: str, state: str, *, in_app: bool) -> str:
+    """Where a browser goes to be told who it is: inside the WeCom app its silent OAuth
+    (`snsapi_base`, the member id only), anywhere else the QR login for this app."""
+    if in_app:
+        query = urlencode({"appid": corp_id, "redirect_uri": redirect_uri, "response_type": "code",
+                           "scope": "snsapi_base", "agentid": agent_id, "state": state})
+        return f"{OAUTH_AUTHORIZE}?{query}#wechat_redirect"
+    query = urlencode({"login_type": "CorpApp", "appid": corp_id, "agentid": agent_id,
+                       "redirect_uri": redirect_uri, "state": state})
+    return f"{SSO_LOGIN}?{query}"
+
+
+class NotAMember(Exception):
+    """The code stands for someone outside the organisation (WeCom answered an openid)."""
+
+
+def member_of_code(client: WeComClient, code: str) -> str:
+    """The member id (lowercased) a sign-in code stands for. NotAMember for a non-member;
+    WeChatClientException from WeCom, 40029 for a code that is unknown, used or expired."""
+    answer = client.get_json("auth/getuserinfo", code=code)
+    # `userid` today; the older answer spelled it `UserId`.
+    userid = answer.get("userid") or answer.get("UserId")
+    if isinstance(userid, str) and userid.strip():
+        return normal_userid(userid)
+    raise NotAMember("the code is not a member's" if answer.get("openid") else "the answer names no member")
+
+
 # --------------------------------------------------------------------------- per-member limits
 
 
@@ -488,8 +537,13 @@ class WeComSender:
     channel = CHANNEL
 
     def __init__(self, client: WeComClient, *, agent_id: int, state: StateStore, engine: Engine | None = None,
-                 limits: MemberLimits | None = None, busy_seconds: float = 60.0) -> None:
+                 limits: MemberLimits | None = None, busy_seconds: float = 60.0,
+                 policy: escalation.WatchPolicy | None = None,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.client = client
+        # The escalation chain a card no channel can deliver climbs (WATCH_CHAIN and friends).
+        self.policy = policy or escalation.WatchPolicy()
+        self._now = now
         self.agent_id = int(agent_id)
         self.state = state
         self.engine = engine
@@ -550,10 +604,12 @@ class WeComSender:
 
     def _fall_back(self, message: Outgoing, why: str) -> None:
         """The notice WeCom could not deliver, queued again on the person's next channel (their
-        order, then the web inbox), so a case card is not lost with the member; the notice
-        itself is marked unreachable and shows in the dead-notice list."""
+        order), so a case card is not lost with the member; the notice itself is marked
+        unreachable and shows in the dead-notice list. When only the web inbox is left, which
+        reaches nobody until they look, a card of a case waiting for them goes up its chain at
+        once instead; anything else waits in the inbox."""
         assert self.engine is not None
-        now = dt.datetime.now(dt.UTC)
+        now = self._now()
         with UnitOfWork(self.engine) as uow:
             row = uow.session.get(t.Outbox, message.id)
             person = uow.session.get(t.Person, row.person_id) if row is not None and row.person_id else None
@@ -566,6 +622,13 @@ class WeComSender:
             elsewhere = address_of(uow.session, now, person=person)
             if elsewhere.channel == CHANNEL:
                 return
+            if elsewhere.channel == WEB_INBOX and row.case_id is not None:
+                done = escalation.escalate_unreachable(uow.session, row.case_id, person.id or 0, now, self.policy,
+                                                       origin=f"unreachable:{row.id}")
+                if done is not None:
+                    uow.commit()
+                    log.info("wecom: notice %s reached no channel; the case went up: %s", message.id, done)
+                    return
             outbox.enqueue(uow.session, channel=elsewhere.channel, address=elsewhere.address, text=row.text, now=now,
                            buttons=row.buttons, identity_id=elsewhere.id, person_id=person.id, case_id=row.case_id,
                            topic=row.topic, media=row.media or ())

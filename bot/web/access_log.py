@@ -6,6 +6,7 @@ Some of ours carry credentials there or in the path itself:
 - `/wechat?signature=…&timestamp=…&nonce=…&openid=…`: a signed push a reader of the log could
   replay, and the resident's openid;
 - `/wecom?msg_signature=…`: the same for the staff app's pushes;
+- `/console/login/wecom?code=…&state=…`: a WeCom sign-in code, which names a staff member;
 - `/telegram/webhook`: nothing today, but a query there is never ours to keep;
 - `/login/<token>`: a signed web chat login link;
 - `/photos/<token>[/<id>]`: a signed link to a case's photos and recordings.
@@ -21,7 +22,7 @@ import logging
 
 ACCESS_LOGGER = "uvicorn.access"
 # Paths whose query string never reaches a log.
-QUIET_QUERIES = ("/wechat", "/wecom", "/telegram/webhook", "/login", "/photos")
+QUIET_QUERIES = ("/wechat", "/wecom", "/telegram/webhook", "/login", "/photos", "/console/login/wecom")
 # Paths whose first segment after the prefix is a signed token.
 TOKEN_PREFIXES = ("/login/", "/photos/")
 TOKEN_MARK = "[token]"

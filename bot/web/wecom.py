@@ -8,8 +8,9 @@ POST is a push, always encrypted:
 1. msg_signature checked in constant time and the timestamp within WECHAT_FRESHNESS_SECONDS of
    the app's clock → 403 otherwise; the body capped, decrypted for this CorpID and parsed
    without DTDs → 4xx; a push for another CorpID or app → 400;
-2. the (timestamp, nonce) pair claimed in the shared replay memory (the OA's `PushNonces`): a pair
-   already used by another message → 403;
+2. the (timestamp, nonce) pair claimed in WeCom's own replay memory (the OA's `PushNonces` under
+   the channel "wecom", so a pair the Official Account saw says nothing here): a pair already used
+   by another message → 403;
 3. dedupe on MsgId (events: the member, CreateTime and what was pressed): WeCom's retries answer
    200 and do nothing twice;
 4. 200 with an empty body at once; the pipeline runs as a task and its replies go out through
@@ -100,7 +101,7 @@ async def receive(request: Request, services: Services, msg_signature: str = "",
 
     key = wm.dedupe_key(fields)
     claimed = await anyio.to_thread.run_sync(
-        _nonces(request, services).claim, timestamp, nonce, f"wecom:{key}", services.clock.now())
+        _nonces(request, services).claim, timestamp, nonce, key, services.clock.now())
     if not claimed:
         log.warning("wecom push refused (403): its timestamp and nonce were used by another push")
         return Response(status_code=403)
@@ -117,7 +118,7 @@ def _nonces(request: Request, services: Any) -> wc.PushNonces:
     if nonces is None:
         nonces = request.app.state.wecom_nonces = wc.PushNonces(
             state=services.state, engine=services.engine, shared_state=bool(services.settings.redis_url),
-            window=services.settings.wechat_freshness_seconds)
+            window=services.settings.wechat_freshness_seconds, channel=wm.CHANNEL)
     return nonces
 
 

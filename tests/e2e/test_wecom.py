@@ -6,7 +6,9 @@ that the card still shows, and every step reaches the resident in WeChat."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +20,10 @@ from sqlalchemy import select
 from bot.app import Services, build_app, build_services
 from bot.channels import wechat as wc
 from bot.settings import Settings
+from storage import db
 from storage import tables as t
 from storage.clock import FixedClock
+from storage.state import MemoryStateStore
 from storage.unit_of_work import UnitOfWork
 from tests.fakes import wechat_crypto as crypto
 from tests.fakes.classifier import KeywordClassifier
@@ -110,9 +114,9 @@ async def test_a_grid_worker_takes_a_case_from_new_to_resolved_on_wecom_alone(
     filed = await app.wechat.says(resident, "楼道灯坏了三天了")
     number = NUMBER.search(filed.text or "").group(0)  # type: ignore[union-attr]
 
-    # The case card reaches 张丽 on WeCom (her first channel), with the five steps.
+    # The case card reaches 张丽 on WeCom (her first channel), with the five steps (and 改分类).
     card = await app.card(WORKER, number)
-    assert [label for label, _ in card.buttons()] == ["签收", "答复", "转办", "办结", "退单"]
+    assert [label for label, _ in card.buttons()] == ["签收", "答复", "转办", "办结", "退单", "改分类"]
     assert "楼道灯坏了三天了" in card.text and "时限" in card.text
     assert "地点" in card.text
 
@@ -219,13 +223,51 @@ async def test_stale_replayed_and_repeated_pushes_do_nothing_twice(apps: Factory
 async def test_the_push_is_answered_at_once_while_the_work_goes_on(apps: Factory) -> None:
     app = apps()
     original = app.services.pipeline.handle
+    release = threading.Event()  # the work waits for it: the answer cannot wait for the work
 
-    async def slow(incoming: Any, **options: Any) -> Any:
-        await asyncio.sleep(1.0)
+    async def held(incoming: Any, **options: Any) -> Any:
+        await asyncio.to_thread(release.wait, 30)
         return await original(incoming, **options)
 
-    app.services.pipeline.handle = slow  # type: ignore[method-assign]
-    app.wecom.attempt_timeout = 0.5
+    app.services.pipeline.handle = held  # type: ignore[method-assign]
     result = await app.wecom.says(WORKER, "/mine")
     assert result.received and len(result.attempts) == 1 and result.reply == b""
+    assert app.wecom.seen(WORKER) == []  # answered while the work had not even begun
+    release.set()
     await app.text(WORKER, "没有待办工单")
+
+
+def _raw_wechat_push(app: Apps, fields: Any, timestamp: str, nonce: str) -> httpx.Response:
+    """A safe-mode Official Account push with the given timestamp and nonce."""
+    encrypted = crypto.encrypt(render_xml(fields), app.wechat.encoding_aes_key, app.wechat.appid)
+    query = {"signature": crypto.signature(app.wechat.token, timestamp, nonce), "timestamp": timestamp,
+             "nonce": nonce, "openid": str(fields["FromUserName"]), "encrypt_type": "aes",
+             "msg_signature": crypto.signature(app.wechat.token, timestamp, nonce, encrypted)}
+    body = render_xml({"ToUserName": app.wechat.gh_id, "Encrypt": encrypted})
+    return httpx.post(f"{app.url}/wechat", params=query, content=body, trust_env=False)
+
+
+async def test_the_official_account_and_wecom_keep_their_own_replay_memory(apps: Factory, database_url: str) -> None:
+    app = apps(database_url=database_url)
+    now, nonce = str(app.wecom.now()), "424242"
+    resident = app.wechat.text(new_openid(), "你好").fields
+    assert (await asyncio.to_thread(_raw_wechat_push, app, resident, now, nonce)).status_code == 200
+    # The same pair on the other platform is no replay: WeCom never saw it.
+    first = await asyncio.to_thread(_raw_push, app, app.wecom.text(WORKER, "/mine"), now, nonce)
+    assert first.status_code == 200
+    await app.text(WORKER, "没有待办工单")
+    # Within WeCom a pair still works once.
+    replay = await asyncio.to_thread(_raw_push, app, app.wecom.text(WORKER, "/figures"), now, nonce)
+    assert replay.status_code == 403
+
+
+def test_push_nonces_are_kept_per_channel_in_the_shared_state_too(sqlite_url: str) -> None:
+    engine = db.make_engine(sqlite_url)
+    state = MemoryStateStore()
+    now = dt.datetime.now(dt.UTC)
+    stamp = str(int(now.timestamp()))
+    official, staff = (wc.PushNonces(state=state, engine=engine, shared_state=True, window=300, channel=name)
+                       for name in ("wechat", "wecom"))
+    assert official.claim(stamp, "1", "m1", now) and staff.claim(stamp, "1", "m2", now)
+    assert not staff.claim(stamp, "1", "m3", now)
+    engine.dispose()

@@ -17,6 +17,9 @@ API side (HTTP 200 with `errcode`/`errmsg`, as WeCom answers):
   gets a `response_code`.
 - `POST message/update_template_card`: a response_code works once, within 72 h.
 - `GET department/list` and `GET user/list`: the members the app can see (for `griddesk wecom sync`).
+- `GET auth/getuserinfo`: a sign-in code (issued by `sign_in`, as WeCom's OAuth or QR login
+  would) → `userid` for a member of the organisation, `openid` for anyone else; a code works
+  once, within 5 minutes, else 40029.
 
 What a member sees is their transcript (`seen`): texts and cards, each card as it stands after
 its updates, so a test can press only the buttons a member would still find on it.
@@ -38,7 +41,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -57,6 +60,7 @@ TOKEN_GRACE = 300
 PER_MINUTE = 30
 PER_HOUR = 1000
 CARD_CODE_LIFETIME = 72 * 3600
+LOGIN_CODE_LIFETIME = 300
 URL_CHECK_SECONDS = 1.0
 ESCAPED = re.compile(rb"\\u[0-9a-fA-F]{4}")
 
@@ -65,6 +69,7 @@ ERRMSG: dict[int, str] = {
     40001: "invalid credential",
     40013: "invalid corpid",
     40014: "invalid access_token",
+    40029: "invalid code",
     40033: "不合法的请求字符：不能包含\\uxxxx格式的字符",
     40056: "invalid agentid",
     40058: "invalid parameter",
@@ -155,6 +160,13 @@ class _CardCode:
 
 
 @dataclass
+class _LoginCode:
+    userid: str
+    issued_at: float
+    used: bool = False
+
+
+@dataclass
 class _Injection:
     errcode: int | None
     delay: float
@@ -197,6 +209,7 @@ class FakeWeCom:
         self._seen: dict[str, list[Seen]] = {}
         self._cards: dict[str, Seen] = {}
         self._codes: dict[str, _CardCode] = {}
+        self._login_codes: dict[str, _LoginCode] = {}
         self._sends: dict[str, list[int]] = {}
         self._dropped: list[dict[str, Any]] = []
         self._tokens: dict[str, _Token] = {}
@@ -396,6 +409,7 @@ class FakeWeCom:
             Route("/cgi-bin/message/update_template_card", api(self._update_card), methods=["POST"]),
             Route("/cgi-bin/department/list", api(self._departments), methods=["GET"]),
             Route("/cgi-bin/user/list", api(self._users), methods=["GET"]),
+            Route("/cgi-bin/auth/getuserinfo", api(self._getuserinfo), methods=["GET"]),
             Route("/_control/says", self._control_says, methods=["POST"]),
             Route("/_control/sent", self._control_sent, methods=["GET"]),
             Route("/_control/visible", self._control_visible, methods=["POST"]),
@@ -548,6 +562,53 @@ class FakeWeCom:
         people = [m for m in self._members.values() if m.visible and m.department == department]
         return {"errcode": 0, "errmsg": "ok", "userlist": [
             {"userid": m.userid, "name": m.name, "mobile": m.mobile, "department": [m.department]} for m in people]}
+
+    def _getuserinfo(self, request: Request, body: bytes) -> dict[str, Any]:
+        found = self._login_codes.get(request.query_params.get("code", ""))
+        if found is None or found.used or self.now() - found.issued_at > LOGIN_CODE_LIFETIME:
+            return _error(40029)
+        found.used = True
+        if found.userid in self._members:
+            return {"errcode": 0, "errmsg": "ok", "userid": found.userid, "user_ticket": secrets.token_urlsafe(32),
+                    "expires_in": 1800}
+        # Someone outside the organisation (a WeChat user): an openid, no member id.
+        return {"errcode": 0, "errmsg": "ok", "openid": "o" + secrets.token_urlsafe(20),
+                "external_userid": "wm" + secrets.token_hex(12)}
+
+    # ----------------------------------------------------------------------- signing in
+
+    def issue_code(self, userid: str) -> str:
+        """A sign-in code for `userid`, as WeCom puts it on the redirect after its OAuth or QR
+        login (a `userid` that is no member stands for an outsider)."""
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._login_codes[code] = _LoginCode(userid, self.now())
+        return code
+
+    def sign_in(self, authorize_url: str, userid: str) -> str:
+        """What WeCom does with a browser sent to its OAuth or QR login (`authorize_url`) once
+        `userid` is known: the URL it redirects back to, the redirect URI with `code` and
+        `state`. Raises ValueError for a URL WeCom would refuse (another CorpID or app)."""
+        parts = urlsplit(authorize_url)
+        query = dict(parse_qsl(parts.query))
+        if parts.netloc == "open.weixin.qq.com":
+            if parts.path != "/connect/oauth2/authorize" or parts.fragment != "wechat_redirect":
+                raise ValueError(f"not WeCom's OAuth: {authorize_url}")
+            if query.get("response_type") != "code" or query.get("scope") != "snsapi_base":
+                raise ValueError("OAuth needs response_type=code and scope=snsapi_base")
+        elif parts.netloc == "login.work.weixin.qq.com":
+            if parts.path != "/wwlogin/sso/login" or query.get("login_type") != "CorpApp":
+                raise ValueError(f"not WeCom's QR login for an app: {authorize_url}")
+        else:
+            raise ValueError(f"not a WeCom sign-in URL: {authorize_url}")
+        if query.get("appid") != self.corp_id or query.get("agentid") != str(self.agent_id):
+            raise ValueError("the sign-in URL names another CorpID or app")
+        state = query.get("state", "")
+        if not re.fullmatch(r"[A-Za-z0-9]{1,128}", state):  # WeCom takes a-zA-Z0-9, 128 bytes at most
+            raise ValueError(f"WeCom refuses the state {state!r}")
+        redirect = query["redirect_uri"]
+        joiner = "&" if urlsplit(redirect).query else "?"
+        return redirect + joiner + urlencode({"code": self.issue_code(userid), "state": state})
 
     # ----------------------------------------------------------------------- control over HTTP
 

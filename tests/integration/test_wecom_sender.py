@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -22,10 +23,12 @@ from storage import tables as t
 from storage.clock import FixedClock
 from storage.state import MemoryStateStore
 from storage.unit_of_work import UnitOfWork
+from tests.chat import Chat
 from tests.fakes.serving import serve
 from tests.fakes.wecom import PER_MINUTE, FakeWeCom
 
 WORKER = "zhangli"  # 张丽 (zhang_li) in the example community
+NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def client_for(fake: FakeWeCom, api: str, clock: FixedClock, tokens: object = No
 def sender_for(fake: FakeWeCom, api: str, services: Services, clock: FixedClock) -> wm.WeComSender:
     wm.bind_members(services.engine, clock.now())
     return wm.WeComSender(client_for(fake, api, clock), agent_id=fake.agent_id, state=services.state,
-                          engine=services.engine,
+                          engine=services.engine, now=clock.now,
                           limits=wm.MemberLimits(services.state, now=lambda: clock.now().timestamp()))
 
 
@@ -123,6 +126,39 @@ def test_a_member_outside_the_visible_range_is_a_failed_notice_that_goes_elsewhe
         assert [(r.address, r.text) for r in again] == [("person:zhang_li", row.text)]
     assert wecom.seen(WORKER) == []
     assert tell(services, clock, "zhang_li").channel == "web"  # WeCom is no longer tried
+
+
+async def test_a_case_card_that_reaches_its_holder_nowhere_goes_to_the_b_holder_at_once(
+        fake: tuple[FakeWeCom, str], services: Services, clock: FixedClock, chat: Chat) -> None:
+    wecom, api = fake
+    wecom.all_invalid_is_error = False  # errcode 0 with `invaliduser`: success to the eye
+    wecom.set_visible(WORKER, False)  # 张丽 is on WeCom only, and outside the app's visible range
+    sender = sender_for(wecom, api, services, clock)
+    outbox_sender = OutboxSender(services.engine, {"wecom": sender, "web": services.senders["web"]}, clock)
+    resident = chat.resident(0)
+    said = await resident.says("3单元楼道的灯坏了三天了")  # post G01: A 张丽, B 王芳
+    number = NUMBER.search(said.text).group(0)  # type: ignore[union-attr]
+    await outbox_sender.drain()
+
+    # The B holder has the card, with its buttons, and is told why it came to her.
+    card = next(c for c in wecom.cards("wangfang") if number in c.text)
+    assert "签收" in dict(card.buttons()) and "无法联系到承办人" in card.text
+    assert wecom.seen(WORKER) == []
+    with UnitOfWork(services.engine) as uow:
+        case = uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
+        holder = uow.session.get(t.Person, case.holder_id)
+        assert holder is not None and holder.code == "wang_fang"
+        moved = uow.session.scalars(select(t.CaseEvent).where(
+            t.CaseEvent.case_id == case.id, t.CaseEvent.action == "escalated")).all()
+        assert [(e.data["reason"], e.data["from"], e.data["to"]) for e in moved] == [
+            ("holder_unreachable", "zhang_li", "wang_fang")]
+    # The resident hears who holds it now, and why.
+    told = [n.text for n in await resident.inbox() if number in n.text and "联系不上" in n.text]
+    assert len(told) == 1 and "王芳" in told[0]
+    # The director's /dead lists the notice WeCom did not deliver, with WeCom's reason.
+    dead = (await chat.staff("lin_hui").says("/dead")).text
+    line = next(line for line in dead.splitlines() if "张丽" in line and "wecom" in line)
+    assert "invaliduser" in line and number in line
 
 
 def test_a_burst_past_the_per_member_limit_is_merged_into_one_digest_card_and_nothing_is_dropped(
