@@ -562,31 +562,27 @@ def failure(exc: BaseException) -> str:
 
 
 
-class WeChatClient(_WeChatpyClient):
-    """wechatpy's client with a configurable API base, a shared token and one bounded retry.
+class SharedToken:
+    """For wechatpy's clients (the Official Account's and WeCom's): the access token shared by
+    every process through a TokenStore, one bounded retry on token errors, and answers that are
+    not JSON refused.
 
-    wechatpy hard-codes the token URL and keeps its own token per process; both are replaced.
-    Its recursive auto-retry on token errors is off; instead a call that fails with 40001,
-    40014 or 42001 refreshes the shared token once (unless another process already did) and is
-    retried once.
+    wechatpy keeps its own token per process and retries token errors recursively without
+    limit; here a call that fails with 40001, 40014 or 42001 refreshes the shared token once
+    (unless another process already did) and is retried once.
     """
 
-    def __init__(self, appid: str, secret: str, *, api_base: str | None = None,
-                 tokens: TokenStore | None = None, timeout: float = 10.0) -> None:
-        super().__init__(appid, secret, timeout=timeout, auto_retry=False)
-        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
-        self.API_BASE_URL = f"{self.api_base}/cgi-bin/"
-        self.tokens: TokenStore = tokens or MemoryTokenStore()
-        if urlparse(self.api_base).hostname in ("127.0.0.1", "localhost", "::1"):
-            self._http.trust_env = False  # no proxy between us and a loopback server
+    tokens: TokenStore
+    timeout: float
+    _http: requests.Session
+    channel = "wechat"  # names the client in the log
 
     def fetch_access_token(self) -> dict[str, Any]:
-        """A new token from `/cgi-bin/token`. wechatpy's own fetch sends no timeout, so a server
-        that never answers would hold the sender forever; this one waits `timeout` at most,
-        and anything but JSON with an `access_token` raises."""
-        answer = self._http.get(
-            f"{self.api_base}/cgi-bin/token", timeout=self.timeout,
-            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret})
+        raise NotImplementedError
+
+    def token_answer(self, answer: requests.Response) -> dict[str, Any]:
+        """The JSON of a token endpoint's answer; anything but JSON with an `access_token`
+        raises (wechatpy's own fetch sends no timeout and trusts whatever comes back)."""
         try:
             answer.raise_for_status()
         except requests.RequestException as exc:
@@ -599,32 +595,32 @@ class WeChatClient(_WeChatpyClient):
         return result
 
     @property
-    def access_token(self) -> str:  # type: ignore[override]
+    def access_token(self) -> str:
         return self.tokens.get(self.fetch_access_token)
 
     def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
         params = kwargs.get("params")
         if isinstance(params, dict) and "access_token" in params:
-            return super()._request(method, url_or_endpoint, **kwargs)
+            return super()._request(method, url_or_endpoint, **kwargs)  # type: ignore[misc]
         token = self.access_token
         first = copy.copy(kwargs)
         first["params"] = dict(params or {}, access_token=token)
         try:
-            return super()._request(method, url_or_endpoint, **first)
+            return super()._request(method, url_or_endpoint, **first)  # type: ignore[misc]
         except WeChatClientException as exc:
             if exc.errcode not in TOKEN_ERRORS:
                 raise
-            log.info("wechat: token rejected (%s), refreshing once", exc.errcode)
+            log.info("%s: token rejected (%s), refreshing once", self.channel, exc.errcode)
             fresh = self.tokens.refresh(token, self.fetch_access_token)
             second = copy.copy(kwargs)
             second["params"] = dict(params or {}, access_token=fresh)
-            return super()._request(method, url_or_endpoint, **second)
+            return super()._request(method, url_or_endpoint, **second)  # type: ignore[misc]
 
     def _handle_result(self, res: Any, method: Any = None, url: Any = None, result_processor: Any = None,
                        **kwargs: Any) -> Any:
         """wechatpy hands back the raw response when it is not JSON; only media may be that.
         JSON that does not parse (cut off), an HTML error page or text is BrokenAnswer."""
-        result = super()._handle_result(res, method, url, result_processor, **kwargs)
+        result = super()._handle_result(res, method, url, result_processor, **kwargs)  # type: ignore[misc]
         if isinstance(result, requests.Response):
             kind = result.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
             if not kind or kind.startswith("text/") or kind.endswith("json"):
@@ -632,6 +628,25 @@ class WeChatClient(_WeChatpyClient):
                                          f"that is not JSON ({len(result.content)} bytes)",
                                    client=self, request=result.request, response=result)
         return result
+
+
+class WeChatClient(SharedToken, _WeChatpyClient):  # type: ignore[misc]
+    """wechatpy's Official Account client with a configurable API base and the shared token."""
+
+    def __init__(self, appid: str, secret: str, *, api_base: str | None = None,
+                 tokens: TokenStore | None = None, timeout: float = 10.0) -> None:
+        super().__init__(appid, secret, timeout=timeout, auto_retry=False)
+        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
+        self.API_BASE_URL = f"{self.api_base}/cgi-bin/"
+        self.tokens = tokens or MemoryTokenStore()
+        if urlparse(self.api_base).hostname in ("127.0.0.1", "localhost", "::1"):
+            self._http.trust_env = False  # no proxy between us and a loopback server
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """A new token from `/cgi-bin/token`, waiting `timeout` at most."""
+        return self.token_answer(self._http.get(
+            f"{self.api_base}/cgi-bin/token", timeout=self.timeout,
+            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret}))
 
     def showqrcode_url(self, ticket: str) -> str:
         base = SHOWQRCODE if self.api_base == DEFAULT_API_BASE else f"{self.api_base}/cgi-bin/showqrcode"

@@ -36,7 +36,6 @@ Signing in (the console's `/console/login/wecom`, bot/web/console/login.py):
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import json
@@ -50,7 +49,6 @@ from typing import Any
 from urllib.parse import urlencode, urlparse
 
 import anyio
-import requests
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
@@ -363,53 +361,25 @@ class RedisTokenStore(wc.RedisTokenStore):
 # --------------------------------------------------------------------------- the API client
 
 
-class WeComClient(_WeChatpyWorkClient):  # type: ignore[misc]
-    """wechatpy's enterprise client with a configurable API base, a shared token and one bounded
-    retry on token errors (wechatpy's own retry recurses without limit)."""
+class WeComClient(wc.SharedToken, _WeChatpyWorkClient):  # type: ignore[misc]
+    """wechatpy's enterprise client with a configurable API base and the shared token of
+    `wc.SharedToken` (one bounded retry on token errors, answers that are not JSON refused)."""
+
+    channel = "wecom"
 
     def __init__(self, corp_id: str, secret: str, *, api_base: str | None = None,
                  tokens: wc.TokenStore | None = None, timeout: float = 10.0) -> None:
         super().__init__(corp_id, secret, timeout=timeout, auto_retry=False)
         base = (api_base or DEFAULT_API_BASE).rstrip("/") + "/"
         self.API_BASE_URL = base
-        self.tokens: wc.TokenStore = tokens or wc.MemoryTokenStore()
+        self.tokens = tokens or wc.MemoryTokenStore()
         if urlparse(base).hostname in ("127.0.0.1", "localhost", "::1"):
             self._http.trust_env = False
 
     def fetch_access_token(self) -> dict[str, Any]:
-        answer = self._http.get(f"{self.API_BASE_URL}gettoken", timeout=self.timeout,
-                                params={"corpid": self.corp_id, "corpsecret": self.secret})
-        try:
-            answer.raise_for_status()
-        except requests.RequestException as exc:
-            raise WeChatClientException(None, None, client=self, request=answer.request, response=answer) from exc
-        result = self._handle_result(answer)
-        if not isinstance(result, dict) or not isinstance(result.get("access_token"), str):
-            raise wc.BrokenAnswer(None, "the token answer has no access_token", client=self,
-                                  request=answer.request, response=answer)
-        return result
-
-    @property
-    def access_token(self) -> str:  # type: ignore[override]
-        return self.tokens.get(self.fetch_access_token)
-
-    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
-        params = kwargs.get("params")
-        if isinstance(params, dict) and "access_token" in params:
-            return super()._request(method, url_or_endpoint, **kwargs)
-        token = self.access_token
-        first = copy.copy(kwargs)
-        first["params"] = dict(params or {}, access_token=token)
-        try:
-            return super()._request(method, url_or_endpoint, **first)
-        except WeChatClientException as exc:
-            if exc.errcode not in TOKEN_ERRORS:
-                raise
-            log.info("wecom: token rejected (%s), refreshing once", exc.errcode)
-            fresh = self.tokens.refresh(token, self.fetch_access_token)
-            second = copy.copy(kwargs)
-            second["params"] = dict(params or {}, access_token=fresh)
-            return super()._request(method, url_or_endpoint, **second)
+        return self.token_answer(self._http.get(
+            f"{self.API_BASE_URL}gettoken", timeout=self.timeout,
+            params={"corpid": self.corp_id, "corpsecret": self.secret}))
 
     def post_json(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
         """POST raw UTF-8 JSON (never \\uXXXX escapes, which WeCom refuses with 40033)."""
