@@ -5,7 +5,8 @@
   parses, more than the cap. The 413 closes the connection, so the server stops reading a body
   it has refused instead of draining the rest. A few paths have a cap of their own
   (`PER_PATH_MAX_BYTES`): the web chat's photo upload takes a photo as large as the other
-  channels keep (storage.media.MAX_MEDIA_BYTES), far over the app-wide cap.
+  channels keep (storage.media.MAX_MEDIA_BYTES), far over the app-wide cap; the WeChat and
+  WeCom pushes are small XML and get far less (bot.channels.wechat.MAX_PUSH_BYTES).
 - `AnswerErrors` turns an exception that no route handled into a plain 500 and logs it once.
   Starlette's own error middleware re-raises after answering, and uvicorn then closes the
   connection under a keep-alive client, whose next request fails; answered here, the
@@ -23,12 +24,14 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.channels.wechat import MAX_PUSH_BYTES
 from bot.web.access_log import redact
 from storage.media import MAX_MEDIA_BYTES
 
 # Paths whose bodies may differ from the app-wide cap. A phone's photo is a few megabytes; the
 # multipart framing and a caption add little.
-PER_PATH_MAX_BYTES = {"/api/chat/photo": MAX_MEDIA_BYTES + 64 * 1024}
+PER_PATH_MAX_BYTES = {"/api/chat/photo": MAX_MEDIA_BYTES + 64 * 1024,
+                      "/wechat": MAX_PUSH_BYTES, "/wecom": MAX_PUSH_BYTES}
 
 log = logging.getLogger(__name__)
 

@@ -69,16 +69,6 @@ def verify_url(services: Services, signature: str = "", timestamp: str = "", non
     return PlainTextResponse(echostr)
 
 
-async def _read_body(request: Request) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > wc.MAX_PUSH_BYTES:
-            raise wc.Rejected(413, "the body is too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post("/wechat", include_in_schema=False)
 async def receive(request: Request, services: Services, signature: str = "", timestamp: str = "",
                   nonce: str = "", openid: str = "", encrypt_type: str = "",
@@ -97,10 +87,7 @@ async def receive(request: Request, services: Services, signature: str = "", tim
             # plaintext push is a downgrade unless the operator allowed it.
             raise wc.Rejected(403, "a plaintext push while an EncodingAESKey is set "
                                    "(safe or compatible mode only; WECHAT_ALLOW_PLAIN=true allows it)")
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > wc.MAX_PUSH_BYTES:
-            raise wc.Rejected(413, "the body is too large")
-        body = await _read_body(request)
+        body = await request.body()  # capped at MAX_PUSH_BYTES by bot/web/guard.py
         outer = wc.parse_xml(body)
         if encrypted:
             if not settings.wechat_encoding_aes_key or not settings.wechat_appid:
