@@ -271,3 +271,12 @@ def test_push_nonces_are_kept_per_channel_in_the_shared_state_too(sqlite_url: st
     assert official.claim(stamp, "1", "m1", now) and staff.claim(stamp, "1", "m2", now)
     assert not staff.claim(stamp, "1", "m3", now)
     engine.dispose()
+
+
+async def test_a_push_past_64_kb_is_refused_and_does_nothing(apps: Factory) -> None:
+    app = apps()
+    huge = app.wecom.text(WORKER, "/mine " + "x" * (wc.MAX_PUSH_BYTES + 1))
+    answer = await asyncio.to_thread(_raw_push, app, huge, str(app.wecom.now()), "4242")
+    assert answer.status_code == 413
+    await asyncio.sleep(0.3)
+    assert app.wecom.seen(WORKER) == []
