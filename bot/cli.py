@@ -8,6 +8,10 @@
     griddesk db upgrade                               migrate the database to the newest schema
     griddesk nlu train|parse|eval                     the NLU model (see nlu/README.md)
     griddesk figures [--by grid] [--period 2026-11]   response, on-time, resolution, satisfaction rates
+
+`griddesk --verbose COMMAND` logs at DEBUG, the database migration's steps included. Every
+command that uses the database opens it once through `bot.app.open_database`: migrated, and on
+the embedded default with the example community, as `serve` starts.
 """
 
 from __future__ import annotations
@@ -76,15 +80,15 @@ def _registry_load(args: argparse.Namespace) -> int:
 def _webchat_link(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from bot.app import open_database
     from bot.web.auth import sign
     from handlers.notify import ensure_identity
-    from storage import db
     from storage import tables as t
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
     settings = Settings()
-    engine = db.make_engine(settings.database_url)
+    engine = open_database(settings)
     now = SystemClock().now()
     with UnitOfWork(engine) as uow:
         if args.person:
@@ -116,6 +120,8 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="griddesk", description="The community account.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at DEBUG, the database migration's steps included (as LOG_LEVEL=DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the web app, channels and background loops")
@@ -160,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(LogSettings())  # LOG_FORMAT, LOG_LEVEL: the same for serve, worker and the rest
+    log_settings = LogSettings()  # LOG_FORMAT, LOG_LEVEL: the same for serve, worker and the rest
+    if args.verbose:
+        log_settings = log_settings.model_copy(update={"log_level": "DEBUG"})
+    logs.configure(log_settings)
     func: Command = args.func
     return func(args)
 

@@ -19,12 +19,12 @@ from bot.settings import Settings
 
 
 def _meetings(args: argparse.Namespace) -> int:
+    from bot.app import open_database
     from handlers import council, directory
-    from storage import db
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
-    engine = db.make_engine(Settings().database_url)
+    engine = open_database(Settings())
     now = SystemClock().now()
     try:
         with UnitOfWork(engine) as uow:
@@ -43,13 +43,13 @@ def _meetings(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from bot.app import open_database
     from handlers import council_export
-    from storage import db
     from storage import tables as t
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
-    engine = db.make_engine(Settings().database_url)
+    engine = open_database(Settings())
     try:
         with UnitOfWork(engine) as uow:
             meeting = uow.session.get(t.Meeting, args.meeting)

@@ -20,13 +20,13 @@ from bot.settings import Settings
 
 
 def _figures(args: argparse.Namespace) -> int:
+    from bot.app import open_database
     from handlers import directory, figures
     from handlers.errors import BadInput
-    from storage import db
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
-    engine = db.make_engine(Settings().database_url)
+    engine = open_database(Settings())
     now = SystemClock().now()
     try:
         with UnitOfWork(engine) as uow:

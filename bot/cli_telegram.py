@@ -50,14 +50,14 @@ def deep_link(username: str, payload: str) -> str:
 
 
 def _staff_invite(args: argparse.Namespace) -> int:
+    from bot.app import open_database
     from handlers import staff_invites
     from handlers.errors import NotFound
-    from storage import db
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
     settings = Settings()
-    engine = db.migrated_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         with UnitOfWork(engine) as uow:
             token = staff_invites.issue(uow.session, args.person, SystemClock().now(),
@@ -74,14 +74,14 @@ def _staff_invite(args: argparse.Namespace) -> int:
 
 def _staff_password_link(args: argparse.Namespace) -> int:
     """A one-time link to set the person's console password (handlers/console_access.py)."""
+    from bot.app import open_database
     from handlers import console_access
     from handlers.errors import NotFound
-    from storage import db
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
     settings = Settings()
-    engine = db.migrated_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         with UnitOfWork(engine) as uow:
             token = console_access.issue_password_link(uow.session, args.person, SystemClock().now())
@@ -205,15 +205,15 @@ def write_signs(settings: Settings, out: Path, qr_content: Callable[[str], str],
     from sqlalchemy import select
     from sqlmodel import col
 
+    from bot.app import open_database
     from handlers.errors import NotFound
-    from storage import db
     from storage import tables as t
     from storage.unit_of_work import UnitOfWork
 
     font_path = find_font(settings.grid_sign_font)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    engine = db.make_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         with UnitOfWork(engine) as uow:
             buildings = uow.session.scalars(

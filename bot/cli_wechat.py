@@ -51,11 +51,11 @@ def _buildings(settings: Any, only: list[str] | None) -> list[tuple[str, str]]:
     from sqlalchemy import select
     from sqlmodel import col
 
-    from storage import db
+    from bot.app import open_database
     from storage import tables as t
     from storage.unit_of_work import UnitOfWork
 
-    engine = db.make_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         with UnitOfWork(engine) as uow:
             stmt = (select(t.Building).where(col(t.Building.active).is_(True))

@@ -110,17 +110,18 @@ def visible_members(client: Any) -> list[Member]:
     return list(members.values())
 
 
-def sync(settings: Any, *, apply: bool, out: Any = sys.stdout) -> int:
+def sync(settings: Any, *, apply: bool, out: Any = None) -> int:
     from sqlalchemy import select
     from sqlmodel import col
     from wechatpy.exceptions import WeChatClientException
 
+    from bot.app import open_database
     from bot.channels import wecom
-    from storage import db
     from storage import tables as t
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
+    out = out or sys.stdout  # the stream of the moment, not the one of when this module was imported
     client = wecom.build_client(settings)
     if client is None:
         print("WeCom is not configured: set WECOM_CORP_ID, WECOM_AGENT_ID and WECOM_SECRET", file=sys.stderr)
@@ -130,7 +131,7 @@ def sync(settings: Any, *, apply: bool, out: Any = sys.stdout) -> int:
     except WeChatClientException as exc:
         print(f"WeCom refused: {exc.errcode} {exc.errmsg}", file=sys.stderr)
         return 1
-    engine = db.make_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         with UnitOfWork(engine) as uow:
             rows = list(uow.session.scalars(select(t.Person).where(col(t.Person.active).is_(True))

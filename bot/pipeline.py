@@ -28,6 +28,7 @@ from handlers import intake
 from handlers.conversation import Actor
 from handlers.desk import Classifier, Desk
 from handlers.replies import pick_language, say
+from storage import registry_cache
 from storage import tables as t
 from storage.clock import Clock
 from storage.log_context import log_context, who
@@ -126,14 +127,20 @@ class Pipeline:
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:
         """Who is writing: the identity's person or resident, else an unbound newcomer."""
-        ident = session.scalars(
-            select(t.Identity).where(
+        # One query: the identity with its person and resident, and the registry's version (the
+        # unit of work's one look at whether this process's copy of the registry is stale).
+        found = session.execute(
+            select(t.Identity, t.Person, t.Resident, registry_cache.version_column())
+            .outerjoin(t.Person, col(t.Person.id) == col(t.Identity.person_id))
+            .outerjoin(t.Resident, col(t.Resident.id) == col(t.Identity.resident_id))
+            .where(
                 col(t.Identity.channel) == incoming.channel,
                 col(t.Identity.address) == incoming.address,
             )
         ).first()
-        person = session.get(t.Person, ident.person_id) if ident and ident.person_id else None
-        resident = session.get(t.Resident, ident.resident_id) if ident and ident.resident_id else None
+        ident, person, resident, version = found if found is not None else (None, None, None, None)
+        if found is not None:
+            registry_cache.note_version(session, version)
         if person is not None and not person.active:
             person = None
         lang = pick_language(

@@ -86,7 +86,7 @@ def unbound_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
 
 def bind_to(desk: Desk, actor: Actor, code: str) -> list[Reply]:
     resident = residents.bind(desk.session, actor, code, desk.now)
-    building = desk.session.get(t.Building, resident.building_id)
+    building = directory.building(desk.session, resident.building_id)
     assert building is not None
     sign = directory.grid_sign(desk.session, building)
     return [Reply(say(actor.lang, "bind.done", building=building.name, grid=sign.grid, worker=sign.worker,
@@ -112,7 +112,7 @@ def grid_worker(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     resident = actor.resident
     if resident is None or resident.building_id is None:
         return binding_prompt(desk, actor)
-    building = desk.session.get(t.Building, resident.building_id)
+    building = directory.building(desk.session, resident.building_id)
     assert building is not None
     sign = directory.grid_sign(desk.session, building)
     return [Reply(say(actor.lang, "grid.sign", building=sign.building, committee=sign.committee, grid=sign.grid,
@@ -158,7 +158,7 @@ def resident_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
         ))]
     _fill_contact(_resident(actor), parse)
     named = parse.entity("building")
-    own = desk.session.get(t.Building, _resident(actor).building_id)
+    own = directory.building(desk.session, _resident(actor).building_id)
     if named and own is not None and named != own.code:
         try:
             other = directory.building_by_code(desk.session, named)

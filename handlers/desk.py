@@ -30,6 +30,10 @@ class Desk:
     def pending_key(self, channel: str, address: str) -> str:
         return f"pending:{channel}:{address}"
 
+    def just_filed_key(self, channel: str, address: str) -> str:
+        """Where the case this address filed last is noted, for a 取消 right after filing."""
+        return f"filed:{channel}:{address}"
+
     def expect(self, channel: str, address: str, what: str, **data: Any) -> None:
         """Remember that the next text from this address answers `what`."""
         self.state.put(self.pending_key(channel, address), {"await": what, **data}, ttl=3600)

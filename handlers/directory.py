@@ -1,21 +1,63 @@
-"""Read-side lookups over the loaded registry: people, posts, buildings, routing tables."""
+"""Read-side lookups over the loaded registry: people, posts, buildings, routing tables.
+
+Everything here is answered from the process's copy of the registry (storage/registry_cache.py),
+without SQL once the unit of work has read the registry's version. A row it returns belongs to
+the caller's session, as if read by a query: a copy made from the cached values, or the
+session's own row when it has one already.
+"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-from sqlmodel import col
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session, attributes, make_transient_to_detached
 
 from handlers.deadlines import WorkingCalendar
 from handlers.errors import NotFound
 from handlers.routing import PostSeat, RoutingTable
+from storage import registry_cache
 from storage import tables as t
+from storage.registry_cache import Row, Snapshot
 
-_tables: dict[tuple[int, str], RoutingTable] = {}
-_tables_lock = threading.Lock()
+M = TypeVar("M")
+
+
+def _row(session: Session, table: type[M], values: Row) -> M:
+    """The session's row for cached `values`: already in the session, or made from them without
+    SQL, as a query would have loaded it."""
+    mapper = inspect(table)
+    existing = session.identity_map.get(mapper.identity_key_from_primary_key((values["id"],)))
+    if existing is not None:
+        found: M = existing
+        return found
+    row = mapper.class_manager.new_instance()
+    for key, value in values.items():
+        attributes.set_committed_value(row, key, value)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
+def _get(session: Session, table: type[M], row_id: int | None) -> M | None:
+    values = registry_cache.snapshot(session).of(table).get(row_id or 0)
+    return _row(session, table, values) if values is not None else None
+
+
+def _index(snap: Snapshot, name: str) -> dict[Any, Any]:
+    """Lookups by code, built once per snapshot."""
+    def build(s: Snapshot) -> dict[Any, Any]:
+        if name == "person":
+            return {r["code"]: r for r in s.of(t.Person).values()}
+        if name == "post":
+            return {(r["community_id"], r["code"]): r for r in s.of(t.Post).values() if r["active"]}
+        if name == "building":
+            return {r["code"]: r for r in s.of(t.Building).values() if r["active"]}
+        if name == "category":
+            return {(r["community_id"], r["code"]): r for r in s.of(t.Category).values()}
+        raise KeyError(name)
+    return snap.derived(f"index:{name}", build)
 
 
 def calendar_of(community: t.Community) -> WorkingCalendar:
@@ -23,54 +65,44 @@ def calendar_of(community: t.Community) -> WorkingCalendar:
 
 
 def routing_table(session: Session, community: t.Community) -> RoutingTable:
-    """The community's routing table, cached until the registry changes (its hash)."""
-    key = (community.id or 0, community.registry_hash)
-    with _tables_lock:
-        cached = _tables.get(key)
-    if cached is not None:
-        return cached
-    people = {p.id: p.code for p in session.scalars(
-        select(t.Person).where(col(t.Person.community_id) == community.id))}
-    grids = {g.id: g.code for g in session.scalars(select(t.Grid))}
+    """The community's routing table, built once per version of the registry."""
+    community_id = community.id or 0
+    return registry_cache.snapshot(session).derived(
+        f"routing:{community_id}", lambda snap: _routing_table(snap, community_id))
+
+
+def _routing_table(snap: Snapshot, community_id: int) -> RoutingTable:
+    people = {p["id"]: p["code"] for p in snap.of(t.Person).values() if p["community_id"] == community_id}
+    grids = {g["id"]: g["code"] for g in snap.of(t.Grid).values()}
     posts = {
-        p.code: PostSeat(
-            code=p.code,
-            kind=p.kind,
-            a=people[p.a_holder_id],
-            b=people.get(p.b_holder_id) if p.b_holder_id else None,
-            grid=grids.get(p.grid_id) if p.grid_id else None,
+        p["code"]: PostSeat(
+            code=p["code"],
+            kind=p["kind"],
+            a=people[p["a_holder_id"]],
+            b=people.get(p["b_holder_id"]) if p["b_holder_id"] else None,
+            grid=grids.get(p["grid_id"]) if p["grid_id"] else None,
         )
-        for p in session.scalars(
-            select(t.Post)
-            .where(col(t.Post.community_id) == community.id, col(t.Post.active).is_(True))
-        )
+        for p in sorted(snap.of(t.Post).values(), key=lambda p: p["id"])
+        if p["community_id"] == community_id and p["active"]
     }
     leaves: dict[str, list[tuple]] = {}
-    for leave in session.scalars(select(t.Leave).where(col(t.Leave.person_id).in_(list(people)))):
-        leaves.setdefault(people[leave.person_id], []).append((leave.start, leave.end))
-    duty = {
-        d.day: people[d.person_id]
-        for d in session.scalars(
-            select(t.DutyDay).where(col(t.DutyDay.community_id) == community.id))
-    }
-    owners = {
-        c.code: c.post_code
-        for c in session.scalars(
-            select(t.Category).where(col(t.Category.community_id) == community.id))
-    }
-    table = RoutingTable(
+    for leave in sorted(snap.of(t.Leave).values(), key=lambda lv: lv["id"]):
+        if leave["person_id"] in people:
+            leaves.setdefault(people[leave["person_id"]], []).append((leave["start"], leave["end"]))
+    duty = {d["day"]: people[d["person_id"]] for d in snap.of(t.DutyDay).values()
+            if d["community_id"] == community_id}
+    owners = {c["code"]: c["post_code"] for c in snap.of(t.Category).values()
+              if c["community_id"] == community_id}
+    return RoutingTable(
         posts=posts,
         category_owners=owners,
         leaves={k: tuple(v) for k, v in leaves.items()},
         duty=duty,
     )
-    with _tables_lock:
-        _tables[key] = table
-    return table
 
 
 def community(session: Session, community_id: int) -> t.Community:
-    row = session.get(t.Community, community_id)
+    row = _get(session, t.Community, community_id)
     if row is None:
         raise NotFound(what="community")
     return row
@@ -78,59 +110,57 @@ def community(session: Session, community_id: int) -> t.Community:
 
 def communities(session: Session, code: str | None = None) -> list[t.Community]:
     """Every community by code, or the one with `code` (any case); [] when there is none."""
-    stmt = select(t.Community).order_by(col(t.Community.code))
-    if code:
-        stmt = stmt.where(col(t.Community.code) == code.upper())
-    return list(session.scalars(stmt))
+    found = sorted(registry_cache.snapshot(session).of(t.Community).values(), key=lambda c: c["code"])
+    return [_row(session, t.Community, c) for c in found if not code or c["code"] == code.upper()]
+
+
+def person(session: Session, person_id: int | None) -> t.Person | None:
+    """A person by id (active or not), None for none."""
+    return _get(session, t.Person, person_id)
 
 
 def person_by_code(session: Session, code: str) -> t.Person:
-    row = session.scalars(select(t.Person).where(col(t.Person.code) == code)).first()
-    if row is None:
+    values = _index(registry_cache.snapshot(session), "person").get(code)
+    if values is None:
         raise NotFound(what=code)
-    return row
+    return _row(session, t.Person, values)
 
 
 def post_by_code(session: Session, community_id: int, code: str) -> t.Post:
     """An active post of the community; post codes are per community (each has its `front_desk`)."""
-    row = session.scalars(
-        select(t.Post).where(col(t.Post.community_id) == community_id, col(t.Post.code) == code,
-                             col(t.Post.active).is_(True))).first()
-    if row is None:
+    values = _index(registry_cache.snapshot(session), "post").get((community_id, code))
+    if values is None:
         raise NotFound(what=code)
-    return row
+    return _row(session, t.Post, values)
+
+
+def building(session: Session, building_id: int | None) -> t.Building | None:
+    """A building by id (active or not), None for none."""
+    return _get(session, t.Building, building_id)
+
+
+def grid(session: Session, grid_id: int | None) -> t.Grid | None:
+    """A grid by id (active or not), None for none."""
+    return _get(session, t.Grid, grid_id)
 
 
 def building_by_code(session: Session, code: str) -> t.Building:
-    row = session.scalars(
-        select(t.Building).where(col(t.Building.code) == code.strip().upper(),
-                                 col(t.Building.active).is_(True))
-    ).first()
-    if row is None:
-        row = session.scalars(
-            select(t.Building).where(col(t.Building.code) == code.strip(),
-                                     col(t.Building.active).is_(True))
-        ).first()
-    if row is None:
+    active = _index(registry_cache.snapshot(session), "building")
+    values = active.get(code.strip().upper()) or active.get(code.strip())
+    if values is None:
         raise NotFound(what=code)
-    return row
+    return _row(session, t.Building, values)
 
 
 def category(session: Session, community_id: int, code: str) -> t.Category | None:
-    return session.scalars(
-        select(t.Category)
-        .where(col(t.Category.community_id) == community_id, col(t.Category.code) == code)
-    ).first()
+    values = _index(registry_cache.snapshot(session), "category").get((community_id, code))
+    return _row(session, t.Category, values) if values is not None else None
 
 
 def posts_of(session: Session, community_id: int) -> list[t.Post]:
-    return list(
-        session.scalars(
-            select(t.Post)
-            .where(col(t.Post.community_id) == community_id, col(t.Post.active).is_(True))
-            .order_by(col(t.Post.code))
-        )
-    )
+    found = sorted((p for p in registry_cache.snapshot(session).of(t.Post).values()
+                    if p["community_id"] == community_id and p["active"]), key=lambda p: p["code"])
+    return [_row(session, t.Post, p) for p in found]
 
 
 @dataclass(frozen=True)
@@ -150,27 +180,26 @@ class GridSign:
 
 
 def grid_sign(session: Session, building: t.Building) -> GridSign:
-    grid = session.get(t.Grid, building.grid_id)
-    assert grid is not None
-    committee = session.get(t.Committee, grid.committee_id)
-    post = session.scalars(
-        select(t.Post).where(col(t.Post.grid_id) == grid.id, col(t.Post.kind) == "grid",
-                             col(t.Post.active).is_(True))
-    ).first()
+    snap = registry_cache.snapshot(session)
+    grid_row = snap.of(t.Grid)[building.grid_id]
+    committee = snap.of(t.Committee).get(grid_row["committee_id"])
+    post = min((p for p in snap.of(t.Post).values()
+                if p["grid_id"] == grid_row["id"] and p["kind"] == "grid" and p["active"]),
+               key=lambda p: p["id"], default=None)
     if post is None:
-        raise NotFound(what=grid.code)
-    a = session.get(t.Person, post.a_holder_id)
-    b = session.get(t.Person, post.b_holder_id) if post.b_holder_id else None
-    assert a is not None
+        raise NotFound(what=grid_row["code"])
+    people = snap.of(t.Person)
+    a = people[post["a_holder_id"]]
+    b = people.get(post["b_holder_id"]) if post["b_holder_id"] else None
     return GridSign(
         building=building.name,
         building_code=building.code,
-        committee=committee.name if committee else "",
-        grid=grid.name,
-        grid_code=grid.code,
-        worker=a.name,
-        worker_phone=a.phone,
-        post=post.name,
-        backup=b.name if b else None,
-        backup_phone=b.phone if b else None,
+        committee=committee["name"] if committee else "",
+        grid=grid_row["name"],
+        grid_code=grid_row["code"],
+        worker=a["name"],
+        worker_phone=a["phone"],
+        post=post["name"],
+        backup=b["name"] if b else None,
+        backup_phone=b["phone"] if b else None,
     )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+
+from storage.unit_of_work import transaction_memo
+
+_QUEUED = "events:queued"
 
 
 def next_in_counter(session: Session, table: Any, **key: Any) -> int:
@@ -26,6 +30,17 @@ def next_in_counter(session: Session, table: Any, **key: Any) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
+def _last_seqs(session: Session, table: Any) -> dict[Any, int]:
+    """The last `seq` given to each owner of `table` in this transaction."""
+    seqs: dict[Any, int] = transaction_memo(session).setdefault(f"seq:{table.__tablename__}", {})
+    return seqs
+
+
+def new_history(session: Session, table: Any, owner_id: int | None) -> None:
+    """The owner was inserted in this transaction: its history starts at 1, without a read."""
+    _last_seqs(session, table)[owner_id] = 0
+
+
 def append_event(session: Session, table: Any, owner: str, owner_id: int | None, *, at: Any,
                  action: str, person: Any = None, resident: Any = None, note: str = "",
                  data: dict[str, Any] | None = None) -> Any:
@@ -34,10 +49,42 @@ def append_event(session: Session, table: Any, owner: str, owner_id: int | None,
     `table` has an `owner` column, a `seq` numbered from 1 per owner, and the actor columns;
     the unique (owner, seq) constraint turns a race between two writers into an error for one
     of them instead of two rows with one number.
+
+    The owner's last number is read once per transaction (not at all for an owner inserted in
+    it: `new_history`) and counted on from there; the rows wait for the next flush or the
+    commit and go to the database together, in one executemany. The row returned is not in
+    the session.
     """
-    last = session.scalar(select(func.max(table.seq)).where(getattr(table, owner) == owner_id))
-    row = table(**{owner: owner_id}, seq=int(last or 0) + 1, at=at, action=action,
+    seqs = _last_seqs(session, table)
+    last = seqs.get(owner_id)
+    if last is None:
+        last = int(session.scalar(select(func.max(table.seq)).where(getattr(table, owner) == owner_id)) or 0)
+    seqs[owner_id] = last + 1
+    row = table(**{owner: owner_id}, seq=last + 1, at=at, action=action,
                 actor_person_id=person.id if person else None,
                 actor_resident_id=resident.id if resident else None, note=note, data=data or {})
-    session.add(row)
+    queued: list[Any] = transaction_memo(session).setdefault(_QUEUED, [])
+    queued.append(row)
     return row
+
+
+def _write_queued(session: Session) -> None:
+    """The events appended since the last flush, one executemany per table (no id is read
+    back: nothing refers to an event by its id)."""
+    queued: list[Any] = transaction_memo(session).pop(_QUEUED, [])
+    by_table: dict[Any, list[dict[str, Any]]] = {}
+    for row in queued:
+        values = {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key != "id"}
+        by_table.setdefault(type(row), []).append(values)
+    for table, rows in by_table.items():
+        session.execute(insert(table.__table__), rows)
+
+
+@event.listens_for(Session, "before_flush")
+def _write_before_flush(session: Session, _flush: Any, _instances: Any) -> None:
+    _write_queued(session)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    _write_queued(session)

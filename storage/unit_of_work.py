@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
+
+_MEMO = "transaction_memo"
 
 
 class UnitOfWork:
-    """Use as `with UnitOfWork(engine) as uow: ...; uow.commit()`."""
+    """Use as `with UnitOfWork(engine) as uow: ...; uow.commit()`.
+
+    The session does not autoflush: nothing is written before a query (the changes of a message
+    go out together at its commit, the new rows of a table in one statement). Code that must
+    read back what it added in the same unit flushes first, or keeps what it added.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session: Session
 
     def __enter__(self) -> Self:
-        self.session = Session(self.engine, expire_on_commit=False)
+        self.session = Session(self.engine, expire_on_commit=False, autoflush=False)
         return self
 
     def __exit__(
@@ -35,3 +43,17 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+
+
+def transaction_memo(session: Session) -> dict[str, Any]:
+    """What is kept for the session's current transaction only (a fact read once, the next number
+    of a history): forgotten when the transaction commits or rolls back, so nothing read in one
+    transaction is trusted in the next."""
+    memo: dict[str, Any] = session.info.setdefault(_MEMO, {})
+    return memo
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_memo(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_MEMO, None)

@@ -17,11 +17,15 @@ from storage import db
 from storage.tables import Outbox
 
 
+# An index on an expression is left out of the comparison (db.UNCOMPARED_INDEXES); SQLite's
+# autogenerate says so on the way.
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
 def test_the_migrated_schema_is_the_declared_one(database_url: str) -> None:
     engine = db.make_engine(database_url)
     try:
         with engine.connect() as conn:
-            differences = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+            context = MigrationContext.configure(conn, opts={"include_object": db.compared})
+            differences = compare_metadata(context, SQLModel.metadata)
             assert {"chatline", "media"} <= set(inspect(conn).get_table_names())
             assert "media" in {c["name"] for c in inspect(conn).get_columns("outbox")}
     finally:

@@ -150,8 +150,9 @@ def _context(session: Session, viewer: Viewer, person: t.Person, services: Servi
     if by not in BY_CHOICES:
         raise BadInput(f"by must be one of {', '.join(BY_CHOICES)}", reason="usage")
     start, end = figures.period(period, today)
-    report = figures.for_staff(session, person, start, end, by, now)
-    trend = figures_trend.weekly(session, person, today, now)
+    # The period's figures and the weekly trend from one grouped query (the live fragment
+    # computes them every 15 s).
+    report, trend = figures_trend.period_and_trend(session, person, start, end, by, today, now)
     director = person.has_role("director")
     context: dict[str, Any] = {"v": viewer, "t": t_, "lang": viewer.lang, "report": report, "by": by,
                                "period": period, "by_choices": BY_CHOICES, "rates": figures.RATE_COLUMNS,
