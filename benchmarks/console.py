@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi.testclient import TestClient
 
+from benchmarks import databases
 from benchmarks.scheduler import START, fill
 from bot.app import build_app, build_services
 from bot.settings import Settings
 from storage import db
 from storage import tables as t
 from storage.clock import FixedClock
-from storage.db import recreate_database
 from storage.unit_of_work import UnitOfWork
 
 NOW = START + dt.timedelta(days=14)
@@ -92,21 +90,8 @@ def run(name: str, url: str, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=100_000)
-    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--pg-url", default=os.environ.get("TEST_DATABASE_URL",
-                                                           "postgresql://postgres@127.0.0.1:5432/test"))
-    args = parser.parse_args()
-    if args.db in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            run("SQLite", f"sqlite:///{tmp}/bench.db", args.cases)
-    if args.db in ("postgresql", "both"):
-        try:
-            url = recreate_database(args.pg_url, "griddesk_bench_console")
-        except Exception as exc:  # noqa: BLE001  (the run still reports SQLite)
-            print(f"\nPostgreSQL skipped: {exc}")
-            return
-        run("PostgreSQL", url, args.cases)
+    databases.add_arguments(parser)
+    databases.run_each(parser.parse_args(), "griddesk_bench_console", run)
 
 
 if __name__ == "__main__":
