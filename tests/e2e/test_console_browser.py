@@ -5,12 +5,9 @@ screenshot, docs/console-cases.png."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,39 +22,9 @@ from tests.e2e.conftest import Running, start
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "zhongnan-2026-desk"
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
 SCREENSHOT = ROOT / "docs" / "console-cases.png"
-
-
-def _fonts_with_cjk(folder: Path) -> dict[str, str]:
-    """A fontconfig setup that adds the CJK font the project ships (the noto-cjk-sans-otc
-    package, also used for grid signs) to the system's, so the screenshot shows the Chinese
-    on a machine without CJK fonts of its own."""
-    import noto_cjk_sans_otc  # type: ignore[import-untyped]
-
-    conf = folder / "fonts.conf"
-    conf.write_text(f"""<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd">
-<fontconfig><include ignore_missing="yes">/etc/fonts/fonts.conf</include>
-<dir>{Path(noto_cjk_sans_otc.__file__).parent}</dir><cachedir>{folder / "cache"}</cachedir></fontconfig>
-""", encoding="utf-8")
-    return {"FONTCONFIG_FILE": str(conf)}
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    env = {**os.environ, **_fonts_with_cjk(tmp_path_factory.mktemp("fonts"))}
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, env=env)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(autouse=True)

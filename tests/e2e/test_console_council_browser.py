@@ -7,11 +7,11 @@ import docx
 import pytest
 
 from tests.e2e.conftest import Running
-from tests.e2e.test_console_browser import browser, quick_hashes, web
+from tests.e2e.test_console_browser import quick_hashes, web
 from tests.e2e.test_console_council import council_with_a_meeting
 
 pytestmark = pytest.mark.slow
-__all__ = ["browser", "quick_hashes", "web"]
+__all__ = ["quick_hashes", "web"]
 
 
 def test_the_secretary_downloads_the_agenda_as_docx(web: Running, browser: object) -> None:

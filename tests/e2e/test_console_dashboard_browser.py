@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import Running
-from tests.e2e.test_console_browser import _resident_reports, browser, quick_hashes, web
+from tests.e2e.test_console_browser import _resident_reports, quick_hashes, web
 
 pytestmark = pytest.mark.slow
-__all__ = ["browser", "quick_hashes", "web"]  # the browser module's fixtures, one chromium here
+__all__ = ["quick_hashes", "web"]  # the browser module's fixtures, one chromium here
 SCREENSHOT = ROOT / "docs" / "console-figures.png"
 
 

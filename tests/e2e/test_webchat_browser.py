@@ -5,9 +5,7 @@ browser's location go through the page, and the header stays on one line on a 39
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,24 +16,10 @@ from PIL import Image
 from bot.settings import Settings
 from storage.clock import FixedClock
 from tests.e2e.conftest import Running, start
-from tests.e2e.test_console_browser import ARGS, CHROMIUM, _fonts_with_cjk
 
 pytestmark = pytest.mark.slow
 
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    env = {**os.environ, **_fonts_with_cjk(tmp_path_factory.mktemp("fonts"))}
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, env=env)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
