@@ -47,7 +47,7 @@ hostile_text = st.lists(st.one_of(st.text(max_size=20), st.sampled_from(HOSTILE)
 hostile_action = st.tuples(st.sampled_from(["sts:", "rate:", "case:", "ack:", "add:", "trf:", "", "x"]),
                            hostile_text).map("".join)
 
-BOUNDED = settings(max_examples=30, deadline=None,
+BOUNDED = settings(max_examples=20, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

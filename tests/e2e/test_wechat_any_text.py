@@ -50,7 +50,7 @@ def test_any_content_and_event_key_is_answered_and_stored_whole(start: Any, data
         query, body = app.pusher.request(fields, mode="safe", timestamp=app.now)
         return app.pusher.post(query, body).status_code
 
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
     @given(content=TEXTS, key=TEXTS)
     @example(content="👍" * 10_000, key="qrscene_b_" + "\u202e" * 40)
     @example(content="楼道灯坏了" + "\u0301" * 2000, key="b_ZN-B03\u200f")
