@@ -285,7 +285,7 @@ Index("ix_case_next_due", col(Case.community_id), NEXT_DUE, col(Case.id)).ddl_if
 class CaseEvent(SQLModel, table=True):
     """One step of a case, append-only: who, when, what, note."""
 
-    # The action index finds the few corrected cases among all events (handlers/corrections.py,
+    # The action index finds the few corrected cases among all events (handlers/cases/corrections.py,
     # read with every figures report).
     __table_args__ = (UniqueConstraint("case_id", "seq"), Index("ix_caseevent_action", "action", "case_id"))
     id: int | None = Field(default=None, primary_key=True)

@@ -211,7 +211,9 @@ def export(session: Session, *, since: dt.datetime | None = None,
            community_code: str | None = None) -> tuple[str, int]:
     """Every community's corrections (or one community's) as masked Rasa NLU YAML, and how
     many corrected cases they hold."""
-    from handlers import directory  # directory imports the registry's tables; only needed here
+    from handlers.registry import (
+        directory,  # directory imports the registry's tables; only needed here
+    )
 
     found: list[Correction] = []
     names: set[str] = set()
