@@ -272,7 +272,7 @@ class Case(SQLModel, table=True):
 
 
 # The deadline a case is working towards, as the case list orders by it ("most pressing
-# first": handlers/cases.next_due_column(), the very same expression, or the index serves
+# first": handlers/cases/lifecycle.py next_due_column(), the very same expression, or the index serves
 # nothing). Indexed per community, the director's first page of 100,000 cases is an index walk
 # of 25 entries rather than a sort of them all. PostgreSQL only: SQLite does not match an
 # expression written with bound parameters to an index, and would only pay for keeping it.

@@ -328,7 +328,7 @@ def names_case(ref: str) -> bool:
 @dispatch.action("wd", staff=False)
 def withdraw_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     """The resident withdraws their own case: closed while nobody has acknowledged it, else the
-    wish goes to the holder as a note (cases.withdraw)."""
+    wish goes to the holder as a note (lifecycle.withdraw)."""
     resident = actor.resident
     if resident is None:
         return binding_prompt(desk, actor)

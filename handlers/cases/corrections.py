@@ -2,7 +2,7 @@
 director's figures and as training data (`griddesk nlu corrections`).
 
 A case's reading is corrected by:
-- a reclassification (`cases.reclassify`): the new kind and category are the staff's word;
+- a reclassification (`lifecycle.reclassify`): the new kind and category are the staff's word;
 - a transfer to a post that does not own the case's category (a transfer that follows a
   reclassification is its re-routing, not a second correction): the new category is the one
   the post owns when it owns one, else unknown (a grid post owns several); a transfer of a

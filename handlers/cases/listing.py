@@ -2,7 +2,7 @@
 
     page = listing.search(session, viewer, Filters(state="open", q="ZN-2026"), now, page=1)
 
-A staff member sees exactly the cases the chat lets them open (`cases.may_see`): those they hold,
+A staff member sees exactly the cases the chat lets them open (`lifecycle.may_see`): those they hold,
 are first responder of or whose post they hold (A or B), and every case of their community for
 the director and the front desk. Residents see none here. Searching a resident's name or phone
 finds only cases whose contact the viewer may see (`may_see_contact`). The list is ordered by the
@@ -34,7 +34,7 @@ EXPORT_MAX = 10_000
 MAX_QUERY = 100
 STATES = tuple(s.value for s in CaseState if s != CaseState.NEW)
 KINDS = tuple(k.value for k in t.CaseKind)
-# Roles that see and handle every case of their community (as `cases._may_handle`).
+# Roles that see and handle every case of their community (as `lifecycle._may_handle`).
 COMMUNITY_WIDE = ("director", "front_desk")
 
 
@@ -88,7 +88,7 @@ def _own_posts(person: t.Person) -> Any:
 
 
 def visible(person: t.Person) -> ColumnElement[bool]:
-    """The SQL condition for the cases `person` may see: `cases.may_see`, for a whole table."""
+    """The SQL condition for the cases `person` may see: `lifecycle.may_see`, for a whole table."""
     scope = col(t.Case.community_id) == person.community_id
     if _sees_whole_community(person):
         return scope

@@ -26,7 +26,7 @@ from handlers.replies import say
 from storage import tables as t
 from storage.tables import OPEN_STATES, CaseState
 
-# Staff steps on a case, offered as the case's card buttons (cases.staff_buttons).
+# Staff steps on a case, offered as the case's card buttons (lifecycle.staff_buttons).
 STAFF_STEPS = ("ack", "rep", "trf", "res", "ret", "rcl")
 # Roles in the order their lines appear in a staff member's greeting.
 ROLES = ("grid_worker", "specialist", "mediator", "front_desk", "secretary", "director", "duty_leader")

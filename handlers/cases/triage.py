@@ -6,7 +6,7 @@ front desk post. Routing one is one step: a post, and the chat's own transfer.
     triage.route(session, case, person, "G01", note, now)   # = /transfer N G01 note
 
 The queue is for the front desk and the director, who handle every case of their community in
-chat too (`cases._may_handle`); anybody else is refused.
+chat too (`lifecycle._may_handle`); anybody else is refused.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ inclusive), as they stand now:
   a 不满意 that reopened a case stays counted after a later 满意.
 - overdue: open cases past the deadline they are working towards.
 
-A case the resident withdrew before it was acknowledged (cases.is_withdrawn) is left out of
+A case the resident withdrew before it was acknowledged (lifecycle.is_withdrawn) is left out of
 every figure, the number of cases included.
 
 A worker's figures are the cases they are accountable for (首问负责): the first responder, or

@@ -8,7 +8,7 @@ coordinates).
         session, person, start, end, "grid", today, now)
     pins = trend.open_by_building(session, person)     # director: buildings and open counts
 
-The weeks are counted exactly as `figures.for_staff` counts a period (`figures.tally`), in one
+The weeks are counted exactly as `tally.for_staff` counts a period (`tally.tally`), in one
 query grouped by the week of dispatch rather than one query per week: the director sees the
 community, anyone else their own cases (those they are accountable for), as /figures in chat.
 """
@@ -89,7 +89,7 @@ def weekly(session: Session, person: t.Person, today: dt.date, now: dt.datetime,
 
 def weekly_totals(session: Session, person: t.Person, spans: Sequence[tuple[dt.date, dt.date]],
                   now: dt.datetime) -> list[tally.Row]:
-    """Each span's total row, as `figures.for_staff` reads the span on its own (the director's
+    """Each span's total row, as `tally.for_staff` reads the span on its own (the director's
     community, anyone else's own cases), all in one grouped query. The spans are consecutive
     (`week_spans`)."""
     community = directory.community(session, person.community_id)
@@ -103,7 +103,7 @@ def weekly_totals(session: Session, person: t.Person, spans: Sequence[tuple[dt.d
 
 def period_and_trend(session: Session, person: t.Person, start: dt.date, end: dt.date, by: str,
                      today: dt.date, now: dt.datetime, weeks: int = WEEKS) -> tuple[tally.Figures, Trend]:
-    """What the dashboard draws: `figures.for_staff` of `start`..`end` by `by`, and the weekly
+    """What the dashboard draws: `tally.for_staff` of `start`..`end` by `by`, and the weekly
     trend up to `today` (`weekly`), from one tally. Every case of the period or of the weeks is
     counted once, grouped by its group, its week and whether it falls in the period; the
     period's rows and the weeks' totals are sums of those."""

@@ -53,7 +53,7 @@ Decisions:
   the resident is told that the case was escalated and who holds it now.
 - 回访: one follow-up message to the resident `follow_up_hours` after resolution without a rating,
   at the next working moment, with the rating buttons; 不满意 reopens the case to the same first
-  responder (handlers/cases.rate). Still unrated `close_unrated_hours` after the follow-up, the
+  responder (handlers/cases/lifecycle.py, rate). Still unrated `close_unrated_hours` after the follow-up, the
   case is closed (CaseState.closed: "closed after the follow-up without a rating").
 - Digest: on working days from `digest_time` local time, once per person and day (unique key),
   to every staff member with open cases who is not on leave; directors also get the community's

@@ -1,6 +1,6 @@
 """On PostgreSQL the console's case list reads its first page from the deadline index (migration
 0010, storage.tables.NEXT_DUE) rather than sorting every case of the community: the index's
-expression must be the very one the list orders by (handlers/cases.next_due_column())."""
+expression must be the very one the list orders by (next_due_column() of handlers/cases/lifecycle.py)."""
 
 from __future__ import annotations
 

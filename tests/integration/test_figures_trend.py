@@ -1,5 +1,5 @@
 """The dashboard's weekly trend, read in one grouped query, equals the figures of each week read
-on its own (`figures.for_staff`, as /figures in chat), on SQLite and PostgreSQL.
+on its own (`tally.for_staff`, as /figures in chat), on SQLite and PostgreSQL.
 
 The cases span nine weeks across the October/November boundary, with cases on both sides of
 a Monday's local midnight (Sunday 16:00 UTC in Beijing), every state, withdrawn ones, ratings,
@@ -73,7 +73,7 @@ def fill(services: Services, count: int = 400) -> None:
 
 
 def one_week_at_a_time(session: Session, person: t.Person) -> list[tally.Figures]:
-    """The weeks as /figures reads them: `figures.for_staff` once per week."""
+    """The weeks as /figures reads them: `tally.for_staff` once per week."""
     return [tally.for_staff(session, person, start, end, "community", NOW)
             for start, end in trend.week_spans(TODAY)]
 
@@ -107,7 +107,7 @@ def test_the_one_query_trend_equals_each_week_read_on_its_own(services: Services
 
 def test_the_dashboard_counts_a_period_and_the_trend_in_one_query_as_they_are_read_apart(
         services: Services) -> None:
-    """The period's figures and the trend from one tally equal `figures.for_staff` of the period
+    """The period's figures and the trend from one tally equal `tally.for_staff` of the period
     and the trend read week by week, for periods inside, overlapping, around and before the
     trend's weeks."""
     fill(services)
