@@ -1,7 +1,7 @@
 """The centre's figures over many cases: how long one report takes per grouping.
 
 Fills N cases (default 100,000) of the example community with deadlines spread over a month,
-as `benchmarks/scheduler.py` does, and times `handlers.figures.figures` by community,
+as `benchmarks/scheduler.py` does, and times `handlers.figures.tally.figures` by community,
 committee, grid and worker (best of 3), over all of them and over their first week.
 
     uv run python benchmarks/figures.py                 # SQLite, and PostgreSQL if reachable
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import databases
 from benchmarks.scheduler import START, fill
-from handlers import figures
+from handlers.figures import tally
 from storage import db
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
@@ -40,11 +40,11 @@ def run(name: str, url: str, count: int) -> None:
     with UnitOfWork(engine) as uow:
         community = uow.session.scalars(select(t.Community)).one()
         for label, last in (("all", dt.date(2026, 12, 31)), ("first week", dt.date(2026, 11, 29))):
-            for by in figures.GROUPINGS:
+            for by in tally.GROUPINGS:
                 best = float("inf")
                 for _ in range(3):
                     started = time.perf_counter()
-                    report = figures.figures(uow.session, community, dt.date(2026, 11, 1), last, by, NOW)
+                    report = tally.figures(uow.session, community, dt.date(2026, 11, 1), last, by, NOW)
                     best = min(best, time.perf_counter() - started)
                 print(f"  {label:<10} by {by:<10} {best * 1000:8.1f} ms  ({len(report.rows)} rows,"
                       f" {report.total.cases} cases, {report.total.overdue} overdue)")

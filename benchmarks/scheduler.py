@@ -30,8 +30,8 @@ from sqlalchemy import func, insert, select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.worker import Scheduler
-from handlers import escalation
-from handlers.registry import load_registry
+from handlers.registry.loader import load_registry
+from handlers.watch import escalation
 from storage import (
     db,
     scheduler,

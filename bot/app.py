@@ -30,9 +30,9 @@ from bot.sender import OutboxSender
 from bot.settings import EXAMPLE_REGISTRY, Settings
 from bot.web.access_log import redact
 from bot.worker import Scheduler, policy_from
-from handlers import council_export
+from handlers.council import export
 from handlers.desk import Classifier
-from handlers.registry import load_registry
+from handlers.registry.loader import load_registry
 from storage import db
 from storage import tables as t
 from storage.clock import Clock, SystemClock
@@ -202,7 +202,7 @@ def build_services(
     if wecom is not None:
         senders["wecom"] = wecom
     # The council's /export answers with a link to the console's download on this site.
-    council_export.set_site_url(settings.public_url)
+    export.set_site_url(settings.public_url)
     pipeline = Pipeline(
         engine,
         state=state,

@@ -59,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _registry_load(args: argparse.Namespace) -> int:
     from handlers.errors import RegistryError
-    from handlers.registry import load_registry
+    from handlers.registry.loader import load_registry
     from storage import db
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork

@@ -20,7 +20,8 @@ from bot.settings import Settings
 
 def _meetings(args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from handlers import council, directory
+    from handlers.council import proposals
+    from handlers.registry import directory
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
@@ -29,10 +30,10 @@ def _meetings(args: argparse.Namespace) -> int:
     try:
         with UnitOfWork(engine) as uow:
             for community in directory.communities(uow.session, args.community):
-                for row in council.meetings_of(uow.session, community.id or 0):
+                for row in proposals.meetings_of(uow.session, community.id or 0):
                     local = directory.calendar_of(community).to_local(row.starts_at)
                     state = "held" if row.starts_at <= now else "scheduled"
-                    items = len(council.agenda(uow.session, row))
+                    items = len(proposals.agenda(uow.session, row))
                     print(
                         f"{row.id}\t{community.code}\t{row.kind}\t{local:%Y-%m-%d %H:%M}\t{row.place}\t"
                         f"{items} items\t{state}"
@@ -44,7 +45,7 @@ def _meetings(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from handlers import council_export
+    from handlers.council import export
     from storage import tables as t
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
@@ -57,15 +58,15 @@ def _export(args: argparse.Namespace) -> int:
                 print(f"no meeting {args.meeting}", file=sys.stderr)
                 return 2
             kind = {"agenda": False, "minutes": True}.get(args.paper)
-            paper = council_export.paper(uow.session, meeting, SystemClock().now(), minutes=kind)
+            paper = export.paper(uow.session, meeting, SystemClock().now(), minutes=kind)
             if args.format == "docx":
                 out = Path(
-                    args.out or council_export.file_name(uow.session, meeting, paper, "docx")
+                    args.out or export.file_name(uow.session, meeting, paper, "docx")
                 )
-                council_export.write_docx(paper, out)
+                export.write_docx(paper, out)
                 print(out)
                 return 0
-            text = council_export.to_markdown(paper)
+            text = export.to_markdown(paper)
     finally:
         engine.dispose()
     if args.out:

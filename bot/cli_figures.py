@@ -5,7 +5,7 @@
     griddesk figures --community ZN --period 2026-11-01..2026-11-15 --json
     griddesk figures --by committee --period 2026-11 --csv > figures.csv
 
-Definitions: handlers/figures.py and the README.
+Definitions: handlers/figures/tally.py and the README.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from bot.settings import Settings
 
 def _figures(args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from handlers import directory, figures
+    from handlers import periods
     from handlers.errors import BadInput
+    from handlers.figures import tally
+    from handlers.registry import directory
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
@@ -39,11 +41,11 @@ def _figures(args: argparse.Namespace) -> int:
             for community in communities:
                 today = directory.calendar_of(community).local_date(now)
                 try:
-                    start, end = figures.period(args.period or "", today)
+                    start, end = periods.period(args.period or "", today)
                 except BadInput as exc:
                     print(exc, file=sys.stderr)
                     return 2
-                reports.append(figures.figures(uow.session, community, start, end, args.by, now))
+                reports.append(tally.figures(uow.session, community, start, end, args.by, now))
     finally:
         engine.dispose()
     if args.json:
@@ -53,14 +55,14 @@ def _figures(args: argparse.Namespace) -> int:
         for report in reports:
             # One block per community, the community and period on the first line.
             out.writerow([report.community, report.start.isoformat(), report.end.isoformat()])
-            out.writerows(figures.table(report, args.lang))
+            out.writerows(tally.table(report, args.lang))
     else:
-        print("\n\n".join(figures.render(r, args.lang) for r in reports))
+        print("\n\n".join(tally.render(r, args.lang) for r in reports))
     return 0
 
 
 def register(subparsers: Any) -> None:
-    from handlers.figures import GROUPINGS
+    from handlers.figures.tally import GROUPINGS
 
     parser = subparsers.add_parser("figures", help="response, on-time, resolution and satisfaction rates")
     parser.add_argument("--community", help="a community code, e.g. ZN (default: every community)")

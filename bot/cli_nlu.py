@@ -184,11 +184,11 @@ def _date(text: str) -> dt.datetime:
 
 
 def _corrections(args: argparse.Namespace) -> int:
-    """Staff corrections of the database as masked Rasa NLU YAML (handlers/corrections.py)."""
+    """Staff corrections of the database as masked Rasa NLU YAML (handlers/cases/corrections.py)."""
     from pathlib import Path
 
     from bot.settings import Settings
-    from handlers import corrections
+    from handlers.cases import corrections
     from storage import db
     from storage.unit_of_work import UnitOfWork
 

@@ -51,8 +51,8 @@ def deep_link(username: str, payload: str) -> str:
 
 def _staff_invite(args: argparse.Namespace) -> int:
     from bot.app import open_database
-    from handlers import staff_invites
     from handlers.errors import NotFound
+    from handlers.registry import staff_invites
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
@@ -73,10 +73,10 @@ def _staff_invite(args: argparse.Namespace) -> int:
 
 
 def _staff_password_link(args: argparse.Namespace) -> int:
-    """A one-time link to set the person's console password (handlers/console_access.py)."""
+    """A one-time link to set the person's console password (handlers/registry/console_access.py)."""
     from bot.app import open_database
-    from handlers import console_access
     from handlers.errors import NotFound
+    from handlers.registry import console_access
     from storage.clock import SystemClock
     from storage.unit_of_work import UnitOfWork
 
@@ -132,7 +132,7 @@ def sign_text(session: Any, building: Any, *, ascii_only: bool, lang: str = "zh-
     from sqlalchemy import select
     from sqlmodel import col
 
-    from handlers import directory
+    from handlers.registry import directory
     from handlers.replies import say
     from storage import tables as t
 

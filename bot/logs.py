@@ -3,7 +3,7 @@
 `LOG_FORMAT=text` (the default) writes one readable line per record; `LOG_FORMAT=json` writes
 one JSON object per line for a log collector:
 
-    {"time": "2026-11-23T02:00:00.123Z", "level": "INFO", "logger": "handlers.cases",
+    {"time": "2026-11-23T02:00:00.123Z", "level": "INFO", "logger": "handlers.cases.lifecycle",
      "message": "case event: opened", "case": "ZN-20261123-0001", "channel": "web",
      "request_id": "6f1c…"}
 

@@ -80,7 +80,7 @@ class Settings(LogSettings):
     # mid-send leaves it to be retried after the lease.
     send_lease_seconds: float = Field(default=60.0, gt=0)
 
-    # Deadline watch (handlers/escalation.py): reminders, escalation, follow-up, digests
+    # Deadline watch (handlers/watch/escalation.py): reminders, escalation, follow-up, digests
     watch_tick_seconds: float = Field(default=30.0, gt=0)
     watch_batch: int = Field(default=500, ge=1)
     # Remind when this share of the window is left (0.25: with a quarter of the time left).

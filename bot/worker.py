@@ -27,8 +27,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from bot.settings import Settings
-from handlers import escalation
-from handlers.escalation import TickReport, WatchPolicy
+from handlers.watch import escalation
+from handlers.watch.escalation import TickReport, WatchPolicy
 from nlu.parse import Parse
 from storage import retention
 from storage.clock import Clock
@@ -57,7 +57,7 @@ class Scheduler:
     Each pass reads the case events written since the stored cursor, including those written while
     no scheduler ran; a restart re-plans every watched case only when the policy, a working
     calendar, the holiday data or the planner changed, in chunks between due work
-    (handlers/escalation.py).
+    (handlers/watch/escalation.py).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Channel-neutral conversation values: who is speaking, and what we answer.
 
 Buttons carry an `action`, a short opaque string such as "ack:42" or "rate:42:s": it fits
-Telegram's 64-byte callback_data and is parsed back by `handlers.actions`.
+Telegram's 64-byte callback_data and is parsed back by the action its prefix names (`dispatch.action`).
 """
 
 from __future__ import annotations

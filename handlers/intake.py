@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 import unicodedata
 
-from handlers import (
-    chat_cases,  # registers the case commands and actions; withdraws a case just filed
-    chat_council,  # noqa: F401
-    chat_watch,  # noqa: F401  (registers /overdue, /dead, /digest)
-    dispatch,
+from handlers import dispatch
+from handlers.cases import (
+    chat as case_chat,  # registers the case commands and actions; withdraws a case just filed
 )
 from handlers.conversation import Actor, Reply, written_language
+from handlers.council import chat as council_chat  # noqa: F401  (registers the council's commands)
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError
 from handlers.replies import say
+from handlers.watch import chat as watch_chat  # noqa: F401  (registers /overdue, /dead, /digest)
 from nlu.cancel import is_cancel
 from storage import tables as t
 from storage.log_context import who
@@ -118,7 +118,7 @@ def _cancel(desk: Desk, actor: Actor, pending: dict[str, object] | None) -> list
     if pending is not None:
         return [Reply(say(actor.lang, "intake.cancelled"))]
     if not actor.is_staff and actor.resident is not None:
-        withdrawn = chat_cases.withdraw_just_filed(desk, actor)
+        withdrawn = case_chat.withdraw_just_filed(desk, actor)
         if withdrawn is not None:
             return withdrawn
     return [Reply(say(actor.lang, "intake.nothing_to_cancel"))]

@@ -8,7 +8,7 @@ transaction (whichever code writes: the ORM's flush and its bulk UPDATE/DELETE a
 here), and each unit of work reads that version once (`note_version` takes it from a query
 that was made anyway), so another process's change is seen at the next message.
 
-A snapshot holds no ORM object: handlers.directory turns its values into rows of the caller's
+A snapshot holds no ORM object: handlers.registry.directory turns its values into rows of the caller's
 own session. Snapshots are per engine, so two services on one database in one process behave
 like two processes.
 """

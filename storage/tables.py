@@ -272,7 +272,7 @@ class Case(SQLModel, table=True):
 
 
 # The deadline a case is working towards, as the case list orders by it ("most pressing
-# first": handlers/cases.next_due_column(), the very same expression, or the index serves
+# first": handlers/cases/lifecycle.py next_due_column(), the very same expression, or the index serves
 # nothing). Indexed per community, the director's first page of 100,000 cases is an index walk
 # of 25 entries rather than a sort of them all. PostgreSQL only: SQLite does not match an
 # expression written with bound parameters to an index, and would only pay for keeping it.
@@ -285,7 +285,7 @@ Index("ix_case_next_due", col(Case.community_id), NEXT_DUE, col(Case.id)).ddl_if
 class CaseEvent(SQLModel, table=True):
     """One step of a case, append-only: who, when, what, note."""
 
-    # The action index finds the few corrected cases among all events (handlers/corrections.py,
+    # The action index finds the few corrected cases among all events (handlers/cases/corrections.py,
     # read with every figures report).
     __table_args__ = (UniqueConstraint("case_id", "seq"), Index("ix_caseevent_action", "action", "case_id"))
     id: int | None = Field(default=None, primary_key=True)

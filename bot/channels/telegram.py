@@ -8,7 +8,7 @@ and 403 "unreachable" are handled in one place.
 What a Telegram user does, and what the pipeline sees:
 
 - `/start b_<building code>` (the grid sign's QR code) → action `bind:<code>`;
-- `/start s_<token>` → a staff invite is redeemed (handlers/staff_invites.py);
+- `/start s_<token>` → a staff invite is redeemed (handlers/registry/staff_invites.py);
 - `/start` → the binding prompt for a newcomer, the help for someone we know;
 - text, including `/status`, `/mine`, `/grid`, `/agenda` … → text (handlers/dispatch.py answers);
 - a photo → an attachment with the caption as text: the largest size is downloaded and kept
@@ -58,8 +58,8 @@ from sqlmodel import col
 from bot.channels.base import Attachment, Incoming, Outgoing, Reply, SendResult
 from bot.channels.keep import KEPT_KINDS, MediaUnavailable, keep_media
 from bot.pipeline import Pipeline, Prepare
-from handlers import staff_invites
 from handlers.errors import InvalidState
+from handlers.registry import staff_invites
 from handlers.replies import pick_language, say
 from storage import media, outbox
 from storage import tables as t

@@ -19,7 +19,7 @@ Outbound:
   (six at most; more become numbered options in a text), else a text. `invaliduser` in an
   `errcode 0` answer (or 81013) is a failure for that person: the notice is marked unreachable
   (the dead-notice list shows it) and goes again to their next channel; a case card with no
-  channel left but the web inbox escalates the case at once (handlers/escalation.py,
+  channel left but the web inbox escalates the case at once (handlers/watch/escalation.py,
   `escalate_unreachable`). WeCom drops silently what passes 30 a minute or
   1000 an hour per member, so the sender keeps those counts itself and, at a member's last slot
   with more notices waiting, merges them into one digest card; past the limit the member's
@@ -58,9 +58,10 @@ from wechatpy.exceptions import WeChatClientException
 
 from bot.channels import wechat as wc
 from bot.channels.base import Attachment, Incoming, Outgoing, SendResult
-from handlers import cases, escalation
+from handlers.cases import lifecycle
 from handlers.notify import address_of, render_buttons
 from handlers.replies import DEFAULT, say
+from handlers.watch import escalation
 from storage import outbox
 from storage import tables as t
 from storage.state import StateStore
@@ -293,8 +294,8 @@ def live_buttons(case: t.Case, person: t.Person) -> list[list[tuple[str, str]]]:
     someone else; no 签收 once it has been acknowledged."""
     if case.state in (t.CaseState.RESOLVED, t.CaseState.CLOSED) or case.holder_id != person.id:
         return []
-    rows = cases.staff_buttons(case)
-    if case.state not in cases.WAITING_FOR_ACK:
+    rows = lifecycle.staff_buttons(case)
+    if case.state not in lifecycle.WAITING_FOR_ACK:
         rows = [[(k, a) for k, a in row if not a.startswith("ack:")] for row in rows]
     return [row for row in rows if row]
 
@@ -310,11 +311,11 @@ def card_for_case(engine: Engine, case_ref: str, userid: str, task_id: str
         if person is None:
             return None
         try:
-            case = cases.for_staff(session, case_ref, person)
+            case = lifecycle.for_staff(session, case_ref, person)
         except Exception:  # noqa: BLE001 - NotFound: not theirs (any more), nothing to redraw
             return None
         lang = (ident.language if ident else None) or person.language or DEFAULT
-        text = cases.case_card(session, case, lang, with_contact=case.holder_id == person.id)
+        text = lifecycle.case_card(session, case, lang, with_contact=case.holder_id == person.id)
         state = say(lang, f"state.{case.state}")
         buttons = _buttons(render_buttons(lang, live_buttons(case, person)))
         return (card(text, buttons, task_id) if buttons else None), state

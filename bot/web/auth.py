@@ -15,7 +15,7 @@ import time
 COOKIE = "griddesk_session"
 LINK_TTL = 30 * 24 * 3600
 # A session cookie signed as "<address>#<session token>" is also checked against the sessions
-# table (handlers/console_access.py), so signing out ends it for the console and the chat alike.
+# table (handlers/registry/console_access.py), so signing out ends it for the console and the chat alike.
 SESSION_MARK = "#"
 
 

@@ -14,7 +14,7 @@ from sqlmodel import col
 from bot.channels.webchat import CHANNEL
 from bot.pipeline import UNSTORABLE
 from bot.web.auth import COOKIE, split_session, verify
-from handlers import console_access
+from handlers.registry import console_access
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 

@@ -17,8 +17,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response
 
 from bot.web.deps import Address, Services, answers, web_identity
-from handlers import directory, figures
+from handlers import periods
 from handlers.errors import BadInput
+from handlers.figures import tally
+from handlers.registry import directory
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
@@ -36,18 +38,18 @@ def get_figures(address: Address, services: Services, by: str = "grid", period: 
         now = services.clock.now()
         today = directory.calendar_of(directory.community(uow.session, person.community_id)).local_date(now)
         try:
-            if by not in figures.GROUPINGS:
-                raise BadInput(f"by must be one of {', '.join(figures.GROUPINGS)}")
+            if by not in tally.GROUPINGS:
+                raise BadInput(f"by must be one of {', '.join(tally.GROUPINGS)}")
             if format not in ("json", "csv"):
                 raise BadInput("format must be json or csv")
-            start, end = figures.period(period, today)
+            start, end = periods.period(period, today)
         except BadInput as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
-        report = figures.for_staff(uow.session, person, start, end, by, now)
+        report = tally.for_staff(uow.session, person, start, end, by, now)
         if format == "json":
             return report.as_dict()
         lang = ident.language or person.language
-        return _csv(figures.table(report, lang), f"figures-{start.isoformat()}-{end.isoformat()}.csv")
+        return _csv(tally.table(report, lang), f"figures-{start.isoformat()}-{end.isoformat()}.csv")
 
 
 def _csv(rows: list[list[object]], filename: str) -> Response:

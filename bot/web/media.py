@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Response
 from sqlalchemy.orm import Session
 
 from bot.web.deps import Address, Services, answers, web_identity
-from handlers import cases
+from handlers.cases import lifecycle
 from handlers.errors import GriddeskError
 from storage import media
 from storage import tables as t
@@ -61,17 +61,17 @@ def case_attachments(number: str, address: Address, services: Services) -> list[
     with UnitOfWork(services.engine) as uow:
         person, resident = _viewer(uow.session, address)
         try:
-            case = cases.for_viewer(uow.session, number, person=person, resident=resident)
+            case = lifecycle.for_viewer(uow.session, number, person=person, resident=resident)
         except GriddeskError:
             raise _not_found() from None
-        return [describe(att) for att in cases.attachments_of(uow.session, case)]
+        return [describe(att) for att in lifecycle.attachments_of(uow.session, case)]
 
 
 @router.get("/media/{media_id}", responses=answers(401, 404, 422))
 def get_media(media_id: int, address: Address, services: Services) -> Response:
     with UnitOfWork(services.engine) as uow:
         person, resident = _viewer(uow.session, address)
-        if cases.case_with_media(uow.session, media_id, person=person, resident=resident) is None:
+        if lifecycle.case_with_media(uow.session, media_id, person=person, resident=resident) is None:
             raise _not_found()
         return kept_response(uow.session, media_id)
 

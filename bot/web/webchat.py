@@ -33,7 +33,7 @@ from bot.web.deps import (
     end_signed_session,
     web_identity,
 )
-from handlers import chat_offers
+from handlers.cases import offers
 from handlers.notify import ensure_identity
 from handlers.replies import pick_language
 from storage import chat_history, media
@@ -161,7 +161,7 @@ def personas(services: Services) -> dict[str, Any]:
                            .order_by(col(t.Person.code))):
             # Their own posts (A) first, so the council secretary is not shown as the front desk
             # she covers as its B holder.
-            held = chat_offers.posts_held(s, p)
+            held = offers.posts_held(s, p)
             staff.append({"who": f"person:{p.code}", "name": p.name, "roles": p.roles.split(","),
                           "posts": [x.name for x in held.own], "covering": [x.name for x in held.covering]})
         new = [{"who": f"building:{b.code}", "building": b.name} for b in
@@ -390,7 +390,7 @@ def history(address: Address, services: Services, before: str | None = None, lim
             # The case desk says whether a step on a case is still offered; any other button
             # (a choice in a dialogue) was used up once pressed.
             if action not in offered:
-                offered[action] = chat_offers.still_offered(s, action)
+                offered[action] = offers.still_offered(s, action)
             known = offered[action]
             return known if known is not None else (item.kind, item.id, action) not in pressed
 
@@ -419,4 +419,4 @@ def _welcome(session: Session, address: str) -> list[Reply]:
     resident = session.get(t.Resident, ident.resident_id) if ident.resident_id else None
     lang = pick_language(ident.language, person.language if person else None,
                          resident.language if resident else None)
-    return chat_offers.welcome(session, lang, person=person, resident=resident)
+    return offers.welcome(session, lang, person=person, resident=resident)

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from bot.cli import main
 from bot.web.auth import COOKIE
-from handlers import cases, console_access
+from handlers.cases import lifecycle
+from handlers.registry import console_access
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import Running
@@ -145,7 +146,7 @@ def test_a_worker_sees_only_their_cases_and_no_one_else_sees_the_phone(web: Runn
     with UnitOfWork(web.services.engine) as uow:
         case = uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
         outsider = next(p.code for p in uow.session.scalars(select(t.Person).order_by(t.Person.code))
-                        if p.has_role("grid_worker") and not cases.may_see(uow.session, case, person=p))
+                        if p.has_role("grid_worker") and not lifecycle.may_see(uow.session, case, person=p))
 
     mine = as_persona(web, f"person:{holder}")
     assert number in mine.get("/console/cases").text

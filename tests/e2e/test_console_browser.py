@@ -14,7 +14,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from bot.settings import Settings
-from handlers import console_access
+from handlers.registry import console_access
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
 from tests.conftest import ROOT

@@ -11,7 +11,8 @@ import re
 import httpx
 from sqlalchemy import select
 
-from handlers import directory, figures, figures_trend
+from handlers.figures import tally, trend
+from handlers.registry import directory
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests.e2e.conftest import Running
@@ -29,7 +30,7 @@ def chart_data(page: httpx.Response) -> dict[str, object]:
 
 def test_week_spans_end_today_and_start_on_mondays() -> None:
     wednesday = dt.date(2026, 11, 25)
-    spans = figures_trend.week_spans(wednesday, weeks=3)
+    spans = trend.week_spans(wednesday, weeks=3)
     assert spans == [(dt.date(2026, 11, 9), dt.date(2026, 11, 15)), (dt.date(2026, 11, 16), dt.date(2026, 11, 22)),
                      (dt.date(2026, 11, 23), wednesday)]
 
@@ -49,7 +50,7 @@ def test_the_director_sees_every_grid_the_overdue_list_and_the_map(web: Running)
         person = uow.session.scalars(select(t.Person).where(t.Person.code == "lin_hui")).one()
         community = directory.community(uow.session, person.community_id)
         today = directory.calendar_of(community).local_date(web.services.clock.now())
-        expected = figures.for_staff(uow.session, person, today.replace(day=1), today, "grid",
+        expected = tally.for_staff(uow.session, person, today.replace(day=1), today, "grid",
                                      web.services.clock.now())
     bars = data["bars"]
     assert isinstance(bars, dict)
@@ -58,9 +59,9 @@ def test_the_director_sees_every_grid_the_overdue_list_and_the_map(web: Running)
     # Nobody acknowledged in time: 0 % responded, per grid, as the chat's /figures says.
     assert responded["name"] == "响应率"
     assert responded["data"] == [0.0 for _ in expected.rows] and len(expected.rows) >= 1
-    trend = data["trend"]
-    assert isinstance(trend, dict) and len(trend["labels"]) == figures_trend.WEEKS
-    assert sum(trend["cases"]) == 2
+    weekly = data["trend"]
+    assert isinstance(weekly, dict) and len(weekly["labels"]) == trend.WEEKS
+    assert sum(weekly["cases"]) == 2
     pins = data["map"]
     assert isinstance(pins, list) and sum(p["value"][2] for p in pins) == 2  # both open cases, on their buildings
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import prepare_database
 from bot.settings import Settings
-from handlers import cases
+from handlers.cases import lifecycle
 from storage import db
 from storage.clock import FixedClock
 from tests.chat import Chat
@@ -202,13 +202,13 @@ async def test_a_case_rolled_back_is_not_counted(services_for_metrics: tuple[Cha
 
     # The case is stored (flushed) and then the transaction fails: the resident hears of the
     # failure and the counter does not move.
-    real = cases.tell_card
+    real = lifecycle.tell_card
 
     def failing(*args: object, **kwargs: object) -> None:
         real(*args, **kwargs)  # type: ignore[arg-type]
         raise RuntimeError("notice could not be queued")
 
-    monkeypatch.setattr(cases, "tell_card", failing)
+    monkeypatch.setattr(lifecycle, "tell_card", failing)
     failed = await chat.resident(1).says("电梯又停了，老人上不了楼")
     assert not CASE_NUMBER.search(failed.text)
     assert opened() == before + 1

@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from bot.app import Services, build_app, build_services
 from bot.channels.base import Incoming
 from bot.settings import Settings
-from handlers import staff_invites
 from handlers.notify import ensure_identity
+from handlers.registry import staff_invites
 from storage import media, outbox
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork

@@ -10,7 +10,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from bot.cli import main
-from handlers import staff_invites
+from handlers.registry import staff_invites
 from storage import db
 from storage import tables as t
 from storage.clock import SystemClock

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 import nlu
 from bot.app import Services
 from bot.worker import scheduler_of
-from handlers import directory
-from handlers import figures as figures_module
+from handlers.figures import tally as figures_module
+from handlers.registry import directory
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork

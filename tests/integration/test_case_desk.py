@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.app import Services
-from handlers import cases
+from handlers.cases import lifecycle
 from handlers.errors import NotFound
-from handlers.registry import load_registry
+from handlers.registry.loader import load_registry
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests import district
@@ -192,7 +192,7 @@ async def test_staff_of_another_community_get_not_found_on_every_path(
         director = uow.session.scalars(
             select(t.Person).where(t.Person.code == district.person_id("lin_hui"))).one()
         with pytest.raises(NotFound):
-            cases.for_viewer(uow.session, number, person=director)
+            lifecycle.for_viewer(uow.session, number, person=director)
     assert _case(services, number).state == "assigned"
     assert _events_of(services, cid) == ["created", "assigned"]
 
@@ -333,7 +333,7 @@ async def test_newcomer_binds_by_building_code_then_reports(chat: Chat, services
 
 async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: Services) -> None:
     from bot.channels.base import Attachment, Incoming
-    from handlers import cases
+    from handlers.cases import lifecycle
 
     resident = chat.resident(0)
     sent = (Attachment(kind="photo", ref="media:1"), Attachment(kind="photo", ref="AgACAgIAAx0"),
@@ -349,8 +349,8 @@ async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: S
     with UnitOfWork(services.engine) as uow:
         row = uow.session.get(t.Case, case.id)
         assert row is not None
-        assert "居民發來：照片 2 張 · 位置 中南小区东门" in cases.case_card(uow.session, row, "zh-Hant", with_contact=False)
-        english = cases.case_card(uow.session, row, "en", with_contact=False)
+        assert "居民發來：照片 2 張 · 位置 中南小区东门" in lifecycle.case_card(uow.session, row, "zh-Hant", with_contact=False)
+        english = lifecycle.case_card(uow.session, row, "en", with_contact=False)
         assert "Sent by the resident: 2 photo(s) · location 中南小区东门 · location 26.56860, 106.71820" in english
         # Without contact details the card has no empty line where they would be.
         assert "\n\n" not in english
@@ -360,13 +360,13 @@ async def test_the_case_card_says_what_the_resident_sent(chat: Chat, services: S
     with UnitOfWork(services.engine) as uow:
         row = uow.session.get(t.Case, other.id)
         assert row is not None
-        card = cases.case_card(uow.session, row, "zh-Hans", with_contact=True)
+        card = lifecycle.case_card(uow.session, row, "zh-Hans", with_contact=True)
         assert "居民发来" not in card and "\n\n" not in card and "居民：" in card
 
 
 async def test_the_staff_card_carries_the_kept_photos(chat: Chat, services: Services) -> None:
     from bot.channels.base import Attachment, Incoming
-    from handlers.cases import MAX_CARD_MEDIA
+    from handlers.cases.lifecycle import MAX_CARD_MEDIA
     from storage import media
 
     resident = chat.resident(0)

@@ -11,8 +11,9 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from bot.app import Services
-from handlers import case_actions, case_list, cases, console_access
+from handlers.cases import actions, lifecycle, listing
 from handlers.errors import BadInput, NotAllowed, NotFound
+from handlers.registry import console_access
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -34,10 +35,10 @@ async def _report(chat: Chat, resident: int, text: str) -> str:
     return match.group(0)
 
 
-def _numbers(services: Services, code: str, filters: case_list.Filters | None = None) -> set[str]:
+def _numbers(services: Services, code: str, filters: listing.Filters | None = None) -> set[str]:
     with UnitOfWork(services.engine) as uow:
         person = uow.session.scalars(select(t.Person).where(t.Person.code == code)).one()
-        page = case_list.search(uow.session, person, filters or case_list.Filters(), services.clock.now())
+        page = listing.search(uow.session, person, filters or listing.Filters(), services.clock.now())
         return {c.number for c in page.cases}
 
 
@@ -60,9 +61,9 @@ async def test_each_person_lists_exactly_the_cases_the_chat_lets_them_open(chat:
         every = s.scalars(select(t.Case)).all()
         people = s.scalars(select(t.Person).where(t.Person.active.is_(True))).all()
         for person in people:
-            listed = {c.number for c in case_list.search(s, person, case_list.Filters(), services.clock.now(),
+            listed = {c.number for c in listing.search(s, person, listing.Filters(), services.clock.now(),
                                                          size=100).cases}
-            assert listed == {c.number for c in every if cases.may_see(s, c, person=person)}, person.code
+            assert listed == {c.number for c in every if lifecycle.may_see(s, c, person=person)}, person.code
     assert _numbers(services, "lin_hui") == numbers  # the director
     assert _numbers(services, "xu_ting") == numbers  # the front desk
     worker = _holder_code(services, min(numbers))
@@ -84,7 +85,7 @@ async def test_filters_and_search_narrow_the_list(chat: Chat, services: Services
         assert resident is not None
         resident.phone = "13912345678"
         uow.commit()
-    F = case_list.Filters
+    F = listing.Filters
     director = "lin_hui"
     assert _numbers(services, director, F(q=lamp)) == {lamp}
     assert _numbers(services, director, F(q=lamp.lower())) == {lamp}
@@ -116,9 +117,9 @@ async def test_a_worker_of_another_grid_finds_no_case_by_the_residents_phone(
     with UnitOfWork(services.engine) as uow:
         case = uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
         other = next(p.code for p in uow.session.scalars(select(t.Person).order_by(t.Person.code))
-                     if p.has_role("grid_worker") and not cases.may_see(uow.session, case, person=p))
-    assert _numbers(services, holder, case_list.Filters(q="13700001111")) == {number}
-    assert _numbers(services, other, case_list.Filters(q="13700001111")) == set()
+                     if p.has_role("grid_worker") and not lifecycle.may_see(uow.session, case, person=p))
+    assert _numbers(services, holder, listing.Filters(q="13700001111")) == {number}
+    assert _numbers(services, other, listing.Filters(q="13700001111")) == set()
 
 
 async def test_console_actions_are_the_chats_and_tell_the_resident(chat: Chat, services: Services) -> None:
@@ -130,8 +131,8 @@ async def test_console_actions_are_the_chats_and_tell_the_resident(chat: Chat, s
         person = uow.session.scalars(select(t.Person).where(t.Person.code == holder)).one()
         case = uow.session.scalars(select(t.Case).where(t.Case.number == number)).one()
         with pytest.raises(BadInput):
-            case_actions.act(uow.session, case, person, "reply", services.clock.now(), text="  ")
-        case_actions.act(uow.session, case, person, "reply", services.clock.now(), text="明天上午电工上门")
+            actions.act(uow.session, case, person, "reply", services.clock.now(), text="  ")
+        actions.act(uow.session, case, person, "reply", services.clock.now(), text="明天上午电工上门")
         uow.commit()
     told = await resident.inbox()
     assert any("明天上午电工上门" in n.text for n in told)

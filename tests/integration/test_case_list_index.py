@@ -1,6 +1,6 @@
 """On PostgreSQL the console's case list reads its first page from the deadline index (migration
 0010, storage.tables.NEXT_DUE) rather than sorting every case of the community: the index's
-expression must be the very one the list orders by (handlers/cases.next_due_column())."""
+expression must be the very one the list orders by (next_due_column() of handlers/cases/lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select, text
 
 from bot.app import Services
-from handlers import case_list
+from handlers.cases import listing
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
@@ -37,8 +37,8 @@ def test_the_first_page_is_read_from_the_deadline_index(services: Services) -> N
 
     with UnitOfWork(services.engine) as uow:
         director = uow.session.scalars(select(t.Person).where(t.Person.code == "lin_hui")).one()
-        for filters in (case_list.Filters(), case_list.Filters(state="open", overdue=True)):
-            case_list.search(uow.session, director, filters, NOW)
+        for filters in (listing.Filters(), listing.Filters(state="open", overdue=True)):
+            listing.search(uow.session, director, filters, NOW)
         assert uow.session.execute(text(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_case_next_due'")).scalar() == 1
     event.remove(services.engine, "before_cursor_execute", explain)

@@ -10,8 +10,8 @@ import docx
 from sqlalchemy import select, update
 
 from bot.app import Services
-from handlers import council_export
-from handlers.registry import load_registry
+from handlers.council import export
+from handlers.registry.loader import load_registry
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests.chat import Chat
@@ -360,7 +360,7 @@ async def test_agenda_and_minutes_export_as_markdown_and_docx(
         row = uow.session.get(t.Meeting, meeting_id)
         assert row is not None
         out = tmp_path / "agenda.docx"
-        out.write_bytes(council_export.docx_bytes(council_export.paper(uow.session, row, services.clock.now())))
+        out.write_bytes(export.docx_bytes(export.paper(uow.session, row, services.clock.now())))
     document = docx.Document(str(out))
     assert document.paragraphs[0].text == "中南社区居民议事会 意见收集会 议程"
     table = document.tables[0]

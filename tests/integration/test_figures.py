@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from bot.app import Services
 from bot.cli import main as cli_main
-from handlers import figures
+from handlers import periods
 from handlers.errors import BadInput
+from handlers.figures import tally
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -106,8 +107,8 @@ async def test_grids_committees_and_the_command_line_agree(
     a, b, c = await a_month_of_work(chat, clock)
     with UnitOfWork(services.engine) as uow:
         community = uow.session.scalars(select(t.Community)).one()
-        by = {grouping: figures.figures(uow.session, community, dt.date(2026, 11, 1), TODAY, grouping, clock.now())
-              for grouping in figures.GROUPINGS}
+        by = {grouping: tally.figures(uow.session, community, dt.date(2026, 11, 1), TODAY, grouping, clock.now())
+              for grouping in tally.GROUPINGS}
         grid_of = {case.number: uow.session.get(t.Grid, case_of(services, case.number).grid_id)
                    for case in (a, b, c)}
     # Every grouping splits the same cases and adds up to the same total.
@@ -139,17 +140,17 @@ async def test_grids_committees_and_the_command_line_agree(
 
 
 def test_periods_read_as_people_write_them() -> None:
-    assert figures.period("", TODAY) == (dt.date(2026, 11, 1), TODAY)
-    assert figures.period("2026-02", TODAY) == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
-    assert figures.period("2026-12", TODAY) == (dt.date(2026, 12, 1), dt.date(2026, 12, 31))
-    assert figures.period("2026", TODAY) == (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
-    assert figures.period("2026-11-01..2026-11-15", TODAY) == (dt.date(2026, 11, 1), dt.date(2026, 11, 15))
-    assert figures.period("2026-11-05", TODAY) == (dt.date(2026, 11, 5), dt.date(2026, 11, 5))
-    assert figures.period("2026-09 .. 2026-11", TODAY) == (dt.date(2026, 9, 1), dt.date(2026, 11, 30))
-    assert figures.period("2025..2026-06", TODAY) == (dt.date(2025, 1, 1), dt.date(2026, 6, 30))
+    assert periods.period("", TODAY) == (dt.date(2026, 11, 1), TODAY)
+    assert periods.period("2026-02", TODAY) == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
+    assert periods.period("2026-12", TODAY) == (dt.date(2026, 12, 1), dt.date(2026, 12, 31))
+    assert periods.period("2026", TODAY) == (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
+    assert periods.period("2026-11-01..2026-11-15", TODAY) == (dt.date(2026, 11, 1), dt.date(2026, 11, 15))
+    assert periods.period("2026-11-05", TODAY) == (dt.date(2026, 11, 5), dt.date(2026, 11, 5))
+    assert periods.period("2026-09 .. 2026-11", TODAY) == (dt.date(2026, 9, 1), dt.date(2026, 11, 30))
+    assert periods.period("2025..2026-06", TODAY) == (dt.date(2025, 1, 1), dt.date(2026, 6, 30))
     for bad in ("2026-11-15..2026-11-01", "last week", "2026-13", "0001", "1999-12..2026-01", "9999-12-31",
                 "2026-11-01..", "..", "2026-1", "x" * 10_000):
         with pytest.raises(BadInput):
-            figures.period(bad, TODAY)
-    assert figures.read_request("网格 2026-10", TODAY) == ("grid", dt.date(2026, 10, 1), dt.date(2026, 10, 31))
-    assert figures.read_request("2026 worker", TODAY)[0] == "worker"
+            periods.period(bad, TODAY)
+    assert tally.read_request("网格 2026-10", TODAY) == ("grid", dt.date(2026, 10, 1), dt.date(2026, 10, 31))
+    assert tally.read_request("2026 worker", TODAY)[0] == "worker"

@@ -1,5 +1,5 @@
 """The dashboard's weekly trend, read in one grouped query, equals the figures of each week read
-on its own (`figures.for_staff`, as /figures in chat), on SQLite and PostgreSQL.
+on its own (`tally.for_staff`, as /figures in chat), on SQLite and PostgreSQL.
 
 The cases span nine weeks across the October/November boundary, with cases on both sides of
 a Monday's local midnight (Sunday 16:00 UTC in Beijing), every state, withdrawn ones, ratings,
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.app import Services
-from handlers import figures, figures_trend
+from handlers.figures import tally, trend
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
@@ -72,13 +72,13 @@ def fill(services: Services, count: int = 400) -> None:
         uow.commit()
 
 
-def one_week_at_a_time(session: Session, person: t.Person) -> list[figures.Figures]:
-    """The weeks as /figures reads them: `figures.for_staff` once per week."""
-    return [figures.for_staff(session, person, start, end, "community", NOW)
-            for start, end in figures_trend.week_spans(TODAY)]
+def one_week_at_a_time(session: Session, person: t.Person) -> list[tally.Figures]:
+    """The weeks as /figures reads them: `tally.for_staff` once per week."""
+    return [tally.for_staff(session, person, start, end, "community", NOW)
+            for start, end in trend.week_spans(TODAY)]
 
 
-def counts(row: figures.Row) -> dict[str, object]:
+def counts(row: tally.Row) -> dict[str, object]:
     """A row's numbers, without the name it is shown under."""
     return row.as_dict() | {"key": None, "name": None}
 
@@ -90,24 +90,24 @@ def test_the_one_query_trend_equals_each_week_read_on_its_own(services: Services
         for code in ("lin_hui", "zhang_li", "wang_fang"):  # the director, two grid workers
             person = people[code]
             weeks = one_week_at_a_time(uow.session, person)
-            totals = figures_trend.weekly_totals(uow.session, person, figures_trend.week_spans(TODAY), NOW)
+            totals = trend.weekly_totals(uow.session, person, trend.week_spans(TODAY), NOW)
             assert [counts(r) for r in totals] == [counts(w.total) for w in weeks], code
-            trend = figures_trend.weekly(uow.session, person, TODAY, NOW)
-            assert trend == figures_trend.trend_of([w.start for w in weeks], [w.total for w in weeks],
+            weekly = trend.weekly(uow.session, person, TODAY, NOW)
+            assert weekly == trend.trend_of([w.start for w in weeks], [w.total for w in weeks],
                                                    own=code != "lin_hui")
-            assert trend.weeks[0] == dt.date(2026, 10, 5) and trend.weeks[-1] == dt.date(2026, 11, 23)
+            assert weekly.weeks[0] == dt.date(2026, 10, 5) and weekly.weeks[-1] == dt.date(2026, 11, 23)
             # Most weeks count something, ratings too: the comparison means something.
-            assert sum(1 for n in trend.cases if n) >= 6, (code, trend.cases)
+            assert sum(1 for n in weekly.cases if n) >= 6, (code, weekly.cases)
             assert sum(sum(r.ratings.values()) for r in totals) > 0, code
         # The director's weeks hold every counted case dispatched from the first Monday on.
-        director = figures_trend.weekly(uow.session, people["lin_hui"], TODAY, NOW)
-        whole = figures.for_staff(uow.session, people["lin_hui"], dt.date(2026, 10, 5), TODAY, "community", NOW)
+        director = trend.weekly(uow.session, people["lin_hui"], TODAY, NOW)
+        whole = tally.for_staff(uow.session, people["lin_hui"], dt.date(2026, 10, 5), TODAY, "community", NOW)
         assert sum(director.cases) == whole.total.cases
 
 
 def test_the_dashboard_counts_a_period_and_the_trend_in_one_query_as_they_are_read_apart(
         services: Services) -> None:
-    """The period's figures and the trend from one tally equal `figures.for_staff` of the period
+    """The period's figures and the trend from one tally equal `tally.for_staff` of the period
     and the trend read week by week, for periods inside, overlapping, around and before the
     trend's weeks."""
     fill(services)
@@ -117,13 +117,13 @@ def test_the_dashboard_counts_a_period_and_the_trend_in_one_query_as_they_are_re
     with UnitOfWork(services.engine) as uow:
         session = uow.session
         people = {p.code: p for p in session.scalars(select(t.Person))}
-        asked = [(people["lin_hui"], by) for by in figures.GROUPINGS] + [(people["zhang_li"], "grid")]
+        asked = [(people["lin_hui"], by) for by in tally.GROUPINGS] + [(people["zhang_li"], "grid")]
         for person, by in asked:
             weeks = one_week_at_a_time(session, person)
-            expected_trend = figures_trend.trend_of([w.start for w in weeks], [w.total for w in weeks],
+            expected_trend = trend.trend_of([w.start for w in weeks], [w.total for w in weeks],
                                                     own=person.code != "lin_hui")
             for start, end in periods:
-                report, trend = figures_trend.period_and_trend(session, person, start, end, by, TODAY, NOW)
-                assert report == figures.for_staff(session, person, start, end, by, NOW), (person.code, by, start)
-                assert trend == expected_trend, (person.code, by, start)
+                report, weekly = trend.period_and_trend(session, person, start, end, by, TODAY, NOW)
+                assert report == tally.for_staff(session, person, start, end, by, NOW), (person.code, by, start)
+                assert weekly == expected_trend, (person.code, by, start)
                 assert report.total.cases > 0 or start.month == 9, (person.code, by, start)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from bot.app import Services
 from bot.cli import main
-from handlers import cases, corrections
+from handlers.cases import corrections, lifecycle
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests.chat import Chat
@@ -66,7 +66,7 @@ async def test_grid_worker_reclassifies_by_button_and_the_case_moves(chat: Chat,
     told = await resident.inbox()
     assert any("已转交 户籍居住专干" in n.text for n in told), [n.text for n in told]
     with UnitOfWork(services.engine) as uow:
-        events = [(e.action, e.data) for e in cases.history(uow.session, moved)]
+        events = [(e.action, e.data) for e in lifecycle.history(uow.session, moved)]
     reclassified = [d for a, d in events if a == "reclassified"]
     assert reclassified == [{"from_kind": "service_request", "from_category": "facilities",
                              "to_kind": "service_request", "to_category": "residence"}]
@@ -81,7 +81,7 @@ async def test_reclassify_command_within_the_same_post_does_not_move(chat: Chat,
     after = _case(services, case.number)
     assert after.category == "property" and after.post_id == case.post_id and after.holder_id == case.holder_id
     with UnitOfWork(services.engine) as uow:
-        assert [e.action for e in cases.history(uow.session, after)][-1] == "reclassified"
+        assert [e.action for e in lifecycle.history(uow.session, after)][-1] == "reclassified"
     # A category the registry does not know is refused and changes nothing.
     await worker.says(f"/reclassify {case.number} service_request plumbing")
     assert _case(services, case.number).category == "property"

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from bot.app import Services
 from handlers.errors import RegistryError
-from handlers.registry import load_registry, read_registry
+from handlers.registry.loader import load_registry, read_registry
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -67,14 +67,14 @@ def test_changed_file_updates_in_place(engine: Engine, clock: FixedClock, tmp_pa
 
 def test_removed_post_sends_its_open_cases_to_the_front_desk(engine: Engine, clock: FixedClock,
                                                              tmp_path: Path) -> None:
-    from handlers import cases
+    from handlers.cases import lifecycle
 
     _load(engine, EXAMPLE, clock)
     with UnitOfWork(engine) as uow:
         s = uow.session
         resident = s.scalars(select(t.Resident).order_by(t.Resident.id)).first()
         assert resident is not None
-        opened = cases.open_case(s, resident=resident, kind="service_request", category="culture",
+        opened = lifecycle.open_case(s, resident=resident, kind="service_request", category="culture",
                                  urgent=False, text="想报名老年大学书法班", lang="zh-Hans", channel="web",
                                  now=clock.now())
         uow.commit()

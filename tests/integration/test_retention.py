@@ -10,7 +10,7 @@ from sqlalchemy import select
 from bot.app import Services
 from bot.channels.base import Attachment, Incoming
 from bot.worker import Scheduler
-from handlers.escalation import WatchPolicy
+from handlers.watch.escalation import WatchPolicy
 from storage import chat_history, media
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork

@@ -14,9 +14,10 @@ from bot.app import Services
 from bot.channels.base import Outgoing, SendResult
 from bot.sender import OutboxSender
 from bot.worker import Scheduler, scheduler_of
-from handlers import cases, escalation
+from handlers.cases import lifecycle
 from handlers.deadlines import WorkingCalendar
 from handlers.notify import ensure_identity, tell
+from handlers.watch import escalation
 from storage import scheduler
 from storage import tables as t
 from storage.clock import FixedClock
@@ -359,7 +360,7 @@ async def test_a_restart_replans_only_when_the_policy_changed(services: Services
         case = uow.session.get(t.Case, ids[1])
         zhang_li = uow.session.scalars(select(t.Person).where(t.Person.code == "zhang_li")).one()
         assert case is not None
-        cases.acknowledge(uow.session, case, zhang_li, clock.now())
+        lifecycle.acknowledge(uow.session, case, zhang_li, clock.now())
         uow.commit()
 
     clock.advance(dt.timedelta(minutes=1))

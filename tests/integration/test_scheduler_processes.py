@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import Services
-from handlers import cases, escalation
+from handlers.cases import lifecycle
+from handlers.watch import escalation
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
@@ -35,7 +36,7 @@ def open_cases(services: Services, count: int) -> list[int]:
                                              .order_by(t.Resident.id)))
         ids = []
         for n in range(count):
-            opened = cases.open_case(uow.session, resident=residents[n % len(residents)], kind="service_request",
+            opened = lifecycle.open_case(uow.session, resident=residents[n % len(residents)], kind="service_request",
                                      category="facilities", urgent=False, text=f"楼道灯坏了 #{n}", lang="zh-Hans",
                                      channel="web", now=MONDAY_10AM)
             uow.session.flush()

@@ -15,7 +15,7 @@ from bot.app import Services, build_services
 from bot.channels.base import Incoming
 from bot.settings import Settings
 from handlers.notify import ensure_identity
-from handlers.registry import load_registry
+from handlers.registry.loader import load_registry
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.state import MemoryStateStore

@@ -18,7 +18,8 @@ from bot.app import Services
 from bot.channels import wecom as wm
 from bot.channels.base import Outgoing
 from bot.sender import OutboxSender
-from handlers import escalation, notify
+from handlers import notify
+from handlers.watch import escalation
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.state import MemoryStateStore

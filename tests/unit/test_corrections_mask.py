@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.corrections import mask
+from handlers.cases.corrections import mask
 from nlu.evaluation import gate
 
 

@@ -6,26 +6,26 @@ from pathlib import Path
 
 import docx
 
-from handlers import council
-from handlers.council_export import Paper, to_markdown, write_docx
+from handlers.council import proposals
+from handlers.council.export import Paper, to_markdown, write_docx
 
 
 def test_title_is_the_first_clause_without_the_lead_in() -> None:
     assert (
-        council.derive_title("我建议，在3栋旁边增设一组健身器材，方便老人锻炼")
+        proposals.derive_title("我建议，在3栋旁边增设一组健身器材，方便老人锻炼")
         == "在3栋旁边增设一组健身器材"
     )
     assert (
-        council.derive_title("I suggest that we plant more trees. The park is bare.")
+        proposals.derive_title("I suggest that we plant more trees. The park is bare.")
         == "we plant more trees"
     )
-    assert len(council.derive_title("建议" + "很长的标题" * 10)) == council.TITLE_CHARS
-    assert council.derive_title("建议") == "建议"
+    assert len(proposals.derive_title("建议" + "很长的标题" * 10)) == proposals.TITLE_CHARS
+    assert proposals.derive_title("建议") == "建议"
 
 
 def test_similar_proposals_read_alike_in_either_script() -> None:
     kept = "建议在中南小区3栋旁边增设一组健身器材，方便老人锻炼"
-    scores = council.similarities(
+    scores = proposals.similarities(
         [
             "我建议小区里增设健身器材，老人没地方锻炼",
             "我建議小區裡增設健身器材，老人沒地方鍛煉",
@@ -33,9 +33,9 @@ def test_similar_proposals_read_alike_in_either_script() -> None:
         ],
         [kept],
     )
-    assert scores[0][0] >= council.SIMILAR_ABOVE
-    assert scores[1][0] >= council.SIMILAR_ABOVE
-    assert scores[2][0] < council.SIMILAR_ABOVE
+    assert scores[0][0] >= proposals.SIMILAR_ABOVE
+    assert scores[1][0] >= proposals.SIMILAR_ABOVE
+    assert scores[2][0] < proposals.SIMILAR_ABOVE
 
 
 def _paper() -> Paper:

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import replace
 
 from handlers.deadlines import WorkingCalendar, is_working_day
-from handlers.escalation import (
+from handlers.watch.escalation import (
     CaseView,
     WatchPolicy,
     first_working_day,

@@ -1,8 +1,8 @@
 """The case list (/console/cases), its downloads, a case's page and the staff actions on it.
 
-Views translate only: which cases a viewer sees and the filters are handlers/case_list.py, the
-actions are handlers/case_actions.py (the chat's own functions), the contact record is
-handlers/console_access.py.
+Views translate only: which cases a viewer sees and the filters are handlers/cases/listing.py, the
+actions are handlers/cases/actions.py (the chat's own functions), the contact record is
+handlers/registry/console_access.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from bot.web.console.web import Staff, Viewer, check_csrf, render
 from bot.web.deps import Services
 from bot.web.media import CASE_NUMBER, describe
-from handlers import case_actions, case_list, cases, console_access, corrections, directory
+from handlers.cases import actions, corrections, lifecycle, listing
 from handlers.errors import BadInput, GriddeskError, InvalidState, NotAllowed, NotFound
+from handlers.registry import console_access, directory
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
@@ -30,8 +31,8 @@ SHORT_TEXT = 40
 
 
 def _filters(state: str, kind: str, category: str, urgent: str, overdue: str, grid: str, committee: str,
-             post: str, holder: str, period: str, q: str) -> case_list.Filters:
-    return case_list.Filters(state=state, kind=kind, category=category,
+             post: str, holder: str, period: str, q: str) -> listing.Filters:
+    return listing.Filters(state=state, kind=kind, category=category,
                              urgent={"1": True, "0": False}.get(urgent), overdue=overdue == "1", grid=grid,
                              committee=committee, post=post, holder=holder, period=period, q=q)
 
@@ -42,7 +43,7 @@ class ListQuery:
     def __init__(self, state: str = "", kind: str = "", category: str = "", urgent: str = "",
                  overdue: str = "", grid: str = "", committee: str = "", post: str = "", holder: str = "",
                  period: Annotated[str, Query(max_length=40)] = "",
-                 q: Annotated[str, Query(max_length=case_list.MAX_QUERY)] = "",
+                 q: Annotated[str, Query(max_length=listing.MAX_QUERY)] = "",
                  page: Annotated[int, Query(ge=1, le=100_000)] = 1, partial: str = "") -> None:
         self.values = {"state": state, "kind": kind, "category": category, "urgent": urgent,
                        "overdue": overdue, "grid": grid, "committee": committee, "post": post,
@@ -60,7 +61,7 @@ class ListQuery:
 def _person(session: Session, viewer: Viewer) -> t.Person:
     person = session.get(t.Person, viewer.person_id)
     try:
-        return case_list.staff_viewer(person)
+        return listing.staff_viewer(person)
     except NotAllowed:
         raise HTTPException(status_code=403, detail=viewer.t("denied")) from None
 
@@ -81,13 +82,13 @@ def case_list_page(request: Request, viewer: Staff, services: Services,
     with UnitOfWork(services.engine) as uow:
         person = _person(uow.session, viewer)
         try:
-            found = case_list.search(uow.session, person, params.filters, now, page=params.page)
+            found = listing.search(uow.session, person, params.filters, now, page=params.page)
         except BadInput as exc:
             raise _bad(exc) from None
         context = {"v": viewer, "t": viewer.t, "lang": viewer.lang, "found": found, "params": params,
-                   "rows": case_list.rows(uow.session, found.cases, now),
-                   "choices": case_list.choices(uow.session, person), "states": case_list.STATES,
-                   "kinds": case_list.KINDS, "short": SHORT_TEXT}
+                   "rows": listing.rows(uow.session, found.cases, now),
+                   "choices": listing.choices(uow.session, person), "states": listing.STATES,
+                   "kinds": listing.KINDS, "short": SHORT_TEXT}
         name = "console/_rows.html" if params.partial == "rows" else "console/cases.html"
         return render(request, name, context)
 
@@ -97,12 +98,12 @@ def _export_rows(services: Services, viewer: Viewer, params: ListQuery) -> list[
     with UnitOfWork(services.engine) as uow:
         person = _person(uow.session, viewer)
         try:
-            found = case_list.export(uow.session, person, params.filters, now)
+            found = listing.export(uow.session, person, params.filters, now)
         except BadInput as exc:
             raise _bad(exc) from None
         lines = [[viewer.t(f"col.{c}") for c in ("number", "state", "kind", "category", "urgent", "text", "grid",
                                                  "post", "holder", "created", "due", "overdue")]]
-        for row in case_list.rows(uow.session, found, now):
+        for row in listing.rows(uow.session, found, now):
             c = row.case
             lines.append([c.number, viewer.t(f"state.{c.state}"), viewer.t(f"kind.{c.kind}"), row.category,
                           viewer.t("yes") if c.urgent else "", c.text, row.grid, row.post, row.holder,
@@ -137,14 +138,14 @@ def _case(session: Session, person: t.Person, number: str) -> t.Case:
     if not CASE_NUMBER.fullmatch(number):
         raise HTTPException(status_code=404, detail="not found")
     try:
-        return cases.for_staff(session, number, person)
+        return lifecycle.for_staff(session, number, person)
     except NotFound:
         raise HTTPException(status_code=404, detail="not found") from None
 
 
 def _timeline(session: Session, viewer: Viewer, case: t.Case) -> list[dict[str, Any]]:
     entries = []
-    for ev in cases.history(session, case):
+    for ev in lifecycle.history(session, case):
         actor = session.get(t.Person, ev.actor_person_id) if ev.actor_person_id else None
         who = actor.name if actor else viewer.t("actor.resident" if ev.actor_resident_id else "actor.system")
         entries.append({"at": ev.at, "when": viewer.when(ev.at), "step": viewer.t(f"step.{ev.action}"),
@@ -161,7 +162,7 @@ def _card(session: Session, viewer: Viewer, case: t.Case) -> dict[str, Any]:
     return {"case": case, "category": category.name if category else case.category,
             "building": building.name if building else "", "grid": grid.name if grid else "",
             "holder": holder.name if holder else "", "post": post.name if post else "",
-            "next_due": cases.next_due(case)}
+            "next_due": lifecycle.next_due(case)}
 
 
 @router.get("/console/cases/{number}", include_in_schema=False)
@@ -177,7 +178,7 @@ def case_page(number: str, request: Request, viewer: Staff, services: Services, 
         if partial == "live":
             return render(request, "console/_live.html", context)
         contact = None
-        if case_list.may_see_contact(s, case, person):
+        if listing.may_see_contact(s, case, person):
             resident = s.get(t.Resident, case.resident_id)
             assert resident is not None
             address = " ".join(x for x in (context["building"],
@@ -186,13 +187,13 @@ def case_page(number: str, request: Request, viewer: Staff, services: Services, 
             # Every showing of a phone or address is recorded (PIPL): who, when, which case.
             console_access.record_contact_view(s, person, case, now)
             uow.commit()
-        sent = [describe(a) for a in cases.attachments_of(s, case)]
+        sent = [describe(a) for a in lifecycle.attachments_of(s, case)]
         context |= {"contact": contact, "photos": [a for a in sent if a["kind"] == "photo"],
                     "voices": [a for a in sent if a["kind"] == "voice"],
                     "locations": [a for a in sent if a["kind"] == "location"],
                     "posts": [(p.code, p.name) for p in directory.posts_of(s, case.community_id)
                               if p.id != case.post_id],
-                    "kinds": [(k, viewer.t(f"kind.{k}")) for k in cases.CASE_KINDS],
+                    "kinds": [(k, viewer.t(f"kind.{k}")) for k in lifecycle.CASE_KINDS],
                     "categories": [(c.code, c.name) for c in corrections.categories_of(s, case.community_id)],
                     "done": viewer.t(f"button.{_BUTTON.get(done, 'reply')}") if done in _BUTTON else "",
                     "error": viewer.t(f"error.{error}") if error in _ERRORS else ""}
@@ -216,7 +217,7 @@ def act(number: str, request: Request, viewer: Staff, services: Services,
         person = _person(uow.session, viewer)
         case = _case(uow.session, person, number)
         try:
-            case_actions.act(uow.session, case, person, action, services.clock.now(), text=text, post=post,
+            actions.act(uow.session, case, person, action, services.clock.now(), text=text, post=post,
                              kind=kind, category=category)
         except InvalidState:
             return RedirectResponse(f"{page}?error=invalid_state", status_code=303)

@@ -3,8 +3,8 @@ co-signature counts, the meetings, and each meeting's agenda or minutes shown on
 downloaded as .docx or .md (/console/council/meetings/{id}/export.docx|.md, the link chat's
 /export gives).
 
-Views translate only: the board is handlers/council_board.py, the papers
-handlers/council_export.py. For the council secretary and the director, as in chat.
+Views translate only: the board is handlers/council/board.py, the papers
+handlers/council/export.py. For the council secretary and the director, as in chat.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bot.web.console.dashboard import phrases, staff_person
 from bot.web.console.web import Staff, Viewer, render
 from bot.web.deps import Services
-from handlers import council, council_board, council_export
+from handlers.council import board, export, proposals
 from handlers.errors import NotAllowed, NotFound
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
@@ -55,7 +55,7 @@ WORDS: dict[str, tuple[str, str, str]] = {
 
 def _secretary(session: Session, viewer: Viewer) -> t.Person:
     person = staff_person(session, viewer)
-    if not council.is_secretary(session, person):
+    if not proposals.is_secretary(session, person):
         raise HTTPException(status_code=403, detail="for the council secretary and the director")
     return person
 
@@ -67,22 +67,22 @@ def board_page(request: Request, viewer: Staff, services: Services) -> Response:
     with UnitOfWork(services.engine) as uow:
         person = _secretary(uow.session, viewer)
         try:
-            board = council_board.board(uow.session, person, now)
+            shown = board.board(uow.session, person, now)
         except NotAllowed:
             raise HTTPException(status_code=403, detail="for the council secretary and the director") from None
         return render(request, "console/council.html", {
-            "v": viewer, "t": t_, "lang": viewer.lang, "board": board, "columns": list(council_board.COLUMNS)})
+            "v": viewer, "t": t_, "lang": viewer.lang, "board": shown, "columns": list(board.COLUMNS)})
 
 
 def _paper(session: Session, person: t.Person, meeting_id: int, paper: str,
-           services: Services) -> tuple[t.Meeting, council_export.Paper]:
+           services: Services) -> tuple[t.Meeting, export.Paper]:
     if paper not in PAPERS:
         raise HTTPException(status_code=422, detail="paper is agenda or minutes")
     try:
-        row = council.meeting(session, str(meeting_id), person.community_id)
+        row = proposals.meeting(session, str(meeting_id), person.community_id)
     except NotFound:
         raise HTTPException(status_code=404, detail="no such meeting") from None
-    return row, council_export.paper(session, row, services.clock.now(), minutes=PAPERS[paper])
+    return row, export.paper(session, row, services.clock.now(), minutes=PAPERS[paper])
 
 
 @router.get("/console/council/meetings/{meeting_id}", include_in_schema=False)
@@ -108,8 +108,8 @@ def export_docx(meeting_id: MeetingId, viewer: Staff, services: Services, paper:
     with UnitOfWork(services.engine) as uow:
         person = _secretary(uow.session, viewer)
         row, doc = _paper(uow.session, person, meeting_id, paper, services)
-        name = council_export.file_name(uow.session, row, doc, "docx")
-    return _download(council_export.docx_bytes(doc), DOCX, name)
+        name = export.file_name(uow.session, row, doc, "docx")
+    return _download(export.docx_bytes(doc), DOCX, name)
 
 
 @router.get("/console/council/meetings/{meeting_id}/export.md", include_in_schema=False)
@@ -117,5 +117,5 @@ def export_md(meeting_id: MeetingId, viewer: Staff, services: Services, paper: s
     with UnitOfWork(services.engine) as uow:
         person = _secretary(uow.session, viewer)
         row, doc = _paper(uow.session, person, meeting_id, paper, services)
-        name = council_export.file_name(uow.session, row, doc, "md")
-    return _download(council_export.to_markdown(doc).encode("utf-8"), "text/markdown; charset=utf-8", name)
+        name = export.file_name(uow.session, row, doc, "md")
+    return _download(export.to_markdown(doc).encode("utf-8"), "text/markdown; charset=utf-8", name)

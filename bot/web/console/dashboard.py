@@ -3,10 +3,10 @@ committee or worker, their weekly trend, the overdue list, undelivered notices, 
 cases on a schematic map of the community's buildings. Charts are Apache ECharts, served from
 our own /static/vendor; the live part is polled by htmx every 15 s.
 
-Views translate only: the figures are handlers/figures.py (`for_staff`: anyone but the director
-sees their own rates, as /figures in chat), the trend and the map handlers/figures_trend.py, the
-overdue list handlers/case_list.py (the /overdue rule in SQL), the undelivered notices
-handlers/escalation.py (as /dead).
+Views translate only: the figures are handlers/figures/tally.py (`for_staff`: anyone but the director
+sees their own rates, as /figures in chat), the trend and the map handlers/figures/trend.py, the
+overdue list handlers/cases/listing.py (the /overdue rule in SQL), the undelivered notices
+handlers/watch/escalation.py (as /dead).
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ from sqlalchemy.orm import Session
 from bot.web.console.text import LANG_INDEX
 from bot.web.console.web import TEMPLATES, Staff, Viewer, render
 from bot.web.deps import Services
-from handlers import case_list, council, directory, escalation, figures, figures_trend
+from handlers import periods
+from handlers.cases import listing
+from handlers.council import proposals
 from handlers.errors import BadInput, NotAllowed
+from handlers.figures import tally, trend
+from handlers.registry import directory
 from handlers.replies import DEFAULT
+from handlers.watch import escalation
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
@@ -95,7 +100,7 @@ def console_pages(request: Request, viewer: Viewer) -> list[tuple[str, str]]:
             return links
         if person.has_role("front_desk") or person.has_role("director"):
             links.append(("/console/triage", WORDS["nav.triage"][index]))
-        if council.is_secretary(uow.session, person):
+        if proposals.is_secretary(uow.session, person):
             links.append(("/console/council", WORDS["nav.council"][index]))
     return links
 
@@ -106,7 +111,7 @@ TEMPLATES.env.globals["console_pages"] = console_pages
 
 def staff_person(session: Session, viewer: Viewer) -> t.Person:
     try:
-        return case_list.staff_viewer(session.get(t.Person, viewer.person_id))
+        return listing.staff_viewer(session.get(t.Person, viewer.person_id))
     except NotAllowed:
         raise HTTPException(status_code=403, detail=viewer.t("denied")) from None
 
@@ -118,22 +123,22 @@ def script_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _percent(rate: figures.Rate) -> float | None:
+def _percent(rate: tally.Rate) -> float | None:
     return None if rate.value is None else round(rate.value * 100, 1)
 
 
-def _chart_data(t_: Callable[..., str], report: figures.Figures, trend: figures_trend.Trend,
-                pins: list[figures_trend.Pin] | None) -> dict[str, Any]:
-    names = {name: t_(f"rate.{name}") for name in figures.RATE_COLUMNS}
+def _chart_data(t_: Callable[..., str], report: tally.Figures, weekly: trend.Trend,
+                pins: list[trend.Pin] | None) -> dict[str, Any]:
+    names = {name: t_(f"rate.{name}") for name in tally.RATE_COLUMNS}
     labels = [row.name or t_("figures.no_grid") for row in report.rows]
     data: dict[str, Any] = {
         "bars": {"labels": labels, "series": [
             {"key": name, "name": names[name], "data": [_percent(row.rate(name)) for row in report.rows]}
-            for name in figures.RATE_COLUMNS]},
-        "trend": {"labels": [w.isoformat() for w in trend.weeks], "cases": trend.cases, "series": [
+            for name in tally.RATE_COLUMNS]},
+        "trend": {"labels": [w.isoformat() for w in weekly.weeks], "cases": weekly.cases, "series": [
             {"key": name, "name": names[name],
-             "data": [None if v is None else round(v * 100, 1) for v in trend.series[name]]}
-            for name in figures.RATE_COLUMNS]},
+             "data": [None if v is None else round(v * 100, 1) for v in weekly.series[name]]}
+            for name in tally.RATE_COLUMNS]},
     }
     if pins is not None:
         data["map"] = [{"name": p.name, "code": p.code, "grid": p.grid, "value": [p.longitude, p.latitude, p.open],
@@ -149,24 +154,24 @@ def _context(session: Session, viewer: Viewer, person: t.Person, services: Servi
     today = directory.calendar_of(community).local_date(now)
     if by not in BY_CHOICES:
         raise BadInput(f"by must be one of {', '.join(BY_CHOICES)}", reason="usage")
-    start, end = figures.period(period, today)
+    start, end = periods.period(period, today)
     # The period's figures and the weekly trend from one grouped query (the live fragment
     # computes them every 15 s).
-    report, trend = figures_trend.period_and_trend(session, person, start, end, by, today, now)
+    report, weekly = trend.period_and_trend(session, person, start, end, by, today, now)
     director = person.has_role("director")
     context: dict[str, Any] = {"v": viewer, "t": t_, "lang": viewer.lang, "report": report, "by": by,
-                               "period": period, "by_choices": BY_CHOICES, "rates": figures.RATE_COLUMNS,
+                               "period": period, "by_choices": BY_CHOICES, "rates": tally.RATE_COLUMNS,
                                "director": director, "span": t_("figures.span", start=start.isoformat(),
                                                                 end=end.isoformat())}
     pins = None
     if director:
-        overdue = case_list.search(session, person, case_list.Filters(overdue=True), now, size=LISTED)
-        context |= {"overdue": overdue, "overdue_rows": case_list.rows(session, overdue.cases, now),
+        overdue = listing.search(session, person, listing.Filters(overdue=True), now, size=LISTED)
+        context |= {"overdue": overdue, "overdue_rows": listing.rows(session, overdue.cases, now),
                     "dead": escalation.dead_notices(session, person.community_id, viewer.lang, limit=LISTED),
                     "unreachable": escalation.unreachable_recipients(session, person.community_id,
                                                                      viewer.lang)[:LISTED]}
-        pins = figures_trend.open_by_building(session, person)
-    context["chart_json"] = script_json(_chart_data(t_, report, trend, pins))
+        pins = trend.open_by_building(session, person)
+    context["chart_json"] = script_json(_chart_data(t_, report, weekly, pins))
     return context
 
 

@@ -42,8 +42,8 @@ from bot.web.console.web import (
 )
 from bot.web.deps import Services, end_signed_session
 from bot.web.webchat import ensure_web_identity
-from handlers import console_access
 from handlers.errors import BadInput, NotAllowed, NotFound
+from handlers.registry import console_access
 from handlers.replies import DEFAULT
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork

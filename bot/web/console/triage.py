@@ -1,7 +1,7 @@
 """The front desk's queue (/console/triage): returned and unroutable cases, each routed in one
 step — pick a post, and the chat's own transfer tells the new holder and the resident.
 
-Views translate only: the queue and the routing are handlers/triage.py.
+Views translate only: the queue and the routing are handlers/cases/triage.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bot.web.console.dashboard import phrases, staff_person
 from bot.web.console.web import Staff, Viewer, check_csrf, render
 from bot.web.deps import Services
 from bot.web.media import CASE_NUMBER
-from handlers import cases, triage
+from handlers.cases import lifecycle, triage
 from handlers.errors import InvalidState, NotAllowed, NotFound
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
@@ -83,7 +83,7 @@ def route(number: str, request: Request, viewer: Staff, services: Services,
     with UnitOfWork(services.engine) as uow:
         person = _allowed(uow.session, viewer)
         try:
-            case = cases.for_staff(uow.session, number, person)
+            case = lifecycle.for_staff(uow.session, number, person)
             triage.route(uow.session, case, person, post, note, services.clock.now())
         except NotFound:
             raise HTTPException(status_code=404, detail="no such case or post") from None

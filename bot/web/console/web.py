@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from bot.web.auth import COOKIE, SESSION_MARK, sign
 from bot.web.console.text import word
 from bot.web.deps import current_address, web_identity
-from handlers import console_access, directory
+from handlers.registry import console_access, directory
 from handlers.replies import pick_language, when
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork

@@ -19,7 +19,7 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-# The expression exactly as storage.tables.NEXT_DUE declares it (and handlers/cases.py orders by).
+# The expression exactly as storage.tables.NEXT_DUE declares it (and handlers/cases/lifecycle.py orders by).
 NEXT_DUE = ("(CASE WHEN (state IN ('assigned', 'transferred', 'returned', 'reopened')) THEN ack_due"
             " WHEN (state = 'acknowledged') THEN reply_due ELSE resolve_due END)")
 

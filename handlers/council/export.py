@@ -1,8 +1,8 @@
 """A council meeting on paper: its agenda before the meeting, its minutes after, as Markdown or .docx.
 
-    paper = council_export.paper(session, meeting, now)
-    council_export.write_docx(paper, Path("agenda.docx"))   # ready to print
-    text = council_export.to_markdown(paper)
+    paper = export.paper(session, meeting, now)
+    export.write_docx(paper, Path("agenda.docx"))   # ready to print
+    text = export.to_markdown(paper)
 
 The documents are the council's own records and are written in Chinese whatever the reader's
 chat language, as they are printed and filed with the community's other papers.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from handlers import council, directory
+from handlers.council import proposals
+from handlers.registry import directory
 from storage import tables as t
 from storage.tables import MeetingKind, ProposalStage
 
@@ -108,13 +109,13 @@ def paper(
     if minutes is None:
         minutes = meeting.starts_at <= now
     kind = MeetingKind(meeting.kind)
-    title = f"{council.council_name(community)} {KIND_NAMES[kind]} {'纪要' if minutes else '议程'}"
+    title = f"{proposals.council_name(community)} {KIND_NAMES[kind]} {'纪要' if minutes else '议程'}"
     meta = (
         f"时间：{_local(community, meeting.starts_at)}",
         f"地点：{meeting.place or '—'}",
         f"会议编号：{meeting.id}",
     )
-    items = council.agenda(session, meeting)
+    items = proposals.agenda(session, meeting)
     if kind == MeetingKind.EVALUATION:
         return _evaluation_paper(session, community, title, meta, items, minutes)
     rows = []
@@ -163,13 +164,13 @@ def _evaluation_paper(
     community: t.Community,
     title: str,
     meta: tuple[str, ...],
-    items: list[council.AgendaItem],
+    items: list[proposals.AgendaItem],
     minutes: bool,
 ) -> Paper:
     rows = []
     for i, item in enumerate(items, start=1):
         p = item.proposal
-        counts = council.evaluation_counts(session, p)
+        counts = proposals.evaluation_counts(session, p)
         rated = sum(counts.values())
         summary = "、".join(f"{RATING_NAMES[k]} {v}" for k, v in counts.items())
         rows.append(

@@ -2,7 +2,7 @@
 director's figures and as training data (`griddesk nlu corrections`).
 
 A case's reading is corrected by:
-- a reclassification (`cases.reclassify`): the new kind and category are the staff's word;
+- a reclassification (`lifecycle.reclassify`): the new kind and category are the staff's word;
 - a transfer to a post that does not own the case's category (a transfer that follows a
   reclassification is its re-routing, not a second correction): the new category is the one
   the post owns when it owns one, else unknown (a grid post owns several); a transfer of a
@@ -211,7 +211,9 @@ def export(session: Session, *, since: dt.datetime | None = None,
            community_code: str | None = None) -> tuple[str, int]:
     """Every community's corrections (or one community's) as masked Rasa NLU YAML, and how
     many corrected cases they hold."""
-    from handlers import directory  # directory imports the registry's tables; only needed here
+    from handlers.registry import (
+        directory,  # directory imports the registry's tables; only needed here
+    )
 
     found: list[Correction] = []
     names: set[str] = set()

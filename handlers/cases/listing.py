@@ -1,8 +1,8 @@
 """The centre's case list: which cases a staff member may see, filtered, searched and paged.
 
-    page = case_list.search(session, viewer, Filters(state="open", q="ZN-2026"), now, page=1)
+    page = listing.search(session, viewer, Filters(state="open", q="ZN-2026"), now, page=1)
 
-A staff member sees exactly the cases the chat lets them open (`cases.may_see`): those they hold,
+A staff member sees exactly the cases the chat lets them open (`lifecycle.may_see`): those they hold,
 are first responder of or whose post they hold (A or B), and every case of their community for
 the director and the front desk. Residents see none here. Searching a resident's name or phone
 finds only cases whose contact the viewer may see (`may_see_contact`). The list is ordered by the
@@ -21,8 +21,10 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, directory, figures
+from handlers import periods
+from handlers.cases import lifecycle
 from handlers.errors import BadInput, NotAllowed
+from handlers.registry import directory
 from storage import tables as t
 from storage.tables import OPEN_STATES, CaseState
 
@@ -32,7 +34,7 @@ EXPORT_MAX = 10_000
 MAX_QUERY = 100
 STATES = tuple(s.value for s in CaseState if s != CaseState.NEW)
 KINDS = tuple(k.value for k in t.CaseKind)
-# Roles that see and handle every case of their community (as `cases._may_handle`).
+# Roles that see and handle every case of their community (as `lifecycle._may_handle`).
 COMMUNITY_WIDE = ("director", "front_desk")
 
 
@@ -86,7 +88,7 @@ def _own_posts(person: t.Person) -> Any:
 
 
 def visible(person: t.Person) -> ColumnElement[bool]:
-    """The SQL condition for the cases `person` may see: `cases.may_see`, for a whole table."""
+    """The SQL condition for the cases `person` may see: `lifecycle.may_see`, for a whole table."""
     scope = col(t.Case.community_id) == person.community_id
     if _sees_whole_community(person):
         return scope
@@ -97,13 +99,13 @@ def visible(person: t.Person) -> ColumnElement[bool]:
 def may_see_contact(session: Session, case: t.Case, person: t.Person) -> bool:
     """Whether the resident's phone and address are shown to `person` on this case: to those who
     handle it, as the chat's case card shows them (`case_card(with_contact=True)`)."""
-    return cases.may_see(session, case, person=person)
+    return lifecycle.may_see(session, case, person=person)
 
 
 def _local_bounds(session: Session, person: t.Person, text: str, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     community = directory.community(session, person.community_id)
     zone = ZoneInfo(community.timezone)
-    first, last = figures.period(text, now.astimezone(zone).date())
+    first, last = periods.period(text, now.astimezone(zone).date())
     start = dt.datetime.combine(first, dt.time(), zone).astimezone(dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
     return start, end
@@ -129,7 +131,7 @@ def query(session: Session, person: t.Person, filters: Filters, now: dt.datetime
     if f.urgent is not None:
         stmt = stmt.where(col(t.Case.urgent).is_(f.urgent))
     if f.overdue:
-        stmt = stmt.where(col(t.Case.state).in_(OPEN_STATES), cases.next_due_column() < now)
+        stmt = stmt.where(col(t.Case.state).in_(OPEN_STATES), lifecycle.next_due_column() < now)
     if f.grid:
         stmt = stmt.where(col(t.Case.grid_id).in_(select(col(t.Grid.id)).where(col(t.Grid.code) == f.grid)))
     if f.committee:
@@ -154,7 +156,7 @@ def query(session: Session, person: t.Person, filters: Filters, now: dt.datetime
             select(col(t.Resident.id)).where(or_(col(t.Resident.name).ilike(pattern, escape="\\"),
                                                  col(t.Resident.phone).ilike(pattern, escape="\\")))))
         stmt = stmt.where(or_(*found))
-    return stmt.order_by(cases.next_due_column(), col(t.Case.id))
+    return stmt.order_by(lifecycle.next_due_column(), col(t.Case.id))
 
 
 def search(session: Session, person: t.Person, filters: Filters, now: dt.datetime, page: int = 1,
@@ -230,6 +232,6 @@ def rows(session: Session, found: Sequence[t.Case], now: dt.datetime) -> list[Ro
                 grid=grids.get(c.grid_id, "") if c.grid_id else "",
                 post=posts.get(c.post_id, "") if c.post_id else "",
                 holder=people.get(c.holder_id, "") if c.holder_id else "",
-                next_due=cases.next_due(c),
-                overdue=c.state in OPEN_STATES and cases.due_passed(c, now))
+                next_due=lifecycle.next_due(c),
+                overdue=c.state in OPEN_STATES and lifecycle.due_passed(c, now))
             for c in found]

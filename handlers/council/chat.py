@@ -18,10 +18,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from handlers import chat_cases, council, council_export, directory, dispatch
+from handlers import dispatch
+from handlers.cases import chat as case_chat
 from handlers.conversation import Actor, Button, Reply
+from handlers.council import export, proposals
 from handlers.desk import Desk
 from handlers.errors import BadInput
+from handlers.registry import directory
 from handlers.replies import say, when
 from storage import tables as t
 from storage.tables import OPEN_PROPOSAL_STAGES, MeetingKind, ProposalStage
@@ -90,7 +93,7 @@ def _community_id(actor: Actor) -> int:
 
 def _secretary(desk: Desk, actor: Actor) -> t.Person:
     person = _person(actor)
-    council.check_secretary(desk.session, person)
+    proposals.check_secretary(desk.session, person)
     return person
 
 
@@ -109,8 +112,8 @@ def propose_intake(desk: Desk, actor: Actor, text: str, category: str) -> list[R
     """A resident's proposal: offer similar open proposals to co-sign first, else file it."""
     resident = actor.resident
     if resident is None or resident.building_id is None:
-        return chat_cases.binding_prompt(desk, actor)
-    similar = council.similar_open(desk.session, resident.community_id, text)
+        return case_chat.binding_prompt(desk, actor)
+    similar = proposals.similar_open(desk.session, resident.community_id, text)
     if similar:
         desk.expect(actor.channel, actor.address, "proposal_new", text=text, category=category)
         lines = [say(actor.lang, "council.similar_head")]
@@ -120,7 +123,7 @@ def propose_intake(desk: Desk, actor: Actor, text: str, category: str) -> list[R
                 "council.similar_line",
                 number=p.number,
                 title=p.title,
-                count=council.co_sign_count(desk.session, p),
+                count=proposals.co_sign_count(desk.session, p),
             )
             for p in similar
         ]
@@ -133,12 +136,12 @@ def propose_intake(desk: Desk, actor: Actor, text: str, category: str) -> list[R
     return _file(desk, actor, text, category)
 
 
-chat_cases.PROPOSAL_INTAKE.append(propose_intake)
+case_chat.PROPOSAL_INTAKE.append(propose_intake)
 
 
 def _file(desk: Desk, actor: Actor, text: str, category: str) -> list[Reply]:
     assert actor.resident is not None
-    filed = council.propose(
+    filed = proposals.propose(
         desk.session,
         actor.resident,
         text,
@@ -148,7 +151,7 @@ def _file(desk: Desk, actor: Actor, text: str, category: str) -> list[Reply]:
         now=desk.now,
     )
     community = directory.community(desk.session, actor.resident.community_id)
-    name = council.council_name(community)
+    name = proposals.council_name(community)
     if filed.meeting is not None:
         text_out = say(
             actor.lang,
@@ -156,7 +159,7 @@ def _file(desk: Desk, actor: Actor, text: str, category: str) -> list[Reply]:
             number=filed.proposal.number,
             title=filed.proposal.title,
             council=name,
-            meeting=council.meeting_label(actor.lang, filed.meeting, community.timezone),
+            meeting=proposals.meeting_label(actor.lang, filed.meeting, community.timezone),
         )
     else:
         text_out = say(
@@ -189,7 +192,7 @@ def typed_instead_of_choosing(
     desk: Desk, actor: Actor, pending: dict[str, Any], text: str
 ) -> list[Reply]:
     """A new message instead of a choice: the offer lapses and the message is read afresh."""
-    return chat_cases.resident_text(desk, actor, text)
+    return case_chat.resident_text(desk, actor, text)
 
 
 # --------------------------------------------------------------------------- residents: co-signing
@@ -207,16 +210,16 @@ def _resident_or_prompt(desk: Desk, actor: Actor) -> t.Resident | None:
 def co_sign(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     resident = _resident_or_prompt(desk, actor)
     if resident is None:
-        return chat_cases.binding_prompt(desk, actor)
+        return case_chat.binding_prompt(desk, actor)
     pending = desk.state.get(desk.pending_key(actor.channel, actor.address))
     if pending and pending.get("await") == "proposal_new":
         desk.state.pop(desk.pending_key(actor.channel, actor.address))
-    proposal = council.find(desk.session, arg.split(" ", 1)[0], resident.community_id)
+    proposal = proposals.find(desk.session, arg.split(" ", 1)[0], resident.community_id)
     if proposal.proposer_id == resident.id:
         return [Reply(say(actor.lang, "council.own_proposal", number=proposal.number))]
-    if not council.co_sign(desk.session, proposal, resident, desk.now):
+    if not proposals.co_sign(desk.session, proposal, resident, desk.now):
         return [Reply(say(actor.lang, "council.already_signed", number=proposal.number))]
-    count = council.co_sign_count(desk.session, proposal)
+    count = proposals.co_sign_count(desk.session, proposal)
     return [
         Reply(
             say(
@@ -235,20 +238,20 @@ def co_sign(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 @dispatch.action("pw", staff=False)
 @dispatch.command("/withdraw", "撤回附议", "撤回附議", staff=False)
 def withdraw(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    if chat_cases.names_case(arg.split(" ", 1)[0]):  # /withdraw ZN-20261121-0007: the resident's case
-        return chat_cases.withdraw_case(desk, actor, arg)
+    if case_chat.names_case(arg.split(" ", 1)[0]):  # /withdraw ZN-20261121-0007: the resident's case
+        return case_chat.withdraw_case(desk, actor, arg)
     resident = _resident_or_prompt(desk, actor)
     if resident is None:
-        return chat_cases.binding_prompt(desk, actor)
-    proposal = council.find(desk.session, arg.split(" ", 1)[0], resident.community_id)
-    council.withdraw(desk.session, proposal, resident, desk.now)
+        return case_chat.binding_prompt(desk, actor)
+    proposal = proposals.find(desk.session, arg.split(" ", 1)[0], resident.community_id)
+    proposals.withdraw(desk.session, proposal, resident, desk.now)
     return [
         Reply(
             say(
                 actor.lang,
                 "council.withdrawn",
                 number=proposal.number,
-                count=council.co_sign_count(desk.session, proposal),
+                count=proposals.co_sign_count(desk.session, proposal),
             )
         )
     ]
@@ -261,14 +264,14 @@ def withdraw(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 def list_proposals(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     """The council's proposals: open ones first, then the latest decided."""
     if not actor.is_staff and _resident_or_prompt(desk, actor) is None:
-        return chat_cases.binding_prompt(desk, actor)
-    rows = council.of_community(desk.session, _community_id(actor))
+        return case_chat.binding_prompt(desk, actor)
+    rows = proposals.of_community(desk.session, _community_id(actor))
     if not rows:
         return [Reply(say(actor.lang, "council.none"))]
     rows.sort(key=lambda p: (p.stage not in OPEN_PROPOSAL_STAGES, -(p.id or 0)))
     mine = set()
     if actor.resident is not None:
-        mine = {p.id for p in council.proposals_of_resident(desk.session, actor.resident)}
+        mine = {p.id for p in proposals.proposals_of_resident(desk.session, actor.resident)}
     lines = [say(actor.lang, "council.list_head")]
     for p in rows[:MAX_LISTED]:
         lines.append(
@@ -278,7 +281,7 @@ def list_proposals(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
                 number=p.number,
                 title=_short(p.title),
                 stage=say(actor.lang, f"stage.{p.stage}"),
-                count=council.co_sign_count(desk.session, p),
+                count=proposals.co_sign_count(desk.session, p),
                 mine=say(actor.lang, "council.mine_tag") if p.id in mine else "",
             )
         )
@@ -296,8 +299,8 @@ def list_proposals(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
 @dispatch.command("/proposal", "提议详情", "提議詳情")
 def show_proposal(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if not actor.is_staff and _resident_or_prompt(desk, actor) is None:
-        return chat_cases.binding_prompt(desk, actor)
-    proposal = council.find(desk.session, arg.split(" ", 1)[0], _community_id(actor))
+        return case_chat.binding_prompt(desk, actor)
+    proposal = proposals.find(desk.session, arg.split(" ", 1)[0], _community_id(actor))
     tz = _tz(desk, actor)
     lines = [
         say(
@@ -307,7 +310,7 @@ def show_proposal(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
             title=proposal.title,
             text=proposal.text,
             stage=say(actor.lang, f"stage.{proposal.stage}"),
-            count=council.co_sign_count(desk.session, proposal),
+            count=proposals.co_sign_count(desk.session, proposal),
         )
     ]
     if proposal.decision_text:
@@ -326,7 +329,7 @@ def show_proposal(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
                 step=say(actor.lang, f"pstep.{ev.action}"),
                 note=ev.note,
             )
-            for ev in council.history(desk.session, proposal)
+            for ev in proposals.history(desk.session, proposal)
         ]
         return [Reply("\n".join(lines), buttons=_staff_buttons(actor, proposal, ()))]
     return [Reply("\n".join(lines))]
@@ -337,8 +340,8 @@ def retitle(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ref, _, title = arg.partition(" ")
     if not title.strip():
         raise BadInput("usage", reason="council_usage_retitle")
-    proposal = council.find(desk.session, ref, _community_id(actor))
-    council.retitle(
+    proposal = proposals.find(desk.session, ref, _community_id(actor))
+    proposals.retitle(
         desk.session, proposal, title, desk.now, person=actor.person, resident=actor.resident
     )
     return [
@@ -372,9 +375,9 @@ def evaluate_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 def _evaluate(desk: Desk, actor: Actor, ref: str, rating: str, text: str) -> list[Reply]:
     resident = _resident_or_prompt(desk, actor)
     if resident is None:
-        return chat_cases.binding_prompt(desk, actor)
-    proposal = council.find(desk.session, ref, resident.community_id)
-    council.evaluate(desk.session, proposal, resident, rating, text, desk.now)
+        return case_chat.binding_prompt(desk, actor)
+    proposal = proposals.find(desk.session, ref, resident.community_id)
+    proposals.evaluate(desk.session, proposal, resident, rating, text, desk.now)
     if text:
         return [Reply(say(actor.lang, "council.evaluated", number=proposal.number))]
     desk.expect(actor.channel, actor.address, "proposal_comment", proposal=proposal.id)
@@ -387,9 +390,9 @@ def _evaluate(desk: Desk, actor: Actor, ref: str, rating: str, text: str) -> lis
 def evaluation_comment(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) -> list[Reply]:
     resident = _resident_or_prompt(desk, actor)
     if resident is None:
-        return chat_cases.binding_prompt(desk, actor)
-    proposal = council.find(desk.session, str(pending["proposal"]), resident.community_id)
-    council.comment(desk.session, proposal, resident, text, desk.now)
+        return case_chat.binding_prompt(desk, actor)
+    proposal = proposals.find(desk.session, str(pending["proposal"]), resident.community_id)
+    proposals.comment(desk.session, proposal, resident, text, desk.now)
     return [Reply(say(actor.lang, "council.evaluated", number=proposal.number))]
 
 
@@ -425,7 +428,7 @@ def schedule_meeting(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     community = directory.community(desk.session, person.community_id)
     starts_at = parse_when(words[1], words[2], community)
     place = " ".join(words[3:])
-    row, picked = council.schedule(
+    row, picked = proposals.schedule(
         desk.session,
         person,
         MEETING_WORDS[words[0].lower()],
@@ -438,7 +441,7 @@ def schedule_meeting(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
         actor.lang,
         "council.scheduled",
         id=row.id,
-        meeting=council.meeting_label(actor.lang, row, community.timezone),
+        meeting=proposals.meeting_label(actor.lang, row, community.timezone),
         count=len(picked),
         notified=say(actor.lang, "council.residents_notified") if notify else "",
     )
@@ -451,17 +454,17 @@ def _move_meeting(desk: Desk, actor: Actor, person: t.Person, words: list[str]) 
     """/meeting move ID 2026-12-03: the meeting was (or will be) held on another day."""
     if len(words) != 2 or not _is_date(words[1]):
         raise BadInput("usage", reason="council_usage_meeting_move")
-    row = council.meeting(desk.session, words[0], person.community_id)
-    was = council.move_meeting(desk.session, person, row, dt.date.fromisoformat(words[1]), desk.now)
+    row = proposals.meeting(desk.session, words[0], person.community_id)
+    was = proposals.move_meeting(desk.session, person, row, dt.date.fromisoformat(words[1]), desk.now)
     community = directory.community(desk.session, person.community_id)
     return [Reply(say(actor.lang, "council.meeting_moved", id=row.id, was=was.isoformat(),
-                      meeting=council.meeting_label(actor.lang, row, community.timezone)))]
+                      meeting=proposals.meeting_label(actor.lang, row, community.timezone)))]
 
 
 @dispatch.command("/meetings", "会议", "會議", staff=True)
 def list_meetings(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
-    rows = council.meetings_of(desk.session, person.community_id)
+    rows = proposals.meetings_of(desk.session, person.community_id)
     if not rows:
         return [Reply(say(actor.lang, "council.no_meetings"))]
     tz = _tz(desk, actor)
@@ -472,8 +475,8 @@ def list_meetings(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
                 actor.lang,
                 "council.meetings_line",
                 id=row.id,
-                meeting=council.meeting_label(actor.lang, row, tz),
-                count=len(council.agenda(desk.session, row)),
+                meeting=proposals.meeting_label(actor.lang, row, tz),
+                count=len(proposals.agenda(desk.session, row)),
                 held=say(actor.lang, "council.held_tag") if row.starts_at <= desk.now else "",
             )
         )
@@ -534,25 +537,25 @@ def show_agenda(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     tz = _tz(desk, actor)
     if arg.strip():
-        row: t.Meeting | None = council.meeting(
+        row: t.Meeting | None = proposals.meeting(
             desk.session, arg.split(" ", 1)[0], person.community_id
         )
     else:
-        row = council.current_collection_meeting(desk.session, person.community_id, desk.now)
+        row = proposals.current_collection_meeting(desk.session, person.community_id, desk.now)
     lines: list[str] = []
-    items: list[council.AgendaItem] = []
+    items: list[proposals.AgendaItem] = []
     if row is not None:
         lines.append(
             say(
                 actor.lang,
                 "council.agenda_head",
                 id=row.id,
-                meeting=council.meeting_label(actor.lang, row, tz),
+                meeting=proposals.meeting_label(actor.lang, row, tz),
             )
         )
-        items = council.agenda(desk.session, row)
+        items = proposals.agenda(desk.session, row)
     waiting = (
-        council.unplaced(desk.session, person.community_id)
+        proposals.unplaced(desk.session, person.community_id)
         if row is None or not arg.strip()
         else []
     )
@@ -570,7 +573,7 @@ def show_agenda(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     return [Reply("\n".join(lines), buttons=tuple(buttons))]
 
 
-def _item_line(lang: str, i: int, item: council.AgendaItem) -> str:
+def _item_line(lang: str, i: int, item: proposals.AgendaItem) -> str:
     dup = ""
     if item.duplicates:
         dup = say(
@@ -592,7 +595,7 @@ def _item_line(lang: str, i: int, item: council.AgendaItem) -> str:
 
 
 def _find_for(desk: Desk, actor: Actor, ref: str) -> t.Proposal:
-    return council.find(desk.session, ref, _person(actor).community_id)
+    return proposals.find(desk.session, ref, _person(actor).community_id)
 
 
 @dispatch.action("pd", staff=True)
@@ -600,7 +603,7 @@ def _find_for(desk: Desk, actor: Actor, ref: str) -> t.Proposal:
 def discuss(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     proposal = _find_for(desk, actor, arg.split(" ", 1)[0])
-    row = council.to_discussion(desk.session, proposal, person, desk.now)
+    row = proposals.to_discussion(desk.session, proposal, person, desk.now)
     return [Reply(_moved(desk, actor, proposal, row))]
 
 
@@ -609,13 +612,13 @@ def discuss(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 def decide(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     proposal = _find_for(desk, actor, arg.split(" ", 1)[0])
-    row = council.to_decision(desk.session, proposal, person, desk.now)
+    row = proposals.to_decision(desk.session, proposal, person, desk.now)
     return [Reply(_moved(desk, actor, proposal, row))]
 
 
 def _moved(desk: Desk, actor: Actor, proposal: t.Proposal, row: t.Meeting | None) -> str:
     where = (
-        council.meeting_label(actor.lang, row, _tz(desk, actor))
+        proposals.meeting_label(actor.lang, row, _tz(desk, actor))
         if row
         else say(actor.lang, "council.meeting_unscheduled")
     )
@@ -636,7 +639,7 @@ def merge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if len(parts) < 2:
         raise BadInput("usage", reason="council_usage_merge")
     source, target = _find_for(desk, actor, parts[0]), _find_for(desk, actor, parts[1])
-    count = council.merge(desk.session, source, target, person, desk.now)
+    count = proposals.merge(desk.session, source, target, person, desk.now)
     return [
         Reply(
             say(
@@ -692,7 +695,7 @@ def _reason_step(*, prefix: str, commands: tuple[str, ...], what: str, ask: str,
 
 _reason_step(
     prefix="pr", commands=("/reject", "驳回", "駁回"), what="proposal_reject",
-    ask="council.ask_reject_reason", done="council.rejected_done", apply=council.reject,
+    ask="council.ask_reject_reason", done="council.rejected_done", apply=proposals.reject,
     offer=_to_case_buttons,
 )
 
@@ -717,7 +720,7 @@ def to_case_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 def _to_case(desk: Desk, actor: Actor, ref: str, kind: str, note: str) -> list[Reply]:
     person = _secretary(desk, actor)
     proposal = _find_for(desk, actor, ref)
-    opened = council.to_case(desk.session, proposal, person, kind, note, desk.now)
+    opened = proposals.to_case(desk.session, proposal, person, kind, note, desk.now)
     return [
         Reply(
             say(
@@ -736,7 +739,7 @@ def _to_case(desk: Desk, actor: Actor, ref: str, kind: str, note: str) -> list[R
 def adopt_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     proposal = _find_for(desk, actor, arg)
-    council.check_decision_due(desk.session, proposal, person, desk.now)  # before asking for it
+    proposals.check_decision_due(desk.session, proposal, person, desk.now)  # before asking for it
     desk.expect(actor.channel, actor.address, "proposal_adopt", proposal=proposal.id)
     return [Reply(say(actor.lang, "council.ask_adopt", number=proposal.number), expects_text=True)]
 
@@ -765,7 +768,7 @@ def _adopt(desk: Desk, actor: Actor, ref: str, rest: str) -> list[Reply]:
     if len(words) < 2 or not _is_date(words[0]):
         raise BadInput("usage", reason="council_usage_adopt")
     due = dt.date.fromisoformat(words[0])
-    opened = council.adopt(
+    opened = proposals.adopt(
         desk.session, proposal, person, " ".join(words[1:]), due, desk.now, post_code=post_code
     )
     return [
@@ -793,8 +796,8 @@ def _is_date(text: str) -> bool:
 
 _reason_step(
     prefix="pna", commands=("/notadopt", "不通过提议", "不通過提議"), what="proposal_not_adopt",
-    ask="council.ask_not_adopt_reason", done="council.not_adopted_done", apply=council.not_adopt,
-    check=council.check_decision_due,
+    ask="council.ask_not_adopt_reason", done="council.not_adopted_done", apply=proposals.not_adopt,
+    check=proposals.check_decision_due,
 )
 
 
@@ -802,12 +805,12 @@ _reason_step(
 
 
 @dispatch.command("/export", "导出", "導出", staff=True)
-def export(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
+def export_paper(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _secretary(desk, actor)
     parts = arg.split()
     if not parts:
         raise BadInput("usage", reason="council_usage_export")
-    row = council.meeting(desk.session, parts[0], person.community_id)
+    row = proposals.meeting(desk.session, parts[0], person.community_id)
     words = [w.lower() for w in parts[1:]]
     fmt = "docx" if "docx" in words else "md"
     minutes = (
@@ -819,18 +822,18 @@ def export(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     )
     if set(words) - {"md", "docx"} - PAPER_WORDS["minutes"] - PAPER_WORDS["agenda"]:
         raise BadInput("usage", reason="council_usage_export")
-    paper = council_export.paper(desk.session, row, desk.now, minutes=minutes)
+    paper = export.paper(desk.session, row, desk.now, minutes=minutes)
     # A link to the console's download (the secretary's or director's sign-in opens it), never a
     # path on the server; the Markdown is shown as text, its file a link too.
     if fmt == "docx":
-        link = council_export.download_url(row.id or 0, "docx", minutes)
+        link = export.download_url(row.id or 0, "docx", minutes)
         return [Reply(say(actor.lang, "council.exported_docx", path=link, id=row.id))]
-    link = council_export.download_url(row.id or 0, "md", minutes)
-    return [Reply(f"{council_export.to_text(paper)}\n\nMarkdown: {link}")]
+    link = export.download_url(row.id or 0, "md", minutes)
+    return [Reply(f"{export.to_text(paper)}\n\nMarkdown: {link}")]
 
 
 @dispatch.command("/council", "议事会帮助", "議事會幫助")
 def council_help(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
-    if actor.is_staff and council.is_secretary(desk.session, _person(actor)):
+    if actor.is_staff and proposals.is_secretary(desk.session, _person(actor)):
         return [Reply(say(actor.lang, "council.help_secretary"))]
     return [Reply(say(actor.lang, "council.help_resident"))]

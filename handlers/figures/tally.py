@@ -14,7 +14,7 @@ inclusive), as they stand now:
   a 不满意 that reopened a case stays counted after a later 满意.
 - overdue: open cases past the deadline they are working towards.
 
-A case the resident withdrew before it was acknowledged (cases.is_withdrawn) is left out of
+A case the resident withdrew before it was acknowledged (lifecycle.is_withdrawn) is left out of
 every figure, the number of cases included.
 
 A worker's figures are the cases they are accountable for (首问负责): the first responder, or
@@ -34,8 +34,10 @@ from sqlalchemy import and_, case, func, not_, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, corrections, directory
+from handlers import periods
+from handlers.cases import corrections, lifecycle
 from handlers.errors import BadInput
+from handlers.registry import directory
 from handlers.replies import say
 from storage import tables as t
 from storage.tables import OPEN_STATES, CaseState
@@ -45,8 +47,6 @@ RESOLVED = (CaseState.RESOLVED, CaseState.CLOSED)
 SATISFIED = ("satisfied", "basically_satisfied")
 # The rates of a row, in the order they are shown.
 RATE_COLUMNS = ("responded", "resolved_on_time", "resolved", "satisfied")
-# Periods are read within these years: dates far outside them overflow the time zone arithmetic.
-FIRST_YEAR, LAST_YEAR = 2000, 2100
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Figures:
     rows: list[Row]
     total: Row
     own: bool = False  # one staff member's own figures
-    # Cases whose reading staff corrected (handlers/corrections.py), and the most frequent
+    # Cases whose reading staff corrected (handlers/cases/corrections.py), and the most frequent
     # confusions as ("facilities→property", count); the community's figures only.
     corrected: int = 0
     confusions: list[tuple[str, int]] = field(default_factory=list)
@@ -105,40 +105,6 @@ class Figures:
                 "by": self.by, "own": self.own, "rows": [r.as_dict() for r in self.rows],
                 "total": self.total.as_dict(), "corrected": self.corrected,
                 "confusions": [{"confusion": k, "cases": n} for k, n in self.confusions]}
-
-
-def _span(text: str) -> tuple[dt.date, dt.date]:
-    """The first and last day of "2026" (a year), "2026-11" (a month) or "2026-11-05" (a day)."""
-    if len(text) == 4 and text.isdigit():
-        return dt.date(int(text), 1, 1), dt.date(int(text), 12, 31)
-    if len(text) == 7:
-        first = dt.date.fromisoformat(text + "-01")
-        return first, (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
-    day = dt.date.fromisoformat(text)
-    return day, day
-
-
-def period(text: str, today: dt.date) -> tuple[dt.date, dt.date]:
-    """A period from what a person types: "" (this month to date), a year ("2026"), a month
-    ("2026-11"), a day, or a range of those ("2026-09..2026-11", "2026-11-01..2026-11-15")."""
-    text = text.strip()
-    if not text:
-        return today.replace(day=1), today
-    shown = text if len(text) <= 40 else text[:40] + "…"
-    try:
-        if ".." in text:
-            left, right = (part.strip() for part in text.split("..", 1))
-            first, last = _span(left)[0], _span(right)[1]
-        else:
-            first, last = _span(text)
-    except ValueError as exc:
-        raise BadInput(f"not a period: {shown!r} (use 2026-11, 2026-11-01..2026-11-15 or 2026)",
-                       reason="usage") from exc
-    if last < first:
-        raise BadInput(f"the period {shown!r} ends before it starts", reason="usage")
-    if first.year < FIRST_YEAR or last.year > LAST_YEAR:
-        raise BadInput(f"the period {shown!r} is outside {FIRST_YEAR}–{LAST_YEAR}", reason="usage")
-    return first, last
 
 
 def group_key(by: str) -> Any:
@@ -189,7 +155,7 @@ def tally(session: Session, community_id: int | None, keys: Sequence[Any], now: 
     # A case the resident withdrew before anyone took it up counts nowhere: it was neither
     # resolved nor late, and nobody was asked to act on it any more.
     counted = and_(col(c.community_id) == community_id, col(c.state) != CaseState.NEW,
-                   not_(cases.withdrawn_column()), *where)
+                   not_(lifecycle.withdrawn_column()), *where)
     resolved = col(c.state).in_(list(RESOLVED))
 
     def count(condition: Any) -> Any:
@@ -202,7 +168,7 @@ def tally(session: Session, community_id: int | None, keys: Sequence[Any], now: 
                    count(and_(resolved, col(c.resolved_at) <= c.resolve_due)),
                    count(or_(resolved, col(c.resolve_due) <= now)),
                    count(resolved),
-                   count(and_(col(c.state).in_(list(OPEN_STATES)), cases.next_due_column() < now)))
+                   count(and_(col(c.state).in_(list(OPEN_STATES)), lifecycle.next_due_column() < now)))
             .select_from(c).outerjoin(t.Grid, col(t.Grid.id) == c.grid_id).where(counted)
             .group_by(*labelled))
     width = len(keys)
@@ -248,7 +214,7 @@ def figures(session: Session, community: t.Community, start: dt.date, end: dt.da
         row.key, row.name = k, names[k]
     ordered = sorted(rows.values(), key=lambda r: (-r.cases, r.name is None, r.name or ""))
     corrected = corrections.read(session, community.id or 0, dispatched=(since, until),
-                                 case_filter=not_(cases.withdrawn_column()))
+                                 case_filter=not_(lifecycle.withdrawn_column()))
     return Figures(community=community.name, start=start, end=end, by=by, rows=ordered,
                    total=sum_rows(ordered, community.name), corrected=len(corrected),
                    confusions=corrections.confusions(corrected))
@@ -296,7 +262,7 @@ def read_request(text: str, today: dt.date) -> tuple[str, dt.date, dt.date]:
             by = _GROUPING_WORDS[word.lower()]
         else:
             rest.append(word)
-    start, end = period(" ".join(rest), today)
+    start, end = periods.period(" ".join(rest), today)
     return by, start, end
 
 

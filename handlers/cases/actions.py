@@ -1,7 +1,7 @@
 """A staff member's step on a case taken outside chat (the console): acknowledge, reply,
 transfer, resolve, return (退单), reclassify (改分类).
 
-Each goes through the very function the chat's buttons and commands call (handlers/cases.py), so
+Each goes through the very function the chat's buttons and commands call (handlers/cases/lifecycle.py), so
 the resident, the first responder and the new holder are told exactly as from chat.
 """
 
@@ -11,7 +11,7 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from handlers import cases
+from handlers.cases import lifecycle
 from handlers.errors import BadInput
 from storage import tables as t
 
@@ -30,15 +30,15 @@ def act(session: Session, case: t.Case, person: t.Person, action: str, now: dt.d
     if action in NEEDS_TEXT and not text:
         raise BadInput("text needed", reason="text_needed")
     if action == "ack":
-        return cases.acknowledge(session, case, person, now)
+        return lifecycle.acknowledge(session, case, person, now)
     if action == "reply":
-        return cases.reply(session, case, person, text, now)
+        return lifecycle.reply(session, case, person, text, now)
     if action == "transfer":
         if not post:
             raise BadInput("post needed", reason="post_needed")
-        return cases.transfer(session, case, person, post, text, now)
+        return lifecycle.transfer(session, case, person, post, text, now)
     if action == "resolve":
-        return cases.resolve(session, case, person, text, now)
+        return lifecycle.resolve(session, case, person, text, now)
     if action == "reclassify":
-        return cases.reclassify(session, case, person, kind or case.kind, category or case.category, now)
-    return cases.return_case(session, case, person, text, now)
+        return lifecycle.reclassify(session, case, person, kind or case.kind, category or case.category, now)
+    return lifecycle.return_case(session, case, person, text, now)

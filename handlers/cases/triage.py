@@ -6,7 +6,7 @@ front desk post. Routing one is one step: a post, and the chat's own transfer.
     triage.route(session, case, person, "G01", note, now)   # = /transfer N G01 note
 
 The queue is for the front desk and the director, who handle every case of their community in
-chat too (`cases._may_handle`); anybody else is refused.
+chat too (`lifecycle._may_handle`); anybody else is refused.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import case_list, cases, directory
+from handlers.cases import lifecycle, listing
 from handlers.errors import NotAllowed
+from handlers.registry import directory
 from storage import tables as t
 from storage.tables import OPEN_STATES, CaseState
 
@@ -41,7 +42,7 @@ def _front_desk_posts(community_id: int) -> Any:
 class Waiting:
     """A case in the queue, with why it is there and the post it most likely belongs to."""
 
-    row: case_list.Row
+    row: listing.Row
     returned: bool
     building: str
     suggested: str  # a post code: the grid post of the case's grid, or ""
@@ -55,7 +56,7 @@ def queue(session: Session, person: t.Person, now: dt.datetime, limit: int = MAX
                    or_(col(t.Case.state) == CaseState.RETURNED,
                        col(t.Case.post_id).in_(_front_desk_posts(person.community_id)),
                        col(t.Case.post_id).is_(None)))
-            .order_by(cases.next_due_column(), col(t.Case.id)).limit(limit))
+            .order_by(lifecycle.next_due_column(), col(t.Case.id)).limit(limit))
     found = list(session.scalars(stmt))
     grid_posts = {p.grid_id: p.code for p in directory.posts_of(session, person.community_id)
                   if p.kind == "grid" and p.grid_id}
@@ -65,7 +66,7 @@ def queue(session: Session, person: t.Person, now: dt.datetime, limit: int = MAX
     return [Waiting(row=row, returned=row.case.state == CaseState.RETURNED,
                     building=buildings.get(row.case.building_id, "") if row.case.building_id else "",
                     suggested=grid_posts.get(row.case.grid_id, "") if row.case.grid_id else "")
-            for row in case_list.rows(session, found, now)]
+            for row in listing.rows(session, found, now)]
 
 
 def posts(session: Session, person: t.Person) -> list[t.Post]:
@@ -78,4 +79,4 @@ def route(session: Session, case: t.Case, person: t.Person, post_code: str, note
     """Send a queued case to `post_code` through the chat's transfer: the new holder gets the
     case card, the resident hears who has it, the first responder is told."""
     check_allowed(person)
-    return cases.transfer(session, case, person, post_code, note.strip(), now)
+    return lifecycle.transfer(session, case, person, post_code, note.strip(), now)

@@ -20,9 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import directory
 from handlers.conversation import Reply
 from handlers.errors import InvalidState, NotFound
+from handlers.registry import directory
 from handlers.replies import say
 from storage import tables as t
 

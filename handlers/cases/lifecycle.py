@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,11 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import directory
 from handlers.conversation import Attachment
 from handlers.deadlines import Deadlines, TimeLimits, UrgentLimits, compute_deadlines
 from handlers.errors import BadInput, InvalidState, NotFound
 from handlers.notify import Localised, MessageValue, moment, phrase, tell
+from handlers.registry import directory
 from handlers.replies import say, when
 from handlers.routing import Route, route, seat_holder
 from storage import media
@@ -40,6 +40,22 @@ log = logging.getLogger(__name__)
 FALLBACK_LIMITS = TimeLimits(acknowledge_hours=4, reply_days=2, resolve_days=10)
 RATINGS = {"s": "satisfied", "b": "basically_satisfied", "u": "unsatisfied"}
 WAITING_FOR_ACK = (CaseState.ASSIGNED, CaseState.TRANSFERRED, CaseState.RETURNED, CaseState.REOPENED)
+
+# Who hears that a case another workflow opened was resolved, keyed by what opened it: the
+# council registers itself for "proposal" (the execution case of its decision), so the desk never
+# imports the council. A hook answers True when it told and asked the resident itself.
+ResolvedHook = Callable[[Session, t.Case, t.Person, str, dt.datetime], bool]
+_RESOLVED_HOOKS: dict[str, ResolvedHook] = {}
+
+
+def on_resolved(opened_by: str, hook: ResolvedHook) -> None:
+    """Let the workflow that opens cases of the kind `opened_by` hear of their resolution."""
+    _RESOLVED_HOOKS[opened_by] = hook
+
+
+def opened_by(case: t.Case) -> str | None:
+    """What opened the case, when another workflow did: "proposal" for a council decision's execution."""
+    return "proposal" if case.proposal_id is not None else None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -469,7 +485,7 @@ def reclassify(session: Session, case: t.Case, person: t.Person, kind: str, cate
     """Correct the reading of the resident's message (kind and category) and, when the new
     reading belongs to another post, re-route it through the intake's routing as a transfer:
     deadlines unchanged, first responder kept, the resident told. The "reclassified" event
-    (from/to kind and category) is what `handlers/corrections.py` learns from."""
+    (from/to kind and category) is what `handlers/cases/corrections.py` learns from."""
     _check_staff(session, case, person)
     if case.state in (CaseState.RESOLVED, CaseState.CLOSED):
         raise InvalidState(number=case.number, state=case.state)
@@ -547,12 +563,14 @@ def resolve(session: Session, case: t.Case, person: t.Person, note: str, now: dt
     case.state = CaseState.RESOLVED
     case.resolved_at = now
     record(session, case, "resolved", now, person=person, note=note)
-    evaluated_by_council = False
-    if case.proposal_id is not None:
-        from handlers import council  # the council imports this module
-
-        evaluated_by_council = council.execution_resolved(session, case, person, note, now)
-    if not evaluated_by_council:  # else the proposer was told and asked by the council's notice
+    told_by_opener = False
+    origin = opened_by(case)
+    if origin is not None:
+        hook = _RESOLVED_HOOKS.get(origin)
+        if hook is None:  # a process that resolves such cases loads the workflow that opened them
+            raise RuntimeError(f"no workflow hears of resolved cases opened by a {origin}")
+        told_by_opener = hook(session, case, person, note, now)
+    if not told_by_opener:  # else the proposer was told and asked by the council's notice
         _tell_resident(session, case, "case.resolved", now, buttons=rating_buttons(case),
                        name=person.name, note=note)
     _tell_first_responder(session, case, person, now, "resolved", note)

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import directory
 from handlers.conversation import Actor
+from handlers.registry import directory
 from storage import tables as t
 
 

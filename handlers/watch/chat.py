@@ -3,17 +3,21 @@
 Directors: /overdue (超时工单) lists the community's overdue cases with who holds them;
 /dead (未送达) lists notices marked dead or unreachable with the channel's reason, and the chat
 accounts that can no longer be reached. Any staff member: /digest (今日待办) shows their digest now;
-/figures (工单指标) shows the figures the centre is judged on (handlers/figures.py): the director's
+/figures (工单指标) shows the figures the centre is judged on (handlers/figures/tally.py): the director's
 by community, committee, grid or worker, anyone else's their own.
 """
 
 from __future__ import annotations
 
-from handlers import cases, directory, dispatch, escalation, figures
+from handlers import dispatch
+from handlers.cases import lifecycle
 from handlers.conversation import Actor, Button, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput
+from handlers.figures import tally
+from handlers.registry import directory
 from handlers.replies import say
+from handlers.watch import escalation
 from storage import tables as t
 
 MAX_LISTED = 30
@@ -70,7 +74,7 @@ def digest(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     text = escalation.digest_text(desk.session, _person(actor), desk.now, actor.lang)
     if text is None:
         return [Reply(say(actor.lang, "watch.digest_empty"))]
-    mine = cases.open_for_person(desk.session, _person(actor))
+    mine = lifecycle.open_for_person(desk.session, _person(actor))
     return [Reply(text, buttons=tuple((Button(c.number, f"case:{c.id}"),) for c in mine[:8]))]
 
 
@@ -79,8 +83,8 @@ def show_figures(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     person = _person(actor)
     today = directory.calendar_of(directory.community(desk.session, person.community_id)).local_date(desk.now)
     try:
-        by, start, end = figures.read_request(arg, today)
+        by, start, end = tally.read_request(arg, today)
     except BadInput:
         return [Reply(say(actor.lang, "figures.usage"))]
-    report = figures.for_staff(desk.session, person, start, end, by, desk.now)
-    return [Reply(figures.render(report, actor.lang))]
+    report = tally.for_staff(desk.session, person, start, end, by, desk.now)
+    return [Reply(tally.render(report, actor.lang))]

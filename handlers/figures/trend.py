@@ -1,14 +1,14 @@
-"""What the director's dashboard adds to handlers/figures.py: the four rates week by week, and
+"""What the director's dashboard adds to handlers/figures/tally.py: the four rates week by week, and
 where the open cases are (per building, for a schematic map drawn from the buildings'
 coordinates).
 
-    spans = figures_trend.week_spans(today, weeks=8)          # pure: Monday..Sunday, oldest first
-    trend = figures_trend.weekly(session, person, today, now)  # every week in one grouped query
-    report, trend = figures_trend.period_and_trend(    # a period's figures and the trend, one query
+    spans = trend.week_spans(today, weeks=8)          # pure: Monday..Sunday, oldest first
+    weekly = trend.weekly(session, person, today, now)  # every week in one grouped query
+    report, weekly = trend.period_and_trend(    # a period's figures and the trend, one query
         session, person, start, end, "grid", today, now)
-    pins = figures_trend.open_by_building(session, person)     # director: buildings and open counts
+    pins = trend.open_by_building(session, person)     # director: buildings and open counts
 
-The weeks are counted exactly as `figures.for_staff` counts a period (`figures.tally`), in one
+The weeks are counted exactly as `tally.for_staff` counts a period (`tally.tally`), in one
 query grouped by the week of dispatch rather than one query per week: the director sees the
 community, anyone else their own cases (those they are accountable for), as /figures in chat.
 """
@@ -24,8 +24,9 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import directory, figures
 from handlers.errors import NotAllowed
+from handlers.figures import tally
+from handlers.registry import directory
 from storage import tables as t
 from storage.tables import OPEN_STATES
 
@@ -54,11 +55,11 @@ class Trend:
     own: bool
 
 
-def trend_of(weeks: Sequence[dt.date], totals: Sequence[figures.Row], own: bool) -> Trend:
+def trend_of(weeks: Sequence[dt.date], totals: Sequence[tally.Row], own: bool) -> Trend:
     """The trend of each week's total row (oldest first), rate by rate."""
-    series: dict[str, list[float | None]] = {name: [] for name in figures.RATE_COLUMNS}
+    series: dict[str, list[float | None]] = {name: [] for name in tally.RATE_COLUMNS}
     for total in totals:
-        for name in figures.RATE_COLUMNS:
+        for name in tally.RATE_COLUMNS:
             value = total.rate(name).value
             series[name].append(None if value is None else round(value, 4))
     return Trend(weeks=list(weeks), cases=[r.cases for r in totals], series=series, own=own)
@@ -75,8 +76,8 @@ def week_of_dispatch(bounds: Sequence[dt.datetime]) -> Any:
 
 def _bounds(community: t.Community, spans: Sequence[tuple[dt.date, dt.date]]) -> list[dt.datetime]:
     """Each span's first local midnight in UTC, and the one after the last span."""
-    return [figures.local_bounds(community, start, start)[0] for start, _ in spans] + \
-        [figures.local_bounds(community, spans[-1][1], spans[-1][1])[1]]
+    return [tally.local_bounds(community, start, start)[0] for start, _ in spans] + \
+        [tally.local_bounds(community, spans[-1][1], spans[-1][1])[1]]
 
 
 def weekly(session: Session, person: t.Person, today: dt.date, now: dt.datetime, weeks: int = WEEKS) -> Trend:
@@ -87,22 +88,22 @@ def weekly(session: Session, person: t.Person, today: dt.date, now: dt.datetime,
 
 
 def weekly_totals(session: Session, person: t.Person, spans: Sequence[tuple[dt.date, dt.date]],
-                  now: dt.datetime) -> list[figures.Row]:
-    """Each span's total row, as `figures.for_staff` reads the span on its own (the director's
+                  now: dt.datetime) -> list[tally.Row]:
+    """Each span's total row, as `tally.for_staff` reads the span on its own (the director's
     community, anyone else's own cases), all in one grouped query. The spans are consecutive
     (`week_spans`)."""
     community = directory.community(session, person.community_id)
     bounds = _bounds(community, spans)
-    where = [figures.dispatched_in(bounds[0], bounds[-1])]
+    where = [tally.dispatched_in(bounds[0], bounds[-1])]
     if not person.has_role("director"):
-        where.append(figures.accountable(person))
-    rows = figures.tally(session, community.id, [week_of_dispatch(bounds)], now, where)
-    return [rows.get((n,), figures.Row(key=None, name=None)) for n in range(len(spans))]
+        where.append(tally.accountable(person))
+    rows = tally.tally(session, community.id, [week_of_dispatch(bounds)], now, where)
+    return [rows.get((n,), tally.Row(key=None, name=None)) for n in range(len(spans))]
 
 
 def period_and_trend(session: Session, person: t.Person, start: dt.date, end: dt.date, by: str,
-                     today: dt.date, now: dt.datetime, weeks: int = WEEKS) -> tuple[figures.Figures, Trend]:
-    """What the dashboard draws: `figures.for_staff` of `start`..`end` by `by`, and the weekly
+                     today: dt.date, now: dt.datetime, weeks: int = WEEKS) -> tuple[tally.Figures, Trend]:
+    """What the dashboard draws: `tally.for_staff` of `start`..`end` by `by`, and the weekly
     trend up to `today` (`weekly`), from one tally. Every case of the period or of the weeks is
     counted once, grouped by its group, its week and whether it falls in the period; the
     period's rows and the weeks' totals are sums of those."""
@@ -110,21 +111,21 @@ def period_and_trend(session: Session, person: t.Person, start: dt.date, end: dt
     director = person.has_role("director")
     spans = week_spans(today, weeks)
     bounds = _bounds(community, spans)
-    in_period = figures.dispatched_in(*figures.local_bounds(community, start, end))
-    where = [or_(in_period, figures.dispatched_in(bounds[0], bounds[-1]))]
+    in_period = tally.dispatched_in(*tally.local_bounds(community, start, end))
+    where = [or_(in_period, tally.dispatched_in(bounds[0], bounds[-1]))]
     if not director:
-        where.append(figures.accountable(person))  # their own row is all for_staff shows them
-    keys = [figures.group_key(by if director else "worker"), week_of_dispatch(bounds), case((in_period, 1), else_=0)]
-    groups: dict[Any, list[figures.Row]] = {}
-    weekly_rows: dict[int, list[figures.Row]] = {}
-    for (group, week, counted_in_period), row in figures.tally(session, community.id, keys, now, where).items():
+        where.append(tally.accountable(person))  # their own row is all for_staff shows them
+    keys = [tally.group_key(by if director else "worker"), week_of_dispatch(bounds), case((in_period, 1), else_=0)]
+    groups: dict[Any, list[tally.Row]] = {}
+    weekly_rows: dict[int, list[tally.Row]] = {}
+    for (group, week, counted_in_period), row in tally.tally(session, community.id, keys, now, where).items():
         if counted_in_period:
             groups.setdefault(group, []).append(row)
         if week is not None:
             weekly_rows.setdefault(week, []).append(row)
-    report = figures.for_staff(session, person, start, end, by, now,
-                               counted={group: figures.sum_rows(rows) for group, rows in groups.items()})
-    totals = [figures.sum_rows(weekly_rows.get(n, [])) for n in range(len(spans))]
+    report = tally.for_staff(session, person, start, end, by, now,
+                               counted={group: tally.sum_rows(rows) for group, rows in groups.items()})
+    totals = [tally.sum_rows(weekly_rows.get(n, [])) for n in range(len(spans))]
     return report, trend_of([start for start, _ in spans], totals, own=not director)
 
 

@@ -13,10 +13,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from handlers import cases, corrections, directory, dispatch, residents
+from handlers import dispatch
+from handlers.cases import corrections, lifecycle
 from handlers.conversation import Actor, Button, Reply
 from handlers.desk import Desk
 from handlers.errors import BadInput, NotFound
+from handlers.registry import directory, residents
 from handlers.replies import say, when
 from nlu.parse import Parse
 from storage import tables as t
@@ -193,7 +195,7 @@ def file_matter(desk: Desk, actor: Actor, text: str, kind: str, category: str, u
         if PROPOSAL_INTAKE:
             return list(PROPOSAL_INTAKE[0](desk, actor, text, category))
         raise NotFound(what="council")
-    opened = cases.open_case(
+    opened = lifecycle.open_case(
         desk.session,
         resident=_resident(actor),
         kind=kind,
@@ -284,9 +286,9 @@ def case_status(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if resident is None:
         return binding_prompt(desk, actor)
     if arg.strip():
-        case = cases.for_resident(desk.session, _case_id(arg), resident)
-        return [Reply(cases.status_text(desk.session, case, actor.lang), buttons=_resident_case_buttons(actor, case))]
-    mine = cases.of_resident(desk.session, resident, MAX_LISTED)
+        case = lifecycle.for_resident(desk.session, _case_id(arg), resident)
+        return [Reply(lifecycle.status_text(desk.session, case, actor.lang), buttons=_resident_case_buttons(actor, case))]
+    mine = lifecycle.of_resident(desk.session, resident, MAX_LISTED)
     if not mine:
         return [Reply(say(actor.lang, "case.none"))]
     lines = [say(actor.lang, "case.list_head")]
@@ -310,7 +312,7 @@ def _resident_case_buttons(actor: Actor, case: t.Case) -> tuple[tuple[Button, ..
             (Button(say(lang, "rating.unsatisfied"), f"rate:{case.id}:u"),),
         )
     if case.state == CaseState.CLOSED:
-        if cases.is_withdrawn(case):  # the resident's own choice: a new message files anew
+        if lifecycle.is_withdrawn(case):  # the resident's own choice: a new message files anew
             return ()
         return ((Button(say(lang, "button.reopen"), f"reo:{case.id}"),),)
     return ((Button(say(lang, "button.add_info"), f"add:{case.id}"),
@@ -319,19 +321,19 @@ def _resident_case_buttons(actor: Actor, case: t.Case) -> tuple[tuple[Button, ..
 
 def names_case(ref: str) -> bool:
     """Whether `ref` is a case number, which /withdraw N withdraws (a proposal's number or id
-    withdraws a co-signature: handlers/chat_council.py)."""
+    withdraws a co-signature: handlers/council/chat.py)."""
     return bool(CASE_NUMBER.match(ref.strip()))
 
 
 @dispatch.action("wd", staff=False)
 def withdraw_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     """The resident withdraws their own case: closed while nobody has acknowledged it, else the
-    wish goes to the holder as a note (cases.withdraw)."""
+    wish goes to the holder as a note (lifecycle.withdraw)."""
     resident = actor.resident
     if resident is None:
         return binding_prompt(desk, actor)
-    case = cases.for_resident(desk.session, _case_id(arg), resident)
-    closed = cases.withdraw(desk.session, case, resident, desk.now)
+    case = lifecycle.for_resident(desk.session, _case_id(arg), resident)
+    closed = lifecycle.withdraw(desk.session, case, resident, desk.now)
     return [Reply(say(actor.lang, "case.withdrawn" if closed else "case.withdraw_passed_on",
                       number=case.number))]
 
@@ -370,8 +372,8 @@ def rate_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 
 
 def _rate(desk: Desk, actor: Actor, ref: str, rating: str, comment: str) -> list[Reply]:
-    case = cases.for_resident(desk.session, _case_id(ref), _resident(actor))
-    cases.rate(desk.session, case, _resident(actor), rating, comment, desk.now)
+    case = lifecycle.for_resident(desk.session, _case_id(ref), _resident(actor))
+    lifecycle.rate(desk.session, case, _resident(actor), rating, comment, desk.now)
     if case.state == CaseState.REOPENED:
         desk.expect(actor.channel, actor.address, "add", case=case.id)
         return [Reply(say(actor.lang, "case.rated_unsatisfied", number=case.number), expects_text=True)]
@@ -394,26 +396,26 @@ def staff_text(desk: Desk, actor: Actor, text: str) -> list[Reply]:
 @dispatch.command("/mine", "/cases", "我的工单", "我的工單", "my cases", staff=True)
 def staff_cases(desk: Desk, actor: Actor, _arg: str) -> list[Reply]:
     person = _person(actor)
-    mine = cases.open_for_person(desk.session, person)
+    mine = lifecycle.open_for_person(desk.session, person)
     if not mine:
         return [Reply(say(actor.lang, "staff.no_cases"))]
     community = directory.community(desk.session, person.community_id)
     lines = [say(actor.lang, "staff.list_head", count=len(mine))]
     for case in mine[:20]:
-        overdue = cases.next_due(case) < desk.now
+        overdue = lifecycle.next_due(case) < desk.now
         lines.append(say(actor.lang, "staff.list_line", number=case.number,
                          urgent=say(actor.lang, "case.urgent_tag") if case.urgent else "",
                          state=say(actor.lang, f"state.{case.state}"),
-                         due=when(actor.lang, cases.next_due(case), community.timezone),
+                         due=when(actor.lang, lifecycle.next_due(case), community.timezone),
                          overdue=say(actor.lang, "staff.overdue") if overdue else "", text=_short(case.text)))
     rows = tuple((Button(c.number, f"case:{c.id}"),) for c in mine[:8])
     return [Reply("\n".join(lines), buttons=rows)]
 
 
 def _staff_case_reply(desk: Desk, actor: Actor, case: t.Case) -> Reply:
-    card = cases.case_card(desk.session, case, actor.lang, with_contact=True)
+    card = lifecycle.case_card(desk.session, case, actor.lang, with_contact=True)
     buttons = tuple(
-        tuple(Button(say(actor.lang, key), act) for key, act in row) for row in cases.staff_buttons(case)
+        tuple(Button(say(actor.lang, key), act) for key, act in row) for row in lifecycle.staff_buttons(case)
     )
     return Reply(card, buttons=buttons)
 
@@ -421,11 +423,11 @@ def _staff_case_reply(desk: Desk, actor: Actor, case: t.Case) -> Reply:
 @dispatch.action("case", staff=True)
 @dispatch.command("/case", staff=True)
 def show_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
+    case = lifecycle.for_staff(desk.session, _case_id(arg), _person(actor))
     steps = [
         say(actor.lang, "case.history_line", at=when(actor.lang, ev.at), step=say(actor.lang, f"step.{ev.action}"),
             note=ev.note)
-        for ev in cases.history(desk.session, case)
+        for ev in lifecycle.history(desk.session, case)
     ]
     reply = _staff_case_reply(desk, actor, case)
     return [Reply(reply.text + "\n\n" + "\n".join(steps), buttons=reply.buttons)]
@@ -434,15 +436,15 @@ def show_case(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
 @dispatch.action("ack", staff=True)
 @dispatch.command("/ack", "/acknowledge", "签收", "簽收", staff=True)
 def acknowledge(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(arg), _person(actor))
-    cases.acknowledge(desk.session, case, _person(actor), desk.now)
+    case = lifecycle.for_staff(desk.session, _case_id(arg), _person(actor))
+    lifecycle.acknowledge(desk.session, case, _person(actor), desk.now)
     return [Reply(say(actor.lang, "staff.acknowledged", number=case.number))]
 
 
 @dispatch.action("trf", staff=True)
 def transfer_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     ref, _, post_code = arg.partition(":")
-    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
+    case = lifecycle.for_staff(desk.session, _case_id(ref), _person(actor))
     if not post_code:
         rows = tuple(
             (Button(p.name, f"trf:{case.id}:{p.code}"),)
@@ -469,8 +471,8 @@ def transfer_text(desk: Desk, actor: Actor, pending: dict[str, Any], text: str) 
 
 
 def _transfer(desk: Desk, actor: Actor, ref: str, post_code: str, note: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
-    cases.transfer(desk.session, case, _person(actor), post_code, note, desk.now)
+    case = lifecycle.for_staff(desk.session, _case_id(ref), _person(actor))
+    lifecycle.transfer(desk.session, case, _person(actor), post_code, note, desk.now)
     post = directory.post_by_code(desk.session, case.community_id, post_code)
     return [Reply(say(actor.lang, "staff.transferred", number=case.number, post=post.name))]
 
@@ -482,11 +484,11 @@ def reclassify_button(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     kind, _, category = rest.partition(":")
     if kind and category:
         return _reclassify(desk, actor, ref, kind, category)
-    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
+    case = lifecycle.for_staff(desk.session, _case_id(ref), _person(actor))
     rows = [(Button(c.name, f"rcl:{case.id}:{case.kind}:{c.code}"),)
             for c in corrections.categories_of(desk.session, case.community_id) if c.code != case.category]
     rows += [(Button(say(actor.lang, f"kind.{k}"), f"rcl:{case.id}:{k}:{case.category}"),)
-             for k in cases.CASE_KINDS if k != case.kind]
+             for k in lifecycle.CASE_KINDS if k != case.kind]
     return [Reply(say(actor.lang, "staff.pick_reading", number=case.number), buttons=tuple(rows))]
 
 
@@ -497,15 +499,15 @@ def reclassify_command(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
     if len(parts) < 2:
         return reclassify_button(desk, actor, parts[0] if parts else "")
     if len(parts) == 2:
-        case = cases.for_staff(desk.session, _case_id(parts[0]), _person(actor))
+        case = lifecycle.for_staff(desk.session, _case_id(parts[0]), _person(actor))
         return _reclassify(desk, actor, parts[0], case.kind, parts[1])
     return _reclassify(desk, actor, parts[0], parts[1], parts[2])
 
 
 def _reclassify(desk: Desk, actor: Actor, ref: str, kind: str, category: str) -> list[Reply]:
-    case = cases.for_staff(desk.session, _case_id(ref), _person(actor))
+    case = lifecycle.for_staff(desk.session, _case_id(ref), _person(actor))
     post_before = case.post_id
-    cases.reclassify(desk.session, case, _person(actor), kind, category, desk.now)
+    lifecycle.reclassify(desk.session, case, _person(actor), kind, category, desk.now)
     cat = directory.category(desk.session, case.community_id, case.category)
     text = say(actor.lang, "staff.reclassified", number=case.number, kind=say(actor.lang, f"kind.{case.kind}"),
                category=cat.name if cat else case.category)
@@ -535,8 +537,8 @@ def _text_step(*, prefix: str, commands: tuple[str, ...], what: str, staff: bool
 
     def find(desk: Desk, actor: Actor, ref: str) -> t.Case:
         if staff:
-            return cases.for_staff(desk.session, _case_id(ref), _person(actor))
-        return cases.for_resident(desk.session, _case_id(ref), _resident(actor))
+            return lifecycle.for_staff(desk.session, _case_id(ref), _person(actor))
+        return lifecycle.for_resident(desk.session, _case_id(ref), _resident(actor))
 
     def ask_for_text(desk: Desk, actor: Actor, arg: str) -> list[Reply]:
         case = find(desk, actor, _case_id(arg))
@@ -555,27 +557,27 @@ def _text_step(*, prefix: str, commands: tuple[str, ...], what: str, staff: bool
 _text_step(
     prefix="add", commands=("/add", "补充", "補充"), what="add", staff=False,
     ask="case.ask_info", done="case.info_added",
-    apply=lambda desk, actor, case, text: cases.add_info(
+    apply=lambda desk, actor, case, text: lifecycle.add_info(
         desk.session, case, _resident(actor), text, desk.now, actor.attachments),
 )
 _text_step(
     prefix="reo", commands=("/reopen", "重新办理", "重新辦理"), what="reopen", staff=False,
     ask="case.ask_reopen_reason", done="case.reopened_ack",
-    apply=lambda desk, actor, case, text: cases.reopen(desk.session, case, _resident(actor), text, desk.now),
+    apply=lambda desk, actor, case, text: lifecycle.reopen(desk.session, case, _resident(actor), text, desk.now),
 )
 _text_step(
     prefix="rep", commands=("/reply", "答复", "答覆"), what="reply", staff=True,
     ask="staff.ask_reply", done="staff.replied",
-    apply=lambda desk, actor, case, text: cases.reply(desk.session, case, _person(actor), text, desk.now),
+    apply=lambda desk, actor, case, text: lifecycle.reply(desk.session, case, _person(actor), text, desk.now),
 )
 _text_step(
     prefix="res", commands=("/resolve", "办结", "辦結"), what="resolve", staff=True,
     ask="staff.ask_resolve_note", done="staff.resolved",
-    apply=lambda desk, actor, case, text: cases.resolve(desk.session, case, _person(actor), text, desk.now),
+    apply=lambda desk, actor, case, text: lifecycle.resolve(desk.session, case, _person(actor), text, desk.now),
 )
 _text_step(
     prefix="ret", commands=("/return", "退单", "退單"), what="return", staff=True,
     ask="staff.ask_return_reason", done="staff.returned",
-    apply=lambda desk, actor, case, text: cases.return_case(
+    apply=lambda desk, actor, case, text: lifecycle.return_case(
         desk.session, case, _person(actor), text, desk.now),
 )

@@ -8,7 +8,7 @@ How due work is found. What must happen and when is stored as `DueAction` rows
 (storage/scheduler.py), each under a UNIQUE key such as "escalate_ack:42:20261123T030000": the
 kind, the case and the deadline it watches. They are *derived* from the case's own columns
 (state, ack_due, reply_due, resolve_due, escalation_level, resolved_at, rating) and its history,
-so the case desk (handlers/cases.py) needs no change: every change to a case appends a CaseEvent,
+so the case desk (handlers/cases/lifecycle.py) needs no change: every change to a case appends a CaseEvent,
 and the planner reads new events since its stored cursor (WatchCursor) and plans the due actions
 of the cases they touch. A case whose deadline moved (reopened, escalated) gets new keys; the old
 actions are checked again when they fall due and are skipped when the planner would no longer
@@ -53,7 +53,7 @@ Decisions:
   the resident is told that the case was escalated and who holds it now.
 - 回访: one follow-up message to the resident `follow_up_hours` after resolution without a rating,
   at the next working moment, with the rating buttons; 不满意 reopens the case to the same first
-  responder (handlers/cases.rate). Still unrated `close_unrated_hours` after the follow-up, the
+  responder (handlers/cases/lifecycle.py, rate). Still unrated `close_unrated_hours` after the follow-up, the
   case is closed (CaseState.closed: "closed after the follow-up without a rating").
 - Digest: on working days from `digest_time` local time, once per person and day (unique key),
   to every staff member with open cases who is not on leave; directors also get the community's
@@ -77,11 +77,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, directory, figures
-from handlers.chat_offers import posts_held
+from handlers.cases import lifecycle
+from handlers.cases.offers import posts_held
 from handlers.deadlines import WorkingCalendar, is_working_day
 from handlers.errors import NotFound
+from handlers.figures import tally
 from handlers.notify import Localised, MessageValue, language_of, moment, phrase, tell
+from handlers.registry import directory
 from handlers.replies import say, when
 from handlers.routing import RoutingTable, duty_leader, is_absent, seat_holder
 from storage import scheduler
@@ -94,7 +96,7 @@ from storage.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 DEADLINES = ("ack", "reply", "resolve")
-WAITING_FOR_ACK = frozenset(cases.WAITING_FOR_ACK)
+WAITING_FOR_ACK = frozenset(lifecycle.WAITING_FOR_ACK)
 OPEN = frozenset(OPEN_STATES)
 PLAN_CURSOR = "plan"
 # Events re-read behind the cursor on every pass: a transaction that took an event id earlier but
@@ -501,7 +503,7 @@ class _Context:
 
 def _card_to(ctx: _Context, person: t.Person, key: str, role: str, *, with_media: bool = True,
              **values: MessageValue) -> None:
-    cases.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_media=with_media,
+    lifecycle.tell_card(ctx.session, ctx.case, person, key, ctx.now, with_media=with_media,
                     dedupe_key=ctx.dedupe(role, person.id), **values)
 
 
@@ -537,7 +539,7 @@ def _remind(ctx: _Context, deadline: str) -> tuple[DueActionState, str]:
         sent.append(first.code)
     if not sent:
         return DueActionState.SKIPPED, "nobody at work to remind"
-    cases.record(session, case, "reminded", ctx.now, deadline=deadline, due=due.isoformat(), to=sent)
+    lifecycle.record(session, case, "reminded", ctx.now, deadline=deadline, due=due.isoformat(), to=sent)
     return DueActionState.DONE, "reminded " + ",".join(sent)
 
 
@@ -547,7 +549,7 @@ def _move(ctx: _Context, to: t.Person, reason: str, step: str, level: int) -> st
     previous = session.get(t.Person, case.holder_id) if case.holder_id else None
     case.holder_id = to.id
     case.escalation_level = level
-    cases.record(session, case, "escalated", ctx.now, person=None, resident=None,
+    lifecycle.record(session, case, "escalated", ctx.now, person=None, resident=None,
                  note=f"{previous.name if previous else '—'} → {to.name}",
                  reason=reason, step=step, level=level,
                  **{"from": previous.code if previous else None, "to": to.code})
@@ -608,7 +610,7 @@ def _ack_window_end(ctx: _Context) -> dt.datetime:
     if ctx.case.urgent:
         return ctx.now + dt.timedelta(minutes=ctx.community.urgent_ack_minutes)
     cat = directory.category(ctx.session, ctx.case.community_id, ctx.case.category)
-    hours = cat.acknowledge_hours if cat else cases.FALLBACK_LIMITS.acknowledge_hours
+    hours = cat.acknowledge_hours if cat else lifecycle.FALLBACK_LIMITS.acknowledge_hours
     return ctx.calendar.add_working_hours(ctx.now, hours)
 
 
@@ -659,11 +661,11 @@ def _follow_up(ctx: _Context) -> tuple[DueActionState, str]:
     resident = ctx.session.get(t.Resident, case.resident_id)
     assert resident is not None and case.resolved_at is not None
     tell(ctx.session, ctx.now, "watch.follow_up", resident=resident, case=case, prefer=case.channel,
-         buttons=cases.rating_buttons(case), dedupe_key=ctx.dedupe("resident", resident.id),
+         buttons=lifecycle.rating_buttons(case), dedupe_key=ctx.dedupe("resident", resident.id),
          number=case.number,
          resolved=_due(ctx, case.resolved_at),
          text=_short(case.text))
-    cases.record(ctx.session, case, "followed_up", ctx.now, resolved_at=case.resolved_at.isoformat())
+    lifecycle.record(ctx.session, case, "followed_up", ctx.now, resolved_at=case.resolved_at.isoformat())
     return DueActionState.DONE, "followed up"
 
 
@@ -671,7 +673,7 @@ def _close_unrated(ctx: _Context) -> tuple[DueActionState, str]:
     case = ctx.case
     case.state = CaseState.CLOSED
     case.closed_at = ctx.now
-    cases.record(ctx.session, case, "auto_closed", ctx.now, reason="no_rating")
+    lifecycle.record(ctx.session, case, "auto_closed", ctx.now, reason="no_rating")
     resident = ctx.session.get(t.Resident, case.resident_id)
     assert resident is not None
     tell(ctx.session, ctx.now, "watch.closed_unrated", resident=resident, case=case, prefer=case.channel,
@@ -819,8 +821,8 @@ def overdue_cases(session: Session, community_id: int, now: dt.datetime) -> list
         select(t.Case).where(col(t.Case.community_id) == community_id,
                              col(t.Case.state).in_(list(OPEN)))
     )
-    late = [c for c in rows if cases.due_passed(c, now)]
-    return sorted(late, key=lambda c: (not c.urgent, cases.next_due(c), c.id))
+    late = [c for c in rows if lifecycle.due_passed(c, now)]
+    return sorted(late, key=lambda c: (not c.urgent, lifecycle.next_due(c), c.id))
 
 
 @dataclass(frozen=True)
@@ -893,7 +895,7 @@ def case_lines(session: Session, rows: Iterable[t.Case], lang: str, now: dt.date
                *, with_holder: bool = False) -> list[str]:
     lines = []
     for case in rows:
-        due = cases.next_due(case)
+        due = lifecycle.next_due(case)
         holder = session.get(t.Person, case.holder_id) if with_holder and case.holder_id else None
         lines.append(say(lang, "watch.case_line", number=case.number,
                          urgent=say(lang, "case.urgent_tag") if case.urgent else "",
@@ -907,10 +909,10 @@ def digest_text(session: Session, person: t.Person, now: dt.datetime, lang: str)
     """The morning digest of one staff member in `lang`; None when there is nothing to say."""
     community = directory.community(session, person.community_id)
     tz = community.timezone
-    mine = cases.open_for_person(session, person)
+    mine = lifecycle.open_for_person(session, person)
     parts: list[str] = []
     if mine:
-        late = sum(1 for c in mine if (_aware(cases.next_due(c)) or now) < now)
+        late = sum(1 for c in mine if (_aware(lifecycle.next_due(c)) or now) < now)
         urgent = sum(1 for c in mine if c.urgent)
         parts.append(say(lang, "watch.digest_head", name=person.name, count=len(mine), urgent=urgent,
                          overdue=late))
@@ -929,9 +931,9 @@ def digest_text(session: Session, person: t.Person, now: dt.datetime, lang: str)
         if today == first_working_day(today):
             # The month's figures, once, on the first working day of the next.
             last = today.replace(day=1) - dt.timedelta(days=1)
-            report = figures.figures(session, community, last.replace(day=1), last, "grid", now)
+            report = tally.figures(session, community, last.replace(day=1), last, "grid", now)
             if report.total.cases:
-                parts.append(figures.render(report, lang))
+                parts.append(tally.render(report, lang))
     return "\n\n".join(parts) if parts else None
 
 

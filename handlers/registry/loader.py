@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from handlers.errors import RegistryError
-from handlers.registry_schema import Broken, RegistryFile, reference_errors
-from handlers.registry_schema import Community as CommunitySpec
+from handlers.registry.schema import Broken, RegistryFile, reference_errors
+from handlers.registry.schema import Community as CommunitySpec
 from storage import tables as t
 
 Loc = tuple[str | int, ...]
@@ -395,7 +395,7 @@ def _apply_community(sync: _Sync, spec: CommunitySpec, digest: str, now: dt.date
         )
     session.flush()
     if gone_posts:
-        from handlers.cases import return_orphans_to_front_desk
+        from handlers.cases.lifecycle import return_orphans_to_front_desk
 
         sync.summary.rerouted_cases += return_orphans_to_front_desk(
             session, community, {p.id for p in gone_posts}, now

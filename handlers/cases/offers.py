@@ -19,13 +19,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, directory, residents
+from handlers.cases import lifecycle
 from handlers.conversation import Button, Reply
+from handlers.registry import directory, residents
 from handlers.replies import say
 from storage import tables as t
 from storage.tables import OPEN_STATES, CaseState
 
-# Staff steps on a case, offered as the case's card buttons (cases.staff_buttons).
+# Staff steps on a case, offered as the case's card buttons (lifecycle.staff_buttons).
 STAFF_STEPS = ("ack", "rep", "trf", "res", "ret", "rcl")
 # Roles in the order their lines appear in a staff member's greeting.
 ROLES = ("grid_worker", "specialist", "mediator", "front_desk", "secretary", "director", "duty_leader")
@@ -59,7 +60,7 @@ def still_offered(session: Session, action: str) -> bool | None:
     ref = rest.split(":", 1)[0]
     if prefix not in (*STAFF_STEPS, "case", "sts", "rate", "reo", "add", "wd"):
         return None
-    if not (ref.isdecimal() and int(ref) <= cases.CASE_ID_MAX):
+    if not (ref.isdecimal() and int(ref) <= lifecycle.CASE_ID_MAX):
         return False
     case = session.get(t.Case, int(ref))
     if case is None:
@@ -67,11 +68,11 @@ def still_offered(session: Session, action: str) -> bool | None:
     if prefix in ("case", "sts"):  # looking at a case is always possible
         return True
     if prefix in STAFF_STEPS:
-        return any(act == f"{prefix}:{case.id}" for row in cases.staff_buttons(case) for _, act in row)
+        return any(act == f"{prefix}:{case.id}" for row in lifecycle.staff_buttons(case) for _, act in row)
     if prefix == "rate":
         return case.state == CaseState.RESOLVED
     if prefix == "reo":
-        return case.state in (CaseState.RESOLVED, CaseState.CLOSED) and not cases.is_withdrawn(case)
+        return case.state in (CaseState.RESOLVED, CaseState.CLOSED) and not lifecycle.is_withdrawn(case)
     return case.state in OPEN_STATES  # add, wd
 
 

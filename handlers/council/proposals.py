@@ -26,9 +26,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from handlers import cases, directory
+from handlers.cases import lifecycle
 from handlers.errors import BadInput, InvalidState, NotAllowed, NotFound
 from handlers.notify import Localised, MessageValue, moment, phrase, tell
+from handlers.registry import directory
 from handlers.replies import say, when
 from handlers.routing import seat_holder
 from storage import tables as t
@@ -577,7 +578,7 @@ def _rate_execution_case(session: Session, proposal: t.Proposal, resident: t.Res
     case = session.get(t.Case, proposal.case_id) if proposal.case_id else None
     if case is None or case.resident_id != resident.id or case.state != CaseState.RESOLVED:
         return
-    cases.rate_by_evaluation(session, case, resident, rating, comment, now, proposal=proposal.number)
+    lifecycle.rate_by_evaluation(session, case, resident, rating, comment, now, proposal=proposal.number)
 
 
 def comment(
@@ -916,7 +917,7 @@ def reject(
 
 def to_case(
     session: Session, proposal: t.Proposal, person: t.Person, kind: str, note: str, now: dt.datetime
-) -> cases.Opened:
+) -> lifecycle.Opened:
     """A request or complaint filed as a proposal: open it as the proposer's case, reject the proposal."""
     check_secretary(session, person)
     _same_community(proposal, person)
@@ -925,7 +926,7 @@ def to_case(
         raise BadInput("kind", reason="usage")
     proposer = session.get(t.Resident, proposal.proposer_id)
     assert proposer is not None
-    opened = cases.open_case(
+    opened = lifecycle.open_case(
         session,
         resident=proposer,
         kind=kind,
@@ -994,7 +995,7 @@ def adopt(
     now: dt.datetime,
     *,
     post_code: str | None = None,
-) -> cases.Opened:
+) -> lifecycle.Opened:
     """Record an adoption and open the execution case for the executing post (default: service)."""
     check_decision_due(session, proposal, person, now)
     if not decision.strip():
@@ -1026,7 +1027,7 @@ def adopt(
     )
     proposer = session.get(t.Resident, proposal.proposer_id)
     assert proposer is not None
-    opened = cases.open_case(
+    opened = lifecycle.open_case(
         session,
         resident=proposer,
         kind=t.CaseKind.SERVICE_REQUEST,
@@ -1140,6 +1141,9 @@ def execution_resolved(session: Session, case: t.Case, person: t.Person, note: s
             case_number=case.number,
         )
     return True
+
+
+lifecycle.on_resolved("proposal", execution_resolved)
 
 
 # --------------------------------------------------------------------------- agenda

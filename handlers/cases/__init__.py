@@ -1,0 +1,1 @@
+"""The case desk: a case from filing to rating, its lists, corrections and the chat that drives it."""

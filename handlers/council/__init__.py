@@ -1,0 +1,1 @@
+"""The residents' council: proposals from collection to evaluation, its board, papers and chat."""

@@ -1,0 +1,1 @@
+"""The figures the centre is judged on, and their trend."""

@@ -1,0 +1,1 @@
+"""The deadline watch: reminders, escalation, digests, and its chat commands."""
