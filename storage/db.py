@@ -121,7 +121,8 @@ def migrated_engine(url: str) -> Engine:
 def recreate_database(server_url: str, name: str) -> str:
     """Drop and create database `name` on the PostgreSQL server of `server_url`; its URL.
 
-    For benchmarks, which need an empty database of their own next to the one in the URL.
+    For benchmarks, which need an empty database of their own next to the one in the URL, and
+    for parallel test workers, one database each.
     """
     admin = make_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:

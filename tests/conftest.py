@@ -31,6 +31,19 @@ ENV_PREFIXES = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "WECHAT_", "WECOM_", "
                 "LOG_", "METRICS_")
 
 
+def _a_database_per_worker() -> None:
+    """Under pytest-xdist (`-n`), each worker process gets a PostgreSQL database of its own next
+    to TEST_DATABASE_URL's, since the tests empty and migrate the one they use. Everything that
+    reads TEST_DATABASE_URL afterwards, subprocesses included, gets the worker's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("TEST_DATABASE_URL")
+    if worker and url:
+        os.environ["TEST_DATABASE_URL"] = db.recreate_database(url, f"{url.rsplit('/', 1)[1]}_{worker}")
+
+
+_a_database_per_worker()
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
