@@ -33,12 +33,17 @@ ENV_PREFIXES = ("DATABASE_URL", "REDIS_URL", "TELEGRAM_", "WECHAT_", "WECOM_", "
 
 def _a_database_per_worker() -> None:
     """Under pytest-xdist (`-n`), each worker process gets a PostgreSQL database of its own next
-    to TEST_DATABASE_URL's, since the tests empty and migrate the one they use. Everything that
-    reads TEST_DATABASE_URL afterwards, subprocesses included, gets the worker's."""
+    to TEST_DATABASE_URL's, since the tests empty and migrate the one they use, and a Redis
+    database of its own. Everything that reads them afterwards, subprocesses included, gets the
+    worker's."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     url = os.environ.get("TEST_DATABASE_URL")
     if worker and url:
         os.environ["TEST_DATABASE_URL"] = db.recreate_database(url, f"{url.rsplit('/', 1)[1]}_{worker}")
+    # Redis likewise: worker gwN uses database N + 1, so no two tests share a key at once.
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if worker and redis_url and worker.removeprefix("gw").isdigit():
+        os.environ["TEST_REDIS_URL"] = f"{redis_url.rsplit('/', 1)[0]}/{int(worker.removeprefix('gw')) + 1}"
 
 
 _a_database_per_worker()
