@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     metrics.use_multiprocess_dir(settings.database_url)  # before any metric: every process counted
     services = build_services(settings)
+    services.pipeline.warm_up()  # before the socket opens: no request waits for it
     access_log.install()  # no signed query strings or login tokens in the access log
     # log_config=None: uvicorn's loggers keep ours (bot/logs.py) and the filter above.
     where = {"fd": args.fd} if args.fd is not None else {"uds": args.uds} if args.uds else \

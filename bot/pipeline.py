@@ -81,6 +81,11 @@ class Pipeline:
         self.clarify_below = clarify_below
         self.max_text = max_text
 
+    def warm_up(self) -> None:
+        """Load, before the first message, what serving one loads lazily (handlers.intake.warm_up):
+        under load those seconds would otherwise land on the first messages' answers."""
+        intake.warm_up()
+
     async def handle(self, incoming: Incoming, deliver: Deliver | None = None,
                      prepare: Prepare | None = None) -> list[Reply]:
         return await anyio.to_thread.run_sync(self.handle_sync, incoming, deliver, prepare)

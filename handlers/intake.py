@@ -26,15 +26,26 @@ from handlers.cases import (
 )
 from handlers.conversation import Actor, Reply, written_language
 from handlers.council import chat as council_chat  # noqa: F401  (registers the council's commands)
+from handlers.council import proposals as council_proposals
 from handlers.desk import Desk
 from handlers.errors import BadInput, GriddeskError
-from handlers.replies import say
+from handlers.replies import LANGUAGES, catalogue, say
 from handlers.watch import chat as watch_chat  # noqa: F401  (registers /overdue, /dead, /digest)
 from nlu.cancel import is_cancel
 from storage import tables as t
 from storage.log_context import who
 
 log = logging.getLogger(__name__)
+
+
+def warm_up() -> None:
+    """Load now what the first message of some kind would load under load: the council's
+    similarity check imports scikit-learn's text features (seconds, holding Python's import lock
+    while every other proposal in the process waits), the OpenCC converters and the catalogues."""
+    council_proposals.similarities(["建议加装路灯"], ["建議增設路燈"])
+    written_language("楼道灯坏了", "zh-Hans")  # builds the OpenCC converters that tell scripts apart
+    for lang in LANGUAGES:
+        catalogue(lang)  # reads the message catalogues' YAML
 
 
 def clean_text(text: str, max_chars: int) -> str:

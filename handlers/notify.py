@@ -24,6 +24,7 @@ from sqlmodel import col
 from handlers.replies import say, when
 from storage import outbox
 from storage import tables as t
+from storage.db import upsert_insert
 
 ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
 # What a catalogue message is formatted with: text, a number, a `Localised`. Typed Any so that a
@@ -69,20 +70,22 @@ def ensure_identity(
     resident: t.Resident | None = None,
     person: t.Person | None = None,
 ) -> t.Identity:
-    row = session.scalars(
-        select(t.Identity)
-        .where(col(t.Identity.channel) == channel, col(t.Identity.address) == address)
-    ).first()
+    """The identity of (channel, address), created bound to the resident or person when new.
+
+    Two transactions may create the same one at once (two notices to a staff member's web inbox,
+    in two processes): the insert skips a row another has written, waiting for that one to
+    commit on PostgreSQL, and then reads whichever row is there.
+    """
+    find = select(t.Identity).where(col(t.Identity.channel) == channel, col(t.Identity.address) == address)
+    row = session.scalars(find).first()
     if row is None:
-        row = t.Identity(
-            channel=channel,
-            address=address,
-            resident_id=resident.id if resident else None,
-            person_id=person.id if person else None,
-            created_at=now,
+        session.execute(
+            upsert_insert(session, t.Identity)
+            .values(channel=channel, address=address, resident_id=resident.id if resident else None,
+                    person_id=person.id if person else None, created_at=now)
+            .on_conflict_do_nothing(index_elements=["channel", "address"])
         )
-        session.add(row)
-        session.flush()
+        row = session.scalars(find).one()
     return row
 
 

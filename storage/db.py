@@ -13,7 +13,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 from sqlmodel import create_engine
 
@@ -26,6 +29,16 @@ def normalise_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def upsert_insert(session: Session, table: Any) -> Any:
+    """`INSERT INTO table` in the session's dialect, with its ON CONFLICT clauses (both
+    PostgreSQL and SQLite have them, each in its own class)."""
+    return (pg_insert if is_postgresql(session) else sqlite_insert)(table)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -136,7 +149,3 @@ def ping(engine: Engine) -> None:
     """Raise when the database does not answer."""
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
-
-
-def is_postgresql(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"

@@ -26,11 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from storage.db import is_postgresql, upsert_insert
 from storage.tables import DueAction, DueActionState, WatchCursor
 
 # The advisory lock key of the planner ("griddesk-plan" folded to a bigint).
@@ -48,14 +47,6 @@ class Planned:
     case_id: int | None = None
     person_id: int | None = None
     ref_at: dt.datetime | None = None
-
-
-def _is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    return pg_insert if _is_postgresql(session) else sqlite_insert
 
 
 def record(session: Session, planned: Iterable[Planned], now: dt.datetime) -> int:
@@ -81,7 +72,7 @@ def record(session: Session, planned: Iterable[Planned], now: dt.datetime) -> in
     # costs more to compile than to run).
     # SQLModel sets `__table__` on table models without declaring it.
     table = DueAction.__table__  # type: ignore[attr-defined]
-    stmt = _insert(session)(table).on_conflict_do_nothing(index_elements=["key"])
+    stmt = upsert_insert(session, table).on_conflict_do_nothing(index_elements=["key"])
     for start in range(0, len(rows), INSERT_CHUNK):
         session.connection().execute(stmt, rows[start : start + INSERT_CHUNK])
     return len(rows)
@@ -94,7 +85,7 @@ def record_done(session: Session, planned: Planned, now: dt.datetime, outcome: s
     the conflict, so only one transaction goes on to do the work.
     """
     stmt = (
-        _insert(session)(DueAction)
+        upsert_insert(session, DueAction)
         .values(
             key=planned.key,
             kind=planned.kind,
@@ -131,7 +122,7 @@ def due_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
 
 def claim(session: Session, action_id: int, now: dt.datetime) -> DueAction | None:
     """Take one pending action for this transaction, or None when someone else has or had it."""
-    if _is_postgresql(session):
+    if is_postgresql(session):
         locked = session.scalars(
             select(DueAction)
             .where(col(DueAction.id) == action_id, col(DueAction.state) == DueActionState.PENDING)
@@ -173,7 +164,7 @@ def note_failure(session: Session, action_id: int, error: str, max_attempts: int
 
 def try_planner_lock(session: Session) -> bool:
     """One planner at a time on PostgreSQL (released at the end of the transaction)."""
-    if not _is_postgresql(session):
+    if not is_postgresql(session):
         return True
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PLANNER_LOCK}))
 
@@ -185,10 +176,10 @@ def cursor(session: Session, name: str) -> int:
 
 def advance(session: Session, name: str, last_id: int, now: dt.datetime) -> None:
     """Move the cursor forward (never back)."""
-    stmt = _insert(session)(WatchCursor).values(name=name, last_id=last_id, updated_at=now)
+    stmt = upsert_insert(session, WatchCursor).values(name=name, last_id=last_id, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["name"],
-        set_={"last_id": func.max(col(WatchCursor.last_id), last_id) if not _is_postgresql(session)
+        set_={"last_id": func.max(col(WatchCursor.last_id), last_id) if not is_postgresql(session)
               else func.greatest(col(WatchCursor.last_id), last_id), "updated_at": now},
     )
     session.execute(stmt)

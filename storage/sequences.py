@@ -1,33 +1,45 @@
-"""Gap-free counters and per-owner event histories, safe under concurrent writers."""
+"""Counters and per-owner event histories, safe under concurrent writers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import event, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from storage.db import is_postgresql, upsert_insert
 from storage.unit_of_work import transaction_memo
 
 _QUEUED = "events:queued"
 
 
-def next_in_counter(session: Session, table: Any, **key: Any) -> int:
+def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **key: Any) -> int:
     """Increment the counter row of `table` identified by `key` (created at 1) and return it.
 
     One INSERT … ON CONFLICT DO UPDATE … RETURNING statement, so two writers never get the
     same number; `table` has a unique constraint over the key columns and an int `last`.
+
+    `at_once`, on PostgreSQL: the statement commits at once on a connection of its own. In the
+    session's transaction the counter row stays locked until that transaction ends, and every
+    other writer of the counter (every case of a community's day, in every process) queues
+    behind the whole of it. The price: a transaction that fails after taking a number leaves
+    that number unused. SQLite lets one writer in at a time anyway, and a second connection
+    would wait for the session's own write lock: there the counter is always in the session's
+    transaction.
     """
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(table)
+        upsert_insert(session, table)
         .values(**key, last=1)
         .on_conflict_do_update(index_elements=list(key), set_={"last": table.last + 1})
         .returning(table.last)
     )
-    return int(session.execute(stmt).scalar_one())
+    if not (at_once and is_postgresql(session)):
+        return int(session.execute(stmt).scalar_one())
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+        return int(own.execute(stmt).scalar_one())
 
 
 def _last_seqs(session: Session, table: Any) -> dict[Any, int]:

@@ -64,7 +64,9 @@ def opened_by(case: t.Case) -> str | None:
 def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
     """The next human-friendly case number of the community's local day: ZN-20261121-0007."""
     day = directory.calendar_of(community).local_date(now).strftime("%Y%m%d")
-    seq = next_in_counter(session, t.CaseCounter, community_id=community.id, day=day)
+    # At once: no filing waits for another's transaction to end; a message that then fails
+    # leaves its number unused (storage.sequences.next_in_counter).
+    seq = next_in_counter(session, t.CaseCounter, at_once=True, community_id=community.id, day=day)
     return f"{community.code}-{day}-{seq:04d}"
 
 

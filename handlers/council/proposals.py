@@ -106,7 +106,7 @@ def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:
 def next_number(session: Session, community: t.Community, now: dt.datetime) -> str:
     """The next proposal number of the community's local year: ZN-P-2026-0003."""
     year = directory.calendar_of(community).local_date(now).year
-    seq = next_in_counter(session, t.ProposalCounter, community_id=community.id, year=year)
+    seq = next_in_counter(session, t.ProposalCounter, at_once=True, community_id=community.id, year=year)
     return f"{community.code}-P-{year}-{seq:04d}"
 
 
