@@ -94,21 +94,21 @@ def claim_due(
     rows = list(session.scalars(stmt))
     if lease is None:
         return rows
-    claimed = []
-    for row in rows:
-        result = session.execute(
-            update(Outbox)
-            .where(
-                col(Outbox.id) == row.id,
-                col(Outbox.state) == OutboxState.PENDING,
-                col(Outbox.next_attempt_at) <= now,
-            )
-            .values(next_attempt_at=now + lease)
-            .execution_options(synchronize_session=False)
+    if not rows:
+        return []
+    # One conditional UPDATE for the batch: only the rows still pending and due move.
+    moved = set(session.scalars(
+        update(Outbox)
+        .where(
+            col(Outbox.id).in_([row.id for row in rows]),
+            col(Outbox.state) == OutboxState.PENDING,
+            col(Outbox.next_attempt_at) <= now,
         )
-        if getattr(result, "rowcount", 0) == 1:
-            claimed.append(row)
-    return claimed
+        .values(next_attempt_at=now + lease)
+        .returning(col(Outbox.id))
+        .execution_options(synchronize_session=False)
+    ))
+    return [row for row in rows if row.id in moved]
 
 
 def mark_sent(session: Session, row: Outbox, now: dt.datetime) -> None:
