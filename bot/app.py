@@ -166,8 +166,7 @@ def build_wecom_sender(settings: Settings, engine: Engine, state: StateStore, cl
         return None
     wecom.bind_members(engine, clock.now())
     return wecom.WeComSender(client, agent_id=settings.wecom_agent_id, state=state, engine=engine,
-                             limits=wecom.MemberLimits(state, now=lambda: clock.now().timestamp()),
-                             policy=policy_from(settings), now=clock.now)
+                             limits=wecom.MemberLimits(state, now=lambda: clock.now().timestamp()))
 
 
 def build_telegram(settings: Settings, engine: Engine, state: StateStore, pipeline: Pipeline, clock: Clock,
@@ -223,6 +222,7 @@ def build_services(
         max_attempts=settings.send_max_attempts,
         idle_seconds=settings.send_idle_seconds,
         lease_seconds=settings.send_lease_seconds,
+        policy=policy_from(settings),
     )
     services = Services(
         settings=settings,

@@ -4,7 +4,10 @@
 - retry_after (a 429 or a local rate limit) → the recipient's pending rows wait that long; this
   is not a failure and does not count towards `max_attempts`.
 - unreachable (blocked, never started, no window) → marked unreachable, visible to the front
-  desk; never retried, so one blocked user cannot stall the others or start a retry storm.
+  desk; never retried, so one blocked user cannot stall the others or start a retry storm. The
+  identity is marked unreachable too, and the notice goes again to the recipient's next channel,
+  or moves its case up the chain when only the web inbox is left (bot/unreachable.py), the same
+  for every channel.
 - any other error → retried with exponential backoff, dead after `max_attempts`.
 
 Only the oldest pending row of each recipient is claimed, so notices arrive in order.
@@ -35,12 +38,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from bot import metrics
+from bot import metrics, unreachable
 from bot.channels.base import CallRecord, ChannelSender, LoopState, Outgoing, SendResult
+from handlers.watch.escalation import WatchPolicy
 from storage import outbox
 from storage.clock import Clock
 from storage.log_context import log_context, who
-from storage.tables import Identity, Outbox, OutboxState
+from storage.tables import Outbox, OutboxState
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -62,8 +66,11 @@ class OutboxSender:
         idle_seconds: float = 0.5,
         lease_seconds: float = 60.0,
         rates: Mapping[str, float] | None = None,
+        policy: WatchPolicy | None = None,
     ) -> None:
         self.engine = engine
+        # The escalation chain a case card climbs when it reaches its holder on no channel.
+        self.policy = policy or WatchPolicy()
         self.senders = dict(senders)
         self.clock = clock
         self.batch = batch
@@ -106,7 +113,7 @@ class OutboxSender:
                     outbox.mark_sent(uow.session, row, now)
                 elif result.unreachable:
                     outbox.mark_unreachable(uow.session, row, now, result.error)
-                    _mark_identity_unreachable(uow, row, result.error)
+                    self._after_unreachable(uow, row, now, result.error)
                 elif result.retry_after is not None and not result.error:
                     until = now + dt.timedelta(seconds=result.retry_after)
                     row.next_attempt_at = until  # replaces this row's lease
@@ -122,6 +129,25 @@ class OutboxSender:
                         log.warning("notice %s to %s:%s is dead: %s", row.id, row.channel,
                                     who(row.address), result.error)
             uow.commit()
+
+    def _after_unreachable(self, uow: UnitOfWork, row: Outbox, now: dt.datetime, reason: str) -> None:
+        """The identity marked unreachable; the notice queued again on the recipient's next
+        channel, or its case moved up when none is left (bot/unreachable.py). In a savepoint: a
+        failure there is logged and leaves the notice marked, and the rest of the batch is still
+        marked (else every notice of it would be sent again once the lease runs out)."""
+        unreachable.mark_identity_unreachable(uow.session, row, reason)
+        # Written before the savepoint: the marks stay if it is rolled back, and SQLite's driver,
+        # which opens a transaction only at the first write, has one open for it to nest in.
+        uow.session.flush()
+        try:
+            with uow.session.begin_nested():
+                done = unreachable.reach_elsewhere(uow.session, row, now, self.policy)
+        except Exception:  # one notice's fall-back must not undo the batch's marks
+            log.exception("notice %s to %s:%s: queueing it elsewhere failed", row.id, row.channel,
+                          who(row.address))
+            return
+        log.info("notice %s to %s:%s is unreachable (%s): %s", row.id, row.channel, who(row.address),
+                 reason, done)
 
     async def drain_once(self) -> int:
         """Send what is due now; returns how many rows were attempted."""
@@ -208,15 +234,6 @@ def outbox_counts(engine: Engine) -> dict[str, dict[str, int]]:
         key = "backlog" if state == OutboxState.PENDING.value else "dead"
         counts.setdefault(channel, {"backlog": 0, "dead": 0})[key] = int(n)
     return counts
-
-
-def _mark_identity_unreachable(uow: UnitOfWork, row: Outbox, reason: str) -> None:
-    if row.identity_id is None:
-        return
-    ident = uow.session.get(Identity, row.identity_id)
-    if ident is not None:
-        ident.reachable = False
-        ident.unreachable_reason = reason[:200]
 
 
 class _Pace:

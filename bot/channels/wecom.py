@@ -17,10 +17,9 @@ Outbound:
   shared through Redis under a lock (`TokenStore` of the OA channel, under its own key).
 - `WeComSender`: an outbox row → a `button_interaction` template card when it has buttons
   (six at most; more become numbered options in a text), else a text. `invaliduser` in an
-  `errcode 0` answer (or 81013) is a failure for that person: the notice is marked unreachable
-  (the dead-notice list shows it) and goes again to their next channel; a case card with no
-  channel left but the web inbox escalates the case at once (handlers/watch/escalation.py,
-  `escalate_unreachable`). WeCom drops silently what passes 30 a minute or
+  `errcode 0` answer (or 81013) is a failure for that person: the notice is marked unreachable,
+  and the outbox sender takes it on as for every channel (bot/unreachable.py: their next channel,
+  or the case up its chain when none is left). WeCom drops silently what passes 30 a minute or
   1000 an hour per member, so the sender keeps those counts itself and, at a member's last slot
   with more notices waiting, merges them into one digest card; past the limit the member's
   notices wait for the window to pass.
@@ -57,11 +56,10 @@ from wechatpy.enterprise.crypto import WeChatCrypto as _WorkCrypto
 from wechatpy.exceptions import WeChatClientException
 
 from bot.channels import wechat as wc
-from bot.channels.base import Attachment, Incoming, Outgoing, SendResult
+from bot.channels.base import Incoming, Outgoing, SendResult
 from handlers.cases import lifecycle
-from handlers.notify import address_of, render_buttons
+from handlers.notify import render_buttons
 from handlers.replies import DEFAULT, say
-from handlers.watch import escalation
 from storage import outbox
 from storage import tables as t
 from storage.state import StateStore
@@ -70,8 +68,6 @@ from storage.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 CHANNEL = "wecom"
-# The web chat's inbox: kept for a person, seen only when they look.
-WEB_INBOX = "web"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 ALL_INVALID = 81013
@@ -89,7 +85,6 @@ MAX_CARD_LINES = 6
 # A card's response_code is good for one update within 72 h.
 CARD_TTL = 72 * 3600
 DEDUPE_TTL = 600
-OPTIONS_TTL = 7 * 24 * 3600
 # The case steps a card's buttons carry: a press of one of these redraws the card.
 CASE_STEPS = ("ack", "rep", "trf", "res", "ret")
 KEY_VALUE = re.compile(r"^\s*([^：:]{1,8})[：:]\s*(.+)$")
@@ -177,22 +172,15 @@ def dedupe_key(fields: dict[str, str]) -> str:
 def translate(fields: dict[str, str], *, number_action: Callable[[str], str | None] = lambda _: None
               ) -> Translation:
     userid = normal_userid(fields.get("FromUserName", ""))
-    kind = fields.get("MsgType", "")
+    common = wc.translate_common(fields, channel=CHANNEL, address=userid, number_action=number_action,
+                                 translation=Translation)
+    if common is not None:
+        return common
 
     def incoming(**kwargs: Any) -> Incoming:
         return Incoming(channel=CHANNEL, address=userid, **kwargs)
 
-    if kind == "text":
-        content = fields.get("Content", "")
-        action = number_action(content)
-        return Translation(incoming(action=action) if action else incoming(text=content))
-    if kind == "location":
-        lat, lon = wc._float(fields.get("Location_X")), wc._float(fields.get("Location_Y"))
-        if lat is None or lon is None:
-            return Translation(text_key="wechat.unsupported")
-        return Translation(incoming(attachments=(
-            Attachment(kind="location", latitude=lat, longitude=lon, ref=fields.get("Label", "")),)))
-    if kind != "event":
+    if fields.get("MsgType", "") != "event":
         return Translation(text_key="wechat.unsupported")
     event = fields.get("Event", "")
     key = fields.get("EventKey", "")
@@ -213,26 +201,16 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
 # --------------------------------------------------------------------------- numbered options
 
 
-def options_key(userid: str) -> str:
-    return f"wecom:options:{userid}"
+# The Official Account's numbered options, under WeCom's own key ("wecom:options:<userid>").
 
 
 def number_action(state: StateStore, userid: str, text: str) -> str | None:
-    word = text.strip()
-    if word in wc.CIRCLED:
-        index = wc.CIRCLED.index(word) + 1
-    elif word.isdigit() and len(word) <= 2:
-        index = int(word)
-    else:
-        return None
-    remembered = state.get(options_key(userid))
-    actions = remembered.get("actions", []) if remembered else []
-    return str(actions[index - 1]) if 1 <= index <= len(actions) else None
+    return wc.number_action(state, userid, text, channel=CHANNEL)
 
 
 def remember_options(state: StateStore, userid: str, actions: list[str]) -> None:
-    if actions:
-        state.put(options_key(userid), {"actions": actions}, ttl=OPTIONS_TTL)
+    # A notice without numbered options leaves those shown before standing.
+    wc.remember_options(state, userid, actions, channel=CHANNEL, forget_old=False)
 
 
 # --------------------------------------------------------------------------- cards
@@ -508,13 +486,8 @@ class WeComSender:
     channel = CHANNEL
 
     def __init__(self, client: WeComClient, *, agent_id: int, state: StateStore, engine: Engine | None = None,
-                 limits: MemberLimits | None = None, busy_seconds: float = 60.0,
-                 policy: escalation.WatchPolicy | None = None,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 limits: MemberLimits | None = None, busy_seconds: float = 60.0) -> None:
         self.client = client
-        # The escalation chain a card no channel can deliver climbs (WATCH_CHAIN and friends).
-        self.policy = policy or escalation.WatchPolicy()
-        self._now = now
         self.agent_id = int(agent_id)
         self.state = state
         self.engine = engine
@@ -568,43 +541,10 @@ class WeComSender:
         return SendResult(ok=True)
 
     def _unreachable(self, message: Outgoing, why: str) -> SendResult:
+        """Refused for this member: the outbox sender queues the notice on their next channel
+        (bot/unreachable.py)."""
         log.warning("wecom: notice %s did not reach %s (%s)", message.id, who(message.address), why)
-        if self.engine is not None:
-            self._fall_back(message, why)
         return SendResult(ok=False, unreachable=True, error=f"wecom {why}")
-
-    def _fall_back(self, message: Outgoing, why: str) -> None:
-        """The notice WeCom could not deliver, queued again on the person's next channel (their
-        order), so a case card is not lost with the member; the notice itself is marked
-        unreachable and shows in the dead-notice list. When only the web inbox is left, which
-        reaches nobody until they look, a card of a case waiting for them goes up its chain at
-        once instead; anything else waits in the inbox."""
-        assert self.engine is not None
-        now = self._now()
-        with UnitOfWork(self.engine) as uow:
-            row = uow.session.get(t.Outbox, message.id)
-            person = uow.session.get(t.Person, row.person_id) if row is not None and row.person_id else None
-            if row is None or person is None:
-                return
-            ident = identity_of(uow.session, message.address)
-            if ident is not None:
-                ident.reachable, ident.unreachable_reason = False, f"wecom {why}"[:200]
-                uow.session.flush()
-            elsewhere = address_of(uow.session, now, person=person)
-            if elsewhere.channel == CHANNEL:
-                return
-            if elsewhere.channel == WEB_INBOX and row.case_id is not None:
-                done = escalation.escalate_unreachable(uow.session, row.case_id, person.id or 0, now, self.policy,
-                                                       origin=f"unreachable:{row.id}")
-                if done is not None:
-                    uow.commit()
-                    log.info("wecom: notice %s reached no channel; the case went up: %s", message.id, done)
-                    return
-            outbox.enqueue(uow.session, channel=elsewhere.channel, address=elsewhere.address, text=row.text, now=now,
-                           buttons=row.buttons, identity_id=elsewhere.id, person_id=person.id, case_id=row.case_id,
-                           topic=row.topic, media=row.media or ())
-            uow.commit()
-        log.info("wecom: notice %s queued again on %s", message.id, elsewhere.channel)
 
     def _failed(self, message: Outgoing, reason: str) -> SendResult:
         log.warning("wecom: notice %s not sent (%s); it will be retried", message.id, reason)

@@ -49,7 +49,7 @@ def client_for(fake: FakeWeCom, api: str, clock: FixedClock, tokens: object = No
 def sender_for(fake: FakeWeCom, api: str, services: Services, clock: FixedClock) -> wm.WeComSender:
     wm.bind_members(services.engine, clock.now())
     return wm.WeComSender(client_for(fake, api, clock), agent_id=fake.agent_id, state=services.state,
-                          engine=services.engine, now=clock.now,
+                          engine=services.engine,
                           limits=wm.MemberLimits(services.state, now=lambda: clock.now().timestamp()))
 
 
