@@ -38,7 +38,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlparse
 
 import anyio
@@ -62,6 +62,7 @@ from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHANNEL = "wechat"
 SCENE_PREFIX = "b_"
@@ -306,20 +307,43 @@ def _float(value: str | None) -> float | None:
     return number if number is not None and math.isfinite(number) and abs(number) <= 180 else None
 
 
+def translate_common(fields: dict[str, str], *, channel: str, address: str,
+                     number_action: Callable[[str], str | None], translation: Callable[..., T]) -> T | None:
+    """The pushes the Official Account and WeCom send alike, as `translation(incoming)` or
+    `translation(text_key=...)` (each channel has its own Translation): a text, or the action
+    of the numbered option it answers, and a location. None for any other kind of push."""
+    kind = fields.get("MsgType", "")
+
+    def incoming(**kwargs: Any) -> Incoming:
+        return Incoming(channel=channel, address=address, **kwargs)
+
+    if kind == "text":
+        content = fields.get("Content", "")
+        action = number_action(content)
+        return translation(incoming(action=action) if action else incoming(text=content))
+    if kind == "location":
+        lat, lon = _float(fields.get("Location_X")), _float(fields.get("Location_Y"))
+        if lat is None or lon is None:
+            return translation(text_key="wechat.unsupported")
+        return translation(incoming(attachments=(
+            Attachment(kind="location", latitude=lat, longitude=lon, ref=fields.get("Label", "")),)))
+    return None
+
+
 def translate(fields: dict[str, str], *, number_action: Callable[[str], str | None] = lambda _: None
               ) -> Translation:
     """One push → a Translation. `number_action(text)` maps a numbered-option answer ("1") to
     the action it stands for, when the resident was last shown options."""
     openid = fields.get("FromUserName", "")
+    common = translate_common(fields, channel=CHANNEL, address=openid, number_action=number_action,
+                              translation=Translation)
+    if common is not None:
+        return common
     kind = fields.get("MsgType", "")
 
     def incoming(**kwargs: Any) -> Incoming:
         return Incoming(channel=CHANNEL, address=openid, **kwargs)
 
-    if kind == "text":
-        content = fields.get("Content", "")
-        action = number_action(content)
-        return Translation(incoming(action=action) if action else incoming(text=content))
     if kind == "image":
         # PicUrl is only a fallback: it expires like the MediaId, and the API cannot fetch it.
         media_id = fields.get("MediaId", "")
@@ -334,12 +358,6 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
         # Kept either way; without WeChat's text, the desk asks for a sentence to go with it.
         voice = (Attachment(kind="voice", ref=media_id),) if media_id else ()
         return Translation(incoming(text=recognised, attachments=voice), media_id=media_id or None)
-    if kind == "location":
-        lat, lon = _float(fields.get("Location_X")), _float(fields.get("Location_Y"))
-        if lat is None or lon is None:
-            return Translation(text_key="wechat.unsupported")
-        return Translation(incoming(attachments=(
-            Attachment(kind="location", latitude=lat, longitude=lon, ref=fields.get("Label", "")),)))
     if kind != "event":
         return Translation(text_key="wechat.unsupported")
 
@@ -371,12 +389,15 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
 # --------------------------------------------------------------------------- replies → text
 
 
-def options_key(openid: str) -> str:
-    return f"wechat:options:{openid}"
+def options_key(address: str, channel: str = CHANNEL) -> str:
+    """Where the numbered options last shown to `address` are kept; WeCom uses them too, under
+    its own `channel` ("wechat:options:<openid>", "wecom:options:<userid>"). Stored state: the
+    key must not change between versions."""
+    return f"{channel}:options:{address}"
 
 
-def number_action(state: StateStore, openid: str, text: str) -> str | None:
-    """The action behind a numbered option ("1", "１", "①") the resident was last shown."""
+def number_action(state: StateStore, address: str, text: str, *, channel: str = CHANNEL) -> str | None:
+    """The action behind a numbered option ("1", "１", "①") the person was last shown."""
     word = text.strip()
     if word in CIRCLED:
         index = CIRCLED.index(word) + 1
@@ -384,7 +405,7 @@ def number_action(state: StateStore, openid: str, text: str) -> str | None:
         index = int(word)
     else:
         return None
-    remembered = state.get(options_key(openid))
+    remembered = state.get(options_key(address, channel))
     actions = remembered.get("actions", []) if remembered else []
     return str(actions[index - 1]) if 1 <= index <= len(actions) else None
 
@@ -407,11 +428,15 @@ def render(lang: str, texts: Sequence[str], buttons: Sequence[Sequence[Any]]) ->
     return f"{body}\n\n" + "\n".join(lines) + f"\n{hint}", [a for _, a in labels]
 
 
-def remember_options(state: StateStore, openid: str, actions: list[str]) -> None:
+def remember_options(state: StateStore, address: str, actions: list[str], *, channel: str = CHANNEL,
+                     forget_old: bool = True) -> None:
+    """Keep the actions behind the options just shown, for `number_action`. A text without
+    options forgets the earlier ones when `forget_old` (the Official Account's replies; WeCom's
+    notices leave them standing)."""
     if actions:
-        state.put(options_key(openid), {"actions": actions}, ttl=OPTIONS_TTL)
-    else:
-        state.pop(options_key(openid))
+        state.put(options_key(address, channel), {"actions": actions}, ttl=OPTIONS_TTL)
+    elif forget_old:
+        state.pop(options_key(address, channel))
 
 
 def render_replies(state: StateStore, lang: str, openid: str, replies: Sequence[Reply],

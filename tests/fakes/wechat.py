@@ -13,6 +13,8 @@ answering HTTP 200 with `errcode`/`errmsg` as WeChat does. Time comes from an in
 clock, so the 48 h and 1 min windows and token expiry are tested without waiting. `inject`
 makes the next call fail as a broken server or network does (`FAULTS`): an HTML 500 page,
 cut-off JSON, a 404 with a text body, a connection dropped mid-body, or no answer at all.
+Tokens, injected faults and the endpoint around each handler are WeCom's too
+(tests/fakes/weixin_api.py).
 
 Usage:
 
@@ -39,11 +41,10 @@ import re
 import secrets
 import string
 import struct
-import threading
 import time
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -53,11 +54,11 @@ import segno
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from storage.clock import FixedClock, as_utc
 from tests.fakes import wechat_crypto as crypto
+from tests.fakes.weixin_api import TOKEN_LIFETIME, BadRequest, Call, FakeWeixinApi, rid
 
 T = TypeVar("T")
 
@@ -67,9 +68,6 @@ UNAVAILABLE = "该公众号暂时无法提供服务，请稍后再试"
 Mode = Literal["plain", "compat", "safe"]
 MODES: tuple[str, ...] = ("plain", "compat", "safe")
 REPLY_TYPES = frozenset({"text", "image", "voice", "video", "music", "news"})
-TOKEN_LIFETIME = 7200
-# A superseded access_token keeps working this long (PROTOCOLS.md §2.1, access_token).
-TOKEN_GRACE = 300
 MESSAGE_WINDOW = (48 * 3600, 5)     # a user's message: 5 customer-service messages in 48 h
 INTERACTION_WINDOW = (60, 3)        # a menu tap, follow or scan: 3 in 1 min
 STABLE_DAILY_QUOTA = 10000
@@ -128,13 +126,9 @@ def tiny_png(rgb: tuple[int, int, int] | None = None) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def _rid() -> str:
-    return "-".join(secrets.token_hex(4) for _ in range(3))
-
-
 def _error(code: int, errmsg: str | None = None) -> dict[str, Any]:
     # Real errmsg values end with a request id that changes every call (PROTOCOLS.md §2.1).
-    return {"errcode": code, "errmsg": f"{errmsg or ERRMSG.get(code, 'error')} rid: {_rid()}"}
+    return {"errcode": code, "errmsg": f"{errmsg or ERRMSG.get(code, 'error')} rid: {rid()}"}
 
 
 OK: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
@@ -228,16 +222,6 @@ class Sent:
 
 
 @dataclass(frozen=True)
-class ApiCall:
-    method: str
-    path: str
-    query: Mapping[str, str]
-    content_type: str | None
-    body: bytes
-    answer: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True)
 class Message:
     """A push ready to send: the plaintext fields in WeChat's order."""
 
@@ -273,41 +257,11 @@ class _User:
     last_create_time: int = 0
 
 
-@dataclass
-class _Token:
-    value: str
-    series: str
-    issued_at: float
-    expires_at: float
-    superseded_at: float | None = None
-
-
 @dataclass(frozen=True)
 class _Media:
     data: bytes
     content_type: str
     expires_at: float
-
-
-@dataclass(frozen=True)
-class _Injection:
-    errcode: int | None
-    delay: float
-    path: str | None
-    errmsg: str | None
-    fault: str | None = None
-
-
-# What a broken server, proxy or network does to an API call instead of answering it
-# (`FakeWeChat.inject(fault=...)`):
-FAULTS = frozenset({
-    "html_500",    # 500 with an HTML error page, as a proxy in front of the API sends
-    "truncated",   # 200 application/json whose JSON is cut off
-    "not_found",   # 404 with a text body that is not JSON
-    "reset",       # headers and part of the body, then the connection is dropped
-    "hang",        # no answer at all, until the client gives up (or `release_hung()`)
-})
-HANG_LIMIT = 60.0
 
 
 class _Number(str):
@@ -330,6 +284,20 @@ def render_xml(fields: Mapping[str, Any]) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
+async def post_push(client: httpx.AsyncClient, url: str, query: Mapping[str, str], body: bytes,
+                    timeout: float) -> tuple[int | None, bytes, str | None]:
+    """One attempt at a push, as WeChat and WeCom post them: (HTTP status, answer, None), or
+    (None, b"", why) when no answer came within `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            response = await client.post(url, params=query, content=body, headers={"Content-Type": "text/xml"})
+    except TimeoutError:
+        return None, b"", f"no answer within {timeout} s"
+    except httpx.HTTPError as exc:
+        return None, b"", f"{type(exc).__name__}: {exc}"
+    return response.status_code, response.content, None
+
+
 class _ReplyError(Exception):
     """The app's answer is not something WeChat accepts."""
 
@@ -337,7 +305,7 @@ class _ReplyError(Exception):
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeWeChat:
+class FakeWeChat(FakeWeixinApi):
     """WeChat, both sides, for one Official Account.
 
     `api_app` is the ASGI app of the API (serve it on 127.0.0.1); the push methods call
@@ -367,6 +335,7 @@ class FakeWeChat:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode is one of {MODES}, not {mode!r}")
+        super().__init__(clock)
         self.token = token
         self.appid = appid or "wx" + secrets.token_hex(8)
         self.secret = secret or secrets.token_hex(16)
@@ -378,9 +347,6 @@ class FakeWeChat:
         self.app_url = app_url
         self.attempt_timeout = attempt_timeout
         self.attempts = attempts
-        # A storage.clock.FixedClock (or any object with now(), advance() and set()), so the
-        # fake and the app under test can share one simulated time.
-        self.clock = clock or FixedClock(dt.datetime.now(dt.UTC))
         self.templates = _templates(templates)
         self.subscribe_templates = _templates(subscribe_templates)
         self.ip_whitelist = set(ip_whitelist) if ip_whitelist is not None else None
@@ -388,19 +354,12 @@ class FakeWeChat:
         # Observed by users, not documented: longer text replies do not arrive (PROTOCOLS.md §2.1).
         self.max_text_bytes = max_text_bytes
 
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._users: dict[str, _User] = {}
         self._seen: dict[str, list[Seen]] = {}
         self._sent: list[Sent] = []
         self._pushes: list[PushResult] = []
-        self._api_calls: list[ApiCall] = []
-        self._tokens: dict[str, _Token] = {}
-        self._current: dict[str, str] = {}
         self._fetches: dict[tuple[str, dt.date], int] = {}
         self._last_force_refresh: float | None = None
-        self._injections: list[_Injection] = []
-        self._hung = threading.Event()
         self._qrcodes: dict[str, QrCode] = {}
         self._media: dict[str, _Media] = {}
         self.menu: dict[str, Any] | None = None
@@ -409,16 +368,6 @@ class FakeWeChat:
         self.api_app = self._build_api_app()
 
     # ----------------------------------------------------------------------- clock
-
-    def now(self) -> int:
-        """The fake's time as Unix seconds."""
-        return int(as_utc(self.clock.now()).timestamp())
-
-    def advance(self, delta: dt.timedelta | float) -> None:
-        """Move the fake's clock forward (a float is seconds)."""
-        if not isinstance(delta, dt.timedelta):
-            delta = dt.timedelta(seconds=delta)
-        self.clock.advance(delta)
 
     def set_time(self, when: dt.datetime) -> None:
         self.clock.set(when)
@@ -469,25 +418,9 @@ class FakeWeChat:
             return list(self._pushes)
 
     @property
-    def api_calls(self) -> list[ApiCall]:
-        with self._lock:
-            return list(self._api_calls)
-
-    @property
     def qrcodes(self) -> dict[str, QrCode]:
         with self._lock:
             return dict(self._qrcodes)
-
-    async def wait_for(self, condition: Callable[[], T], timeout: float = 5.0) -> T:
-        """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"the condition did not hold within {timeout} s")
-            await asyncio.sleep(0.01)
 
     def wait_for_blocking(self, condition: Callable[[], T], timeout: float = 5.0) -> T:
         deadline = time.monotonic() + timeout
@@ -519,21 +452,6 @@ class FakeWeChat:
             self.previous_encoding_aes_key = self.encoding_aes_key
             self.encoding_aes_key = new_key
         return new_key
-
-    def inject(self, errcode: int | None = None, *, delay: float = 0.0, path: str | None = None,
-               errmsg: str | None = None, fault: str | None = None) -> None:
-        """Make the next API call (or the next to `path`, e.g. "message/custom/send") answer
-        with `errcode` (-1 busy, 45009 quota, ...) and/or only after `delay` real seconds, or
-        fail as `fault` says (one of FAULTS: an HTML 500 page, cut-off JSON, a 404 with a
-        text body, a connection dropped mid-body, no answer). A faulted call does nothing."""
-        if fault is not None and fault not in FAULTS:
-            raise ValueError(f"fault is one of {sorted(FAULTS)}, not {fault!r}")
-        with self._lock:
-            self._injections.append(_Injection(errcode, delay, path, errmsg, fault))
-
-    def release_hung(self) -> None:
-        """Let calls held by the "hang" fault end (they answer nothing useful: a 504)."""
-        self._hung.set()
 
     # ----------------------------------------------------------------------- message builders
 
@@ -767,18 +685,7 @@ class FakeWeChat:
                     query = {k: (secrets.token_hex(20) if k.endswith("signature") else v)
                              for k, v in query.items()}
                 started = time.monotonic()
-                status: int | None = None
-                reply = b""
-                error: str | None = None
-                try:
-                    async with asyncio.timeout(self.attempt_timeout):
-                        response = await client.post(self.app_url, params=query, content=body,
-                                                     headers={"Content-Type": "text/xml"})
-                    status, reply = response.status_code, response.content
-                except TimeoutError:
-                    error = f"no answer within {self.attempt_timeout} s"
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                status, reply, error = await post_push(client, self.app_url, query, body, self.attempt_timeout)
                 attempts.append(Attempt(number, query, body, status, reply, error,
                                         time.monotonic() - started))
                 if status == 200:
@@ -909,103 +816,10 @@ class FakeWeChat:
         routes += _control_routes(self)
         return Starlette(routes=routes)
 
-    def _api(self, handler: Callable[[_Call], Any], *, auth: bool = True
-             ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            path = request.url.path.removeprefix("/cgi-bin/")
-            body = await request.body()
-            injection = self._take_injection(path)
-            if injection and injection.delay:
-                await asyncio.sleep(injection.delay)
-            if injection and injection.fault:
-                with self._changed:
-                    self._api_calls.append(ApiCall(request.method, path, dict(request.query_params),
-                                                   request.headers.get("content-type"), body,
-                                                   {"fault": injection.fault}))
-                    self._changed.notify_all()
-                return await self._fault(injection.fault)
-            task: BackgroundTask | None = None
-            if injection and injection.errcode is not None:
-                answer = _error(injection.errcode, injection.errmsg)
-            else:
-                call = _Call(request, body)
-                with self._lock:
-                    access_token = request.query_params.get("access_token")
-                    code = self._check_access_token(access_token) if auth else 0
-                    if code:
-                        answer = _error(code)
-                    else:
-                        try:
-                            answer = handler(call)
-                        except _BadRequest as exc:
-                            answer = _error(exc.code, exc.errmsg)
-                task = call.after
-            media = answer if isinstance(answer, Response) else None
-            with self._changed:
-                self._api_calls.append(ApiCall(request.method, path, dict(request.query_params),
-                                               request.headers.get("content-type"), body,
-                                               None if media is not None else answer))
-                self._changed.notify_all()
-            if media is not None:
-                return media
-            return JSONResponse(answer, background=task)
-
-        return endpoint
-
-    async def _fault(self, fault: str) -> Response:
-        if fault == "html_500":
-            page = b"<html><head><title>500 Internal Server Error</title></head><body>" \
-                   b"<center><h1>500 Internal Server Error</h1></center><hr><center>nginx</center></body></html>"
-            return Response(page, status_code=500, media_type="text/html")
-        if fault == "truncated":
-            return Response(b'{"errcode":0,"errmsg":"o', media_type="application/json")
-        if fault == "not_found":
-            return Response(b"404 page not found", status_code=404, media_type="text/plain")
-        if fault == "reset":
-            async def cut_off() -> AsyncIterator[bytes]:
-                yield b'{"errcode":0,'
-                await asyncio.sleep(0.05)
-                raise ConnectionResetError("the fake drops the connection mid-body")
-            return StreamingResponse(cut_off(), media_type="application/json")
-        # hang: answer nothing until the client gives up and goes away
-        deadline = time.monotonic() + HANG_LIMIT
-        while not self._hung.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return Response(b"", status_code=504)
-
-    def _take_injection(self, path: str) -> _Injection | None:
-        with self._lock:
-            for i, injection in enumerate(self._injections):
-                if injection.path is None or injection.path.strip("/") == path:
-                    return self._injections.pop(i)
-        return None
+    def _error(self, code: int, errmsg: str | None = None) -> dict[str, Any]:
+        return _error(code, errmsg)
 
     # tokens
-
-    def _issue(self, series: str) -> _Token:
-        now = self.now()
-        previous = self._current.get(series)
-        if previous is not None:
-            self._tokens[previous].superseded_at = now
-        # Real tokens run to ~150 characters, and WeChat asks for 512 of storage.
-        value = crypto.random_text(160, string.ascii_letters + string.digits + "_-")
-        token = _Token(value, series, now, now + TOKEN_LIFETIME)
-        self._tokens[value] = token
-        self._current[series] = value
-        return token
-
-    def _check_access_token(self, value: str | None) -> int:
-        if not value:
-            return 41001
-        token = self._tokens.get(value)
-        if token is None:
-            return 40014
-        now = self.now()
-        if token.superseded_at is not None and now >= token.superseded_at + TOKEN_GRACE:
-            return 40001
-        if now >= token.expires_at:
-            return 42001
-        return 0
 
     def _count_fetch(self, series: str) -> bool:
         day = dt.datetime.fromtimestamp(self.now(), BEIJING).date()
@@ -1017,25 +831,25 @@ class FakeWeChat:
         self._fetches[(series, day)] = count + 1
         return True
 
-    def _credentials(self, call: _Call, grant_type: Any, appid: Any, secret: Any) -> None:
+    def _credentials(self, call: Call, grant_type: Any, appid: Any, secret: Any) -> None:
         if grant_type != "client_credential":
-            raise _BadRequest(40002)
+            raise BadRequest(40002)
         if appid != self.appid:
-            raise _BadRequest(40013)
+            raise BadRequest(40013)
         if not isinstance(secret, str) or not secrets.compare_digest(secret, self.secret):
-            raise _BadRequest(40001)
+            raise BadRequest(40001)
         if self.ip_whitelist is not None and call.client_ip not in self.ip_whitelist:
-            raise _BadRequest(40164, f"invalid ip {call.client_ip}, not in whitelist")
+            raise BadRequest(40164, f"invalid ip {call.client_ip}, not in whitelist")
 
-    def _token_endpoint(self, call: _Call) -> dict[str, Any]:
+    def _token_endpoint(self, call: Call) -> dict[str, Any]:
         q = call.request.query_params
         self._credentials(call, q.get("grant_type"), q.get("appid"), q.get("secret"))
         if not self._count_fetch("token"):
-            raise _BadRequest(45009)
-        token = self._issue("token")
+            raise BadRequest(45009)
+        token = self._issue_token("token")
         return {"access_token": token.value, "expires_in": TOKEN_LIFETIME}
 
-    def _stable_token(self, call: _Call) -> dict[str, Any]:
+    def _stable_token(self, call: Call) -> dict[str, Any]:
         """Its own series of tokens, which rotates only on force_refresh (PROTOCOLS.md §2.1)."""
         data = call.json()
         self._credentials(call, data.get("grant_type"), data.get("appid"), data.get("secret"))
@@ -1043,34 +857,34 @@ class FakeWeChat:
         current = self._tokens.get(self._current.get("stable", ""))
         force = bool(data.get("force_refresh"))
         if force and self._last_force_refresh is not None and now - self._last_force_refresh < 30:
-            raise _BadRequest(45011)
+            raise BadRequest(45011)
         if current is not None and not force and now < current.expires_at:
             return {"access_token": current.value, "expires_in": int(current.expires_at - now)}
         if not self._count_fetch("stable_force" if force else "stable"):
-            raise _BadRequest(45009)
+            raise BadRequest(45009)
         if force:
             self._last_force_refresh = now
-        token = self._issue("stable")
+        token = self._issue_token("stable")
         return {"access_token": token.value, "expires_in": TOKEN_LIFETIME}
 
     # sending
 
-    def _custom_send(self, call: _Call) -> dict[str, Any]:
+    def _custom_send(self, call: Call) -> dict[str, Any]:
         data = call.json()
         openid = data.get("touser")
         user = self._users.get(openid) if isinstance(openid, str) else None
         if user is None:
-            raise _BadRequest(40003)
+            raise BadRequest(40003)
         text = _custom_text(data)
         if not user.following:
-            raise _BadRequest(45015)
+            raise BadRequest(45015)
         now = self.now()
         open_windows = [w for w in user.windows.values() if now < w.closes_at]
         if not open_windows:
-            raise _BadRequest(45015)
+            raise BadRequest(45015)
         usable = sorted((w for w in open_windows if w.used < w.limit), key=lambda w: w.closes_at)
         if not usable:
-            raise _BadRequest(45047)
+            raise BadRequest(45047)
         # WeChat does not document how the two quotas combine. The fake lets either open window
         # allow a send and spends the one closing first, so a menu tap's 3-in-1-min quota does
         # not eat into the 5-in-48-h quota of an earlier message.
@@ -1079,20 +893,20 @@ class FakeWeChat:
                    Sent("custom", openid, data, text, now))
         return dict(OK)
 
-    def _template_send(self, call: _Call) -> dict[str, Any]:
+    def _template_send(self, call: Call) -> dict[str, Any]:
         data = call.json()
         template_id = data.get("template_id")
         if template_id not in self.templates:
-            raise _BadRequest(40037)
+            raise BadRequest(40037)
         openid = data.get("touser")
         user = self._users.get(openid) if isinstance(openid, str) else None
         if user is None:
-            raise _BadRequest(40003)
+            raise BadRequest(40003)
         if not user.following:
-            raise _BadRequest(43004)
+            raise BadRequest(43004)
         values = data.get("data")
         if not isinstance(values, dict):
-            raise _BadRequest(47003, "argument invalid! data is not an object")
+            raise BadRequest(47003, "argument invalid! data is not an object")
         text = _render_template(self.templates[template_id], values)
         msgid = self._msg_id()
         now = self.now()
@@ -1100,26 +914,26 @@ class FakeWeChat:
                    Sent("template", openid, data, text, now, msgid))
         if self.app_url:
             # Best effort, after the answer, as WeChat reports the job later.
-            call.after = BackgroundTask(self._report_template_job, openid, msgid)
+            call.after = BackgroundTask(self._report_template_job, user.openid, msgid)
         return OK | {"msgid": msgid}
 
     async def _report_template_job(self, openid: str, msgid: int) -> None:
         await self.push(self.template_job_finished(openid, msgid))
 
-    def _bizsend(self, call: _Call) -> dict[str, Any]:
+    def _bizsend(self, call: Call) -> dict[str, Any]:
         data = call.json()
         template_id = data.get("template_id")
         if template_id not in self.subscribe_templates:
-            raise _BadRequest(40037)
+            raise BadRequest(40037)
         openid = data.get("touser")
         user = self._users.get(openid) if isinstance(openid, str) else None
         if user is None:
-            raise _BadRequest(40003)
+            raise BadRequest(40003)
         if user.opt_ins.get(template_id, 0) <= 0:
-            raise _BadRequest(43101)
+            raise BadRequest(43101)
         values = data.get("data")
         if not isinstance(values, dict):
-            raise _BadRequest(47003, "argument invalid! data is not an object")
+            raise BadRequest(47003, "argument invalid! data is not an object")
         user.opt_ins[template_id] -= 1
         text = _render_template(self.subscribe_templates[template_id], values)
         now = self.now()
@@ -1129,13 +943,13 @@ class FakeWeChat:
 
     # media
 
-    def _media_get(self, call: _Call) -> Response:
+    def _media_get(self, call: Call) -> Response:
         """The bytes of a temporary media, as WeChat sends a file; an unknown or expired
         MediaId is 40007 in JSON where the bytes would be."""
         media_id = call.request.query_params.get("media_id", "")
         kept = self._media.get(media_id)
         if kept is None or self.now() >= kept.expires_at:
-            raise _BadRequest(40007)
+            raise BadRequest(40007)
         extension = kept.content_type.rsplit("/", 1)[-1]
         return Response(kept.data, media_type=kept.content_type, headers={
             "Content-Disposition": f'attachment; filename="{media_id}.{extension}"',
@@ -1143,7 +957,7 @@ class FakeWeChat:
 
     # menus and QR codes
 
-    def _menu_create(self, call: _Call) -> dict[str, Any]:
+    def _menu_create(self, call: Call) -> dict[str, Any]:
         data = call.json()
         _validate_menu(data)
         self.menu = data
@@ -1151,35 +965,35 @@ class FakeWeChat:
                                    self.now()))
         return dict(OK)
 
-    def _menu_get(self, call: _Call) -> dict[str, Any]:
+    def _menu_get(self, call: Call) -> dict[str, Any]:
         if self.menu is None:
-            raise _BadRequest(46003)
+            raise BadRequest(46003)
         return {"menu": self.menu}
 
-    def _menu_delete(self, call: _Call) -> dict[str, Any]:
+    def _menu_delete(self, call: Call) -> dict[str, Any]:
         self.menu = None
         return dict(OK)
 
-    def _qrcode_create(self, call: _Call) -> dict[str, Any]:
+    def _qrcode_create(self, call: Call) -> dict[str, Any]:
         data = call.json()
         action = data.get("action_name")
         scene = (data.get("action_info") or {}).get("scene") or {}
         if action in ("QR_STR_SCENE", "QR_LIMIT_STR_SCENE"):
             value = scene.get("scene_str")
             if not isinstance(value, str) or not 1 <= len(value) <= 64:
-                raise _BadRequest(47003, "argument invalid! scene_str is 1 to 64 characters")
+                raise BadRequest(47003, "argument invalid! scene_str is 1 to 64 characters")
         elif action in ("QR_SCENE", "QR_LIMIT_SCENE"):
             value = scene.get("scene_id")
             too_big = action == "QR_LIMIT_SCENE" and isinstance(value, int) and value > 100000
             if not isinstance(value, int) or value <= 0 or too_big:
-                raise _BadRequest(47003, "argument invalid! scene_id")
+                raise BadRequest(47003, "argument invalid! scene_id")
             value = str(value)
         else:
-            raise _BadRequest(47003, f"argument invalid! action_name {action!r}")
+            raise BadRequest(47003, f"argument invalid! action_name {action!r}")
         permanent = action.startswith("QR_LIMIT")
         expire = None if permanent else int(data.get("expire_seconds") or 60)
         if expire is not None and not 1 <= expire <= 2592000:
-            raise _BadRequest(47003, "argument invalid! expire_seconds")
+            raise BadRequest(47003, "argument invalid! expire_seconds")
         ticket = "gQ" + crypto.random_text(94, string.ascii_letters + string.digits + "-_")
         url = "http://weixin.qq.com/q/" + crypto.random_text(22)
         now = self.now()
@@ -1211,39 +1025,6 @@ class FakeWeChat:
 # --------------------------------------------------------------------------- API helpers
 
 
-class _BadRequest(Exception):
-    def __init__(self, code: int, errmsg: str | None = None) -> None:
-        super().__init__(code)
-        self.code = code
-        self.errmsg = errmsg
-
-
-class _Call:
-    """One API request as the handlers see it."""
-
-    def __init__(self, request: Request, body: bytes) -> None:
-        self.request = request
-        self.body = body
-        self.after: BackgroundTask | None = None
-
-    @property
-    def client_ip(self) -> str:
-        return self.request.client.host if self.request.client else ""
-
-    def json(self) -> dict[str, Any]:
-        # wechatpy posts UTF-8 JSON with no Content-Type (PROTOCOLS.md §0, trap 9), so the
-        # header is never consulted.
-        if not self.body:
-            raise _BadRequest(44002)
-        try:
-            data = json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _BadRequest(47001) from exc
-        if not isinstance(data, dict):
-            raise _BadRequest(47001)
-        return data
-
-
 def _templates(given: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
     if isinstance(given, Mapping):
         return dict(given)
@@ -1266,11 +1047,11 @@ def _custom_text(data: Mapping[str, Any]) -> str:
     msgtype = data.get("msgtype")
     body = data.get(msgtype) if isinstance(msgtype, str) else None
     if not isinstance(body, dict):
-        raise _BadRequest(40008)
+        raise BadRequest(40008)
     if msgtype == "text":
         content = body.get("content")
         if not isinstance(content, str) or not content:
-            raise _BadRequest(44004)
+            raise BadRequest(44004)
         return content
     if msgtype in ("image", "voice", "mpvideo", "video"):
         return f"[{msgtype}] {body.get('media_id', '')}"
@@ -1278,7 +1059,7 @@ def _custom_text(data: Mapping[str, Any]) -> str:
         return "\n".join(str(a.get("title", "")) for a in body.get("articles", []))
     if msgtype in ("mpnews", "mpnewsarticle", "music", "msgmenu", "wxcard", "miniprogrampage"):
         return f"[{msgtype}]"
-    raise _BadRequest(40008)
+    raise BadRequest(40008)
 
 
 BUTTON_TYPES = frozenset({"click", "view", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
@@ -1292,17 +1073,17 @@ def _validate_menu(data: Mapping[str, Any]) -> None:
     """A loose check of the custom-menu shape: 1-3 buttons, 1-5 sub-buttons, name and key sizes."""
     buttons = data.get("button")
     if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-        raise _BadRequest(40016)
+        raise BadRequest(40016)
     for button in buttons:
         _validate_button(button, max_name=16)
         subs = button.get("sub_button")
         if subs:
             if not isinstance(subs, list) or len(subs) > 5:
-                raise _BadRequest(40023)
+                raise BadRequest(40023)
             for sub in subs:
                 _validate_button(sub, max_name=60)
                 if sub.get("sub_button"):
-                    raise _BadRequest(40023)
+                    raise BadRequest(40023)
                 _validate_action(sub)
         else:
             _validate_action(button)
@@ -1310,22 +1091,22 @@ def _validate_menu(data: Mapping[str, Any]) -> None:
 
 def _validate_button(button: Any, *, max_name: int) -> None:
     if not isinstance(button, dict):
-        raise _BadRequest(40016)
+        raise BadRequest(40016)
     name = button.get("name")
     if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= max_name:
-        raise _BadRequest(40018)
+        raise BadRequest(40018)
 
 
 def _validate_action(button: Mapping[str, Any]) -> None:
     kind = button.get("type")
     if kind not in BUTTON_TYPES:
-        raise _BadRequest(40017)
+        raise BadRequest(40017)
     if kind in KEYED_TYPES:
         key = button.get("key")
         if not isinstance(key, str) or not 1 <= len(key.encode("utf-8")) <= 128:
-            raise _BadRequest(40019)
+            raise BadRequest(40019)
     if kind == "view" and not button.get("url"):
-        raise _BadRequest(40017, "invalid button type: a view button needs a url")
+        raise BadRequest(40017, "invalid button type: a view button needs a url")
 
 
 def _menu_keys(menu: Mapping[str, Any]) -> set[str]:

@@ -24,23 +24,23 @@ API side (HTTP 200 with `errcode`/`errmsg`, as WeCom answers):
 What a member sees is their transcript (`seen`): texts and cards, each card as it stands after
 its updates, so a test can press only the buttons a member would still find on it.
 
+Tokens, injected faults (`inject`, errcodes or a broken server's answers) and the endpoint
+around each handler are the Official Account fake's too (tests/fakes/weixin_api.py).
+
 Signatures and AES come from `tests.fakes.wechat_crypto`, never from wechatpy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import datetime as dt
 import json
 import re
 import secrets
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
@@ -49,14 +49,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from storage.clock import FixedClock, as_utc
 from tests.fakes import wechat_crypto as crypto
-from tests.fakes.wechat import render_xml
+from tests.fakes.wechat import post_push, render_xml
+from tests.fakes.weixin_api import TOKEN_LIFETIME, Call, FakeWeixinApi, rid
 
-T = TypeVar("T")
-
-TOKEN_LIFETIME = 7200
-TOKEN_GRACE = 300
 PER_MINUTE = 30
 PER_HOUR = 1000
 CARD_CODE_LIFETIME = 72 * 3600
@@ -83,8 +79,7 @@ ERRMSG: dict[int, str] = {
 
 
 def _error(code: int, errmsg: str | None = None) -> dict[str, Any]:
-    rid = "-".join(secrets.token_hex(4) for _ in range(3))
-    return {"errcode": code, "errmsg": f"{errmsg or ERRMSG.get(code, 'error')}, hint: [{rid}]"}
+    return {"errcode": code, "errmsg": f"{errmsg or ERRMSG.get(code, 'error')}, hint: [{rid()}]"}
 
 
 @dataclass
@@ -145,13 +140,6 @@ class Verification:
 
 
 @dataclass
-class _Token:
-    value: str
-    expires_at: float
-    superseded_at: float | None = None
-
-
-@dataclass
 class _CardCode:
     task_id: str
     userid: str
@@ -166,30 +154,17 @@ class _LoginCode:
     used: bool = False
 
 
-@dataclass
-class _Injection:
-    errcode: int | None
-    delay: float
-    path: str | None
-
-
-@dataclass
-class ApiCall:
-    method: str
-    path: str
-    query: Mapping[str, str]
-    body: bytes
-    answer: Mapping[str, Any]
-
-
-class FakeWeCom:
+class FakeWeCom(FakeWeixinApi):
     """WeCom, both sides, for one self-built app. Serve `api_app` on 127.0.0.1."""
+
+    wait_timeout = 10.0
 
     def __init__(self, *, corp_id: str | None = None, agent_id: int = 1000002, secret: str | None = None,
                  token: str = "griddesk-wecom-token", encoding_aes_key: str | None = None,
                  app_url: str | None = None, attempt_timeout: float = 5.0, attempts: int = 3,
                  clock: Any = None, trusted_ips: Iterable[str] | None = None,
                  members: Iterable[Member] = (), all_invalid_is_error: bool = True) -> None:
+        super().__init__(clock)
         self.corp_id = corp_id or "ww" + secrets.token_hex(8)
         self.agent_id = agent_id
         self.secret = secret or secrets.token_hex(21)
@@ -199,12 +174,10 @@ class FakeWeCom:
         self.app_url = app_url
         self.attempt_timeout = attempt_timeout
         self.attempts = attempts
-        self.clock = clock or FixedClock(dt.datetime.now(dt.UTC))
         self.trusted_ips = set(trusted_ips) if trusted_ips is not None else None
         # Every recipient invalid: 81013 (PROTOCOLS.md §3.1), or, as many apps observe for a
         # single recipient, errcode 0 with `invaliduser`.
         self.all_invalid_is_error = all_invalid_is_error
-        self._lock = threading.RLock()
         self._members: dict[str, Member] = {m.userid: m for m in members}
         self._seen: dict[str, list[Seen]] = {}
         self._cards: dict[str, Seen] = {}
@@ -212,22 +185,12 @@ class FakeWeCom:
         self._login_codes: dict[str, _LoginCode] = {}
         self._sends: dict[str, list[int]] = {}
         self._dropped: list[dict[str, Any]] = []
-        self._tokens: dict[str, _Token] = {}
-        self._current: str | None = None
-        self._injections: list[_Injection] = []
         self._pushes: list[PushResult] = []
-        self.api_calls: list[ApiCall] = []
         self._create_time = 0
         self._msg_id = 7_000_000_000_000_000_000 + secrets.randbelow(10**15)
         self.api_app = self._build_api_app()
 
-    # ----------------------------------------------------------------------- clock and members
-
-    def now(self) -> int:
-        return int(as_utc(self.clock.now()).timestamp())
-
-    def advance(self, delta: dt.timedelta | float) -> None:
-        self.clock.advance(delta if isinstance(delta, dt.timedelta) else dt.timedelta(seconds=delta))
+    # ----------------------------------------------------------------------- members
 
     def add_member(self, userid: str, name: str = "", *, mobile: str = "", department: int = 1,
                    visible: bool = True) -> str:
@@ -239,18 +202,6 @@ class FakeWeCom:
         """Put a member inside or outside the app's visible range (可见范围)."""
         with self._lock:
             self._members[userid].visible = visible
-
-    def inject(self, errcode: int | None = None, *, delay: float = 0.0, path: str | None = None) -> None:
-        """The next API call (or the next to `path`, e.g. "message/send") answers `errcode`
-        and/or only after `delay` seconds."""
-        with self._lock:
-            self._injections.append(_Injection(errcode, delay, path))
-
-    def expire_tokens(self) -> None:
-        """Every token issued so far expires now (42001 on its next use)."""
-        with self._lock:
-            for tok in self._tokens.values():
-                tok.expires_at = min(tok.expires_at, self.now())
 
     # ----------------------------------------------------------------------- transcripts
 
@@ -271,16 +222,6 @@ class FakeWeCom:
     def pushes(self) -> list[PushResult]:
         with self._lock:
             return list(self._pushes)
-
-    async def wait_for(self, condition: Callable[[], T], timeout: float = 10.0) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"the condition did not hold within {timeout} s")
-            await asyncio.sleep(0.02)
 
     # ----------------------------------------------------------------------- pushes
 
@@ -343,16 +284,7 @@ class FakeWeCom:
         async with httpx.AsyncClient(trust_env=False, timeout=self.attempt_timeout) as client:
             for number in range(1, self.attempts + 1):
                 query = self._query(encrypted, timestamp)
-                status, content, error = None, b"", None
-                try:
-                    async with asyncio.timeout(self.attempt_timeout):
-                        response = await client.post(self.app_url, params=query, content=body,
-                                                     headers={"Content-Type": "text/xml"})
-                    status, content = response.status_code, response.content
-                except TimeoutError:
-                    error = f"no answer within {self.attempt_timeout} s"
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                status, content, error = await post_push(client, self.app_url, query, body, self.attempt_timeout)
                 attempts.append(Attempt(number, query, status, content, error))
                 if status == 200:
                     received, reply = True, content
@@ -417,61 +349,23 @@ class FakeWeCom:
         ]
         return Starlette(routes=routes)
 
-    def _api(self, handler: Callable[[Request, bytes], dict[str, Any]], *, auth: bool = True
-             ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            path = request.url.path.removeprefix("/cgi-bin/")
-            body = await request.body()
-            injection = self._take(path)
-            if injection is not None and injection.delay:
-                await asyncio.sleep(injection.delay)
-            with self._lock:
-                client_ip = request.client.host if request.client else ""
-                if injection is not None and injection.errcode is not None:
-                    answer = _error(injection.errcode)
-                elif self.trusted_ips is not None and client_ip not in self.trusted_ips:
-                    answer = _error(60020, f"not allow to access from your ip, from ip: {client_ip}")
-                else:
-                    code = self._check_token(request.query_params.get("access_token")) if auth else 0
-                    answer = _error(code) if code else handler(request, body)
-                self.api_calls.append(ApiCall(request.method, path, dict(request.query_params), body, answer))
-            return JSONResponse(answer)
+    def _error(self, code: int, errmsg: str | None = None) -> dict[str, Any]:
+        return _error(code, errmsg)
 
-        return endpoint
-
-    def _take(self, path: str) -> _Injection | None:
-        with self._lock:
-            for index, injection in enumerate(self._injections):
-                if injection.path is None or injection.path == path:
-                    return self._injections.pop(index)
+    def _refuse(self, call: Call) -> dict[str, Any] | None:
+        """In trusted-IP mode, a call from any other address is 60020."""
+        if self.trusted_ips is not None and call.client_ip not in self.trusted_ips:
+            return _error(60020, f"not allow to access from your ip, from ip: {call.client_ip}")
         return None
 
-    def _check_token(self, value: str | None) -> int:
-        if not value:
-            return 41001
-        tok = self._tokens.get(value)
-        if tok is None:
-            return 40014
-        now = self.now()
-        if tok.superseded_at is not None and now >= tok.superseded_at + TOKEN_GRACE:
-            return 40001
-        if now >= tok.expires_at:
-            return 42001
-        return 0
-
-    def _gettoken(self, request: Request, body: bytes) -> dict[str, Any]:
-        query = request.query_params
+    def _gettoken(self, call: Call) -> dict[str, Any]:
+        query = call.request.query_params
         if query.get("corpid") != self.corp_id:
             return _error(40013)
         if query.get("corpsecret") != self.secret:
             return _error(40001)
-        now = self.now()
-        if self._current is not None:
-            self._tokens[self._current].superseded_at = now
-        value = secrets.token_urlsafe(48)
-        self._tokens[value] = _Token(value, now + TOKEN_LIFETIME)
-        self._current = value
-        return {"errcode": 0, "errmsg": "ok", "access_token": value, "expires_in": TOKEN_LIFETIME}
+        token = self._issue_token()
+        return {"errcode": 0, "errmsg": "ok", "access_token": token.value, "expires_in": TOKEN_LIFETIME}
 
     def _json(self, body: bytes) -> dict[str, Any]:
         if not body:
@@ -484,8 +378,8 @@ class FakeWeCom:
             return _error(47001)
         return data if isinstance(data, dict) else _error(47001)
 
-    def _send(self, request: Request, body: bytes) -> dict[str, Any]:
-        data = self._json(body)
+    def _send(self, call: Call) -> dict[str, Any]:
+        data = self._json(call.body)
         if "errcode" in data and data.get("errcode"):
             return data
         if str(data.get("agentid")) != str(self.agent_id):
@@ -531,8 +425,8 @@ class FakeWeCom:
             seen = Seen("text", json.dumps(data.get(kind), ensure_ascii=False), now)
         self._seen.setdefault(userid, []).append(seen)
 
-    def _update_card(self, request: Request, body: bytes) -> dict[str, Any]:
-        data = self._json(body)
+    def _update_card(self, call: Call) -> dict[str, Any]:
+        data = self._json(call.body)
         if "errcode" in data and data.get("errcode"):
             return data
         if str(data.get("agentid")) != str(self.agent_id):
@@ -552,19 +446,19 @@ class FakeWeCom:
             seen.card = dict(seen.card, _replaced=name)
         return {"errcode": 0, "errmsg": "ok", "invaliduser": []}
 
-    def _departments(self, request: Request, body: bytes) -> dict[str, Any]:
+    def _departments(self, call: Call) -> dict[str, Any]:
         ids = sorted({m.department for m in self._members.values() if m.visible})
         return {"errcode": 0, "errmsg": "ok",
                 "department": [{"id": i, "name": f"部门{i}", "parentid": 0 if i == 1 else 1} for i in ids]}
 
-    def _users(self, request: Request, body: bytes) -> dict[str, Any]:
-        department = int(request.query_params.get("department_id", "1"))
+    def _users(self, call: Call) -> dict[str, Any]:
+        department = int(call.request.query_params.get("department_id", "1"))
         people = [m for m in self._members.values() if m.visible and m.department == department]
         return {"errcode": 0, "errmsg": "ok", "userlist": [
             {"userid": m.userid, "name": m.name, "mobile": m.mobile, "department": [m.department]} for m in people]}
 
-    def _getuserinfo(self, request: Request, body: bytes) -> dict[str, Any]:
-        found = self._login_codes.get(request.query_params.get("code", ""))
+    def _getuserinfo(self, call: Call) -> dict[str, Any]:
+        found = self._login_codes.get(call.request.query_params.get("code", ""))
         if found is None or found.used or self.now() - found.issued_at > LOGIN_CODE_LIFETIME:
             return _error(40029)
         found.used = True

@@ -22,7 +22,8 @@ from storage.clock import FixedClock
 from storage.state import MemoryStateStore
 from storage.unit_of_work import UnitOfWork
 from tests.fakes.serving import serve
-from tests.fakes.wechat import FAULTS, FakeWeChat
+from tests.fakes.wechat import FakeWeChat
+from tests.fakes.weixin_api import FAULTS
 
 NOTICE = "工单 ZN-20261123-0001 已由张丽签收"
 
