@@ -55,8 +55,8 @@ def new_history(session: Session, table: Any, owner_id: int | None) -> None:
 
 def append_event(session: Session, table: Any, owner: str, owner_id: int | None, *, at: Any,
                  action: str, person: Any = None, resident: Any = None, note: str = "",
-                 data: dict[str, Any] | None = None) -> Any:
-    """Add the next row of an append-only history (case or proposal events) and return it.
+                 data: dict[str, Any] | None = None) -> None:
+    """Add the next row of an append-only history (case or proposal events).
 
     `table` has an `owner` column, a `seq` numbered from 1 per owner, and the actor columns;
     the unique (owner, seq) constraint turns a race between two writers into an error for one
@@ -64,31 +64,28 @@ def append_event(session: Session, table: Any, owner: str, owner_id: int | None,
 
     The owner's last number is read once per transaction (not at all for an owner inserted in
     it: `new_history`) and counted on from there; the rows wait for the next flush or the
-    commit and go to the database together, in one executemany. The row returned is not in
-    the session.
+    commit and go to the database together, in one executemany. They are queued as plain
+    values, not as model objects: nothing reads an event back in the transaction that wrote it,
+    and building a validated model object per event cost more than inserting it.
     """
     seqs = _last_seqs(session, table)
     last = seqs.get(owner_id)
     if last is None:
         last = int(session.scalar(select(func.max(table.seq)).where(getattr(table, owner) == owner_id)) or 0)
     seqs[owner_id] = last + 1
-    row = table(**{owner: owner_id}, seq=last + 1, at=at, action=action,
-                actor_person_id=person.id if person else None,
-                actor_resident_id=resident.id if resident else None, note=note, data=data or {})
-    queued: list[Any] = transaction_memo(session).setdefault(_QUEUED, [])
-    queued.append(row)
-    return row
+    queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).setdefault(_QUEUED, {})
+    queued.setdefault(table, []).append({
+        owner: owner_id, "seq": last + 1, "at": at, "action": action,
+        "actor_person_id": person.id if person else None,
+        "actor_resident_id": resident.id if resident else None, "note": note, "data": data or {},
+    })
 
 
 def _write_queued(session: Session) -> None:
     """The events appended since the last flush, one executemany per table (no id is read
     back: nothing refers to an event by its id)."""
-    queued: list[Any] = transaction_memo(session).pop(_QUEUED, [])
-    by_table: dict[Any, list[dict[str, Any]]] = {}
-    for row in queued:
-        values = {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key != "id"}
-        by_table.setdefault(type(row), []).append(values)
-    for table, rows in by_table.items():
+    queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).pop(_QUEUED, {})
+    for table, rows in queued.items():
         session.execute(insert(table.__table__), rows)
 
 

@@ -80,11 +80,11 @@ def record(
     resident: t.Resident | None = None,
     note: str = "",
     **data: Any,
-) -> t.CaseEvent:
+) -> None:
     """Append one event to the case's history."""
     note_case(case.number)  # later lines of this message or request name the case too
     log.info("case event: %s", action, extra={"case": case.number})  # never the note: it is people's words
-    return append_event(session, t.CaseEvent, "case_id", case.id, at=now, action=action,
+    append_event(session, t.CaseEvent, "case_id", case.id, at=now, action=action,
                         person=person, resident=resident, note=note, data=data)
 
 

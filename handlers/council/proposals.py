@@ -87,9 +87,9 @@ def record(
     resident: t.Resident | None = None,
     note: str = "",
     **data: Any,
-) -> t.ProposalEvent:
+) -> None:
     """Append one event to the proposal's history."""
-    return append_event(session, t.ProposalEvent, "proposal_id", proposal.id, at=now, action=action,
+    append_event(session, t.ProposalEvent, "proposal_id", proposal.id, at=now, action=action,
                         person=person, resident=resident, note=note, data=data)
 
 
