@@ -15,7 +15,8 @@ generator. With --processes N, N `griddesk serve` processes share the database a
 (--redis-url; TELEGRAM_POLL=false on all but the first) and the load generator sends its
 requests to them in strict rotation, each process over its own keep-alive connections: the
 round robin of a load balancer, without one in the way. After the run the first process's
-/metrics must count every message of every process.
+/metrics must count every message of every process, and the CPU time the serve processes and
+the local PostgreSQL server spent on the run is printed per message (Linux: /proc).
 
 PostgreSQL uses the database --bench-db on the server of --pg-url (dropped and created for
 every run) and pgbench the database --pgbench-db; the Redis database of --redis-url loses its
@@ -83,6 +84,11 @@ class Result:
     seconds: float
     latencies: list[float]
     counted: int | None = None  # griddesk_messages_total as the first process's /metrics sums it
+    serve_cpu: float | None = None  # CPU seconds the serve processes spent during the run
+    postgres_cpu: float | None = None  # … and the PostgreSQL server's processes
+
+    def cpu_ms(self, seconds: float | None) -> str:
+        return f"{seconds / self.messages * 1000:.1f}" if seconds is not None else "n/a"
 
     @property
     def per_second(self) -> float:
@@ -222,6 +228,27 @@ def serve_processes(database_url: str, redis_url: str | None, count: int, metric
     return started
 
 
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds the processes have used so far (Linux /proc); None elsewhere."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if not Path("/proc/self/stat").exists():
+                return None
+            continue  # a process that has ended since: its time is not counted
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (its connections included), when it runs here."""
+    found = subprocess.run(["pgrep", "-x", "postgres"], check=False, capture_output=True, text=True) \
+        if shutil.which("pgrep") else None
+    return [int(p) for p in found.stdout.split()] if found else []
+
+
 def messages_counted(base: str) -> int:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -240,8 +267,17 @@ async def run_processes(database_url: str, redis_url: str | None, count: int, n:
         metrics_dir = Path(tmp) / "metrics"
         metrics_dir.mkdir()
         started = serve_processes(database_url, redis_url, count, metrics_dir, Path(tmp))
+        serve_pids = [process.pid for process, _ in started]
         try:
+            # CPU from the first request on: the processes' start (imports, migrations) is not intake.
+            # PostgreSQL's connections that end during the run are not counted (the pools keep theirs).
+            serve_before, pg_before = cpu_seconds(serve_pids), cpu_seconds(postgres_pids())
             result = await drive([base for _, base in started], buildings(engine), n, concurrency, engine)
+            serve_after, pg_after = cpu_seconds(serve_pids), cpu_seconds(postgres_pids())
+            if serve_before is not None and serve_after is not None:
+                result.serve_cpu = serve_after - serve_before
+            if pg_before is not None and pg_after is not None and pg_before:
+                result.postgres_cpu = pg_after - pg_before
             result.counted = messages_counted(started[0][1]) - len(started)  # less the warm-ups
         finally:
             for process, _ in started:
@@ -388,7 +424,9 @@ def main() -> int:
                 f"{'n/a' if target == 'sqlite' else 'no pgbench':>11} {'':>6}"
             print(f"{target:<11} {where:>9} {r.messages:>8} {r.per_second:>8.1f} {r.p50_ms:>8.1f}"
                   f" {r.percentile(0.99):>8.1f} {bench}   ({r.cases} cases, {r.seconds:.1f} s"
-                  + (f", /metrics counted {r.counted}" if r.counted is not None else "") + ")", flush=True)
+                  + (f", /metrics counted {r.counted}" if r.counted is not None else "")
+                  + (f"; CPU ms per message: serve {r.cpu_ms(r.serve_cpu)}, PostgreSQL {r.cpu_ms(r.postgres_cpu)}"
+                     if count else "") + ")", flush=True)
     return 0
 
 
