@@ -88,3 +88,14 @@ def _a_person(services: Services) -> int:
         person = uow.session.scalars(select(t.Person).order_by(t.Person.id)).first()  # type: ignore[arg-type]
         assert person is not None and person.id is not None
         return person.id
+
+
+def test_on_sqlite_a_rolled_back_number_is_given_again(services: Services) -> None:
+    if services.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL a number is taken at once and a failed message leaves a gap (above)")
+    first, second = residents_of(services, "ZN-B01")
+    file(services, first)
+    with UnitOfWork(services.engine) as failed:
+        taken = lifecycle.next_number(failed.session, _community(failed), services.clock.now())
+        failed.rollback()
+    assert file(services, second) == taken
