@@ -26,8 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from bot.channels.webchat import CHANNEL as WEB_INBOX
-from handlers.notify import address_of
+from handlers.notify import WEB_INBOX, address_of
 from handlers.watch import escalation
 from storage import outbox
 from storage import tables as t
@@ -68,5 +67,6 @@ def reach_elsewhere(session: Session, row: t.Outbox, now: dt.datetime, policy: e
             return f"case {row.case_id} went up: {moved}"
     outbox.enqueue(session, channel=elsewhere.channel, address=elsewhere.address, text=row.text, now=now,
                    buttons=row.buttons, identity_id=elsewhere.id, person_id=row.person_id,
-                   resident_id=row.resident_id, case_id=row.case_id, topic=row.topic, media=row.media or ())
+                   resident_id=row.resident_id, case_id=row.case_id, topic=row.topic, media=row.media or (),
+                   delivered=elsewhere.channel == WEB_INBOX)
     return f"queued again on {elsewhere.channel}"

@@ -30,11 +30,14 @@ ButtonSpec = tuple[str, str]  # (catalogue key of the label, action)
 # What a catalogue message is formatted with: text, a number, a `Localised`. Typed Any so that a
 # helper can pass its `**values` on to `tell` without restating tell's own options.
 MessageValue = Any
-CHANNEL_PREFERENCE = ("telegram", "wechat", "web")
+# The web chat inbox: it shows the outbox's sent rows of an address, so a notice to it is
+# delivered by being written (as sent), with no sender round after the commit.
+WEB_INBOX = "web"
+CHANNEL_PREFERENCE = ("telegram", "wechat", WEB_INBOX)
 # Staff hear first where they work: WeCom (any time, interactive cards), then Telegram, then the
 # Official Account (whose 48 h window misses cards), then the web inbox; a person's registry
 # entry may set another order (`notify_order`).
-STAFF_PREFERENCE = ("wecom", "telegram", "wechat", "web")
+STAFF_PREFERENCE = ("wecom", "telegram", "wechat", WEB_INBOX)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def address_of(
     chosen = _reachable(session, resident=resident, person=person, prefer=prefer)
     if chosen is None:
         chosen = ensure_identity(
-            session, "web", web_address(resident, person), now, resident=resident, person=person
+            session, WEB_INBOX, web_address(resident, person), now, resident=resident, person=person
         )
     return chosen
 
@@ -187,4 +190,5 @@ def tell(
         topic=topic or key,
         dedupe_key=dedupe_key,
         media=media,
+        delivered=ident.channel == WEB_INBOX,
     )

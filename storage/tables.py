@@ -16,6 +16,21 @@ from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlalchemy import case as sql_case
 from sqlmodel import Field, SQLModel, col
 
+# Row ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row, and the
+# database would refuse to compare it with an id ("integer out of range") instead of finding none.
+ROW_ID_MAX = 2**31 - 1
+
+
+def row_id(ref: str | int) -> int | None:
+    """The row id that `ref` (an int, or decimal digits) can name; None when it can name none:
+    negative, past ROW_ID_MAX, or digits that are not decimal (²)."""
+    text = str(ref)
+    if not (text.isdecimal() and len(text) <= len(str(ROW_ID_MAX))):
+        return None
+    value = int(text)
+    return value if value <= ROW_ID_MAX else None
+
+
 # --------------------------------------------------------------------------- registry
 
 

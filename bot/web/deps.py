@@ -18,10 +18,9 @@ from handlers.registry import console_access
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
-# Row ids are 64-bit integers: a larger (or negative) number compared with an id column gets 422
-# before it reaches the database, whose driver would fail on it.
-ROW_ID_MAX = 2**63 - 1
-RowIdQuery = Annotated[int, Query(ge=0, le=ROW_ID_MAX)]
+# A number past the id columns' range (storage.tables.ROW_ID_MAX) or negative gets 422 before it
+# reaches the database, which would fail on it.
+RowIdQuery = Annotated[int, Query(ge=0, le=t.ROW_ID_MAX)]
 
 
 def _storable(value: str) -> str:

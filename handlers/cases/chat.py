@@ -45,16 +45,11 @@ def _person(actor: Actor) -> t.Person:
     return actor.person
 
 
-# Case ids are 64-bit: a longer number (or a digit that is no decimal, like ²) names no case, and
-# the database driver would fail on it.
-CASE_ID_MAX = 2**63 - 1
-
-
 def _case_id(arg: str) -> str:
     ref = arg.split(":", 1)[0].split(" ", 1)[0].strip()
     if not ref:
         raise BadInput("no case", reason="no_case")
-    if ref.isdigit() and not (ref.isdecimal() and len(ref) < 20 and int(ref) <= CASE_ID_MAX):
+    if ref.isdigit() and t.row_id(ref) is None:  # past the ids' range, or ²: no case
         raise NotFound(what=ref)
     return ref
 

@@ -732,17 +732,14 @@ def _short(text: str, n: int = 30) -> str:
 # --------------------------------------------------------------------------- queries
 
 
-# Case ids are 64-bit signed integers in both databases.
-CASE_ID_MAX = 2**63 - 1
-
-
 def find(session: Session, ref: str | int) -> t.Case:
-    """A case by id or number (case-insensitive). An id past 64 bits, or digits that are not
-    decimal (²), name no case: the database driver would fail on them."""
+    """A case by id or number (case-insensitive). An id past the id columns' range, or digits
+    that are not decimal (²), name no case: the database would fail on them (t.row_id)."""
     if isinstance(ref, int) or str(ref).isdigit():
-        if not (str(ref).isdecimal() and 0 <= int(ref) <= CASE_ID_MAX):
+        case_id = t.row_id(ref)
+        if case_id is None:
             raise NotFound(what=str(ref))
-        case = session.get(t.Case, int(ref))
+        case = session.get(t.Case, case_id)
     else:
         case = session.scalars(
             select(t.Case).where(col(t.Case.number) == str(ref).strip().upper())).first()

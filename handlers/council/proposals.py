@@ -176,8 +176,9 @@ def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
     text = str(ref).strip()
     if not text:
         raise BadInput("no proposal", reason="usage")
-    if text.isdigit():
-        proposal = session.get(t.Proposal, int(text))
+    if text.isdigit():  # an id; past the ids' range, or ², it names none (t.row_id)
+        proposal_id = t.row_id(text)
+        proposal = session.get(t.Proposal, proposal_id) if proposal_id is not None else None
     else:
         proposal = session.scalars(
             select(t.Proposal).where(col(t.Proposal.number) == text.upper())
@@ -284,7 +285,8 @@ def meetings_of(session: Session, community_id: int) -> list[t.Meeting]:
 
 def meeting(session: Session, ref: str | int, community_id: int) -> t.Meeting:
     text = str(ref).strip()
-    row = session.get(t.Meeting, int(text)) if text.isdigit() else None
+    meeting_id = t.row_id(text)
+    row = session.get(t.Meeting, meeting_id) if meeting_id is not None else None
     if row is None or row.community_id != community_id:
         raise NotFound(what=text)
     return row

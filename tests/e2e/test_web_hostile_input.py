@@ -40,7 +40,7 @@ HOSTILE = [
     "\ud800", "\udfff", "\udbff\udc00\udc00", "\x00", "a\x00b", "\u202e", "\u200f\u200e", "\u2066",
     "e" + "\u0301" * 50, "\ufffd", "\ufeff", "\r\n", "\t", "😀" * 10_000, "灯坏了", "/status ",
     "/status 99999999999999999999", "sts:", "rate:", "99999999999999999999999", "18446744073709551616",
-    "9223372036854775807", "-1", "²", "１２", ":", "|", "ZN-20261123-0001", "%00", "\\u0000",
+    "9223372036854775807", "2147483648", "-1", "²", "１２", ":", "|", "ZN-20261123-0001", "%00", "\\u0000",
 ]
 hostile_text = st.lists(st.one_of(st.text(max_size=20), st.sampled_from(HOSTILE)), max_size=4).map("".join)
 # A case action with a hostile reference: the buttons' prefixes, then anything.
@@ -204,6 +204,24 @@ def test_persona_pick_answers_any_who_clearly(web: Running, caplog: pytest.LogCa
     if answer.status_code != 200:
         assert counts(web.services) == before
     no_errors_logged(caplog)
+
+
+# Ids are 32-bit INTEGER columns on PostgreSQL: 2^31 is the first number no row can have.
+PAST_IDS = "2147483648"
+
+
+@pytest.mark.parametrize("text", [f"/status {PAST_IDS}", f"/cosign {PAST_IDS}", f"/withdraw {PAST_IDS}",
+                                  f"/status ²{PAST_IDS}"])
+def test_an_id_past_the_id_columns_is_not_found(resident: httpx.Client, text: str) -> None:
+    answer = resident.post("/api/chat/send", json={"text": text})
+    assert answer.status_code == 200, answer.text
+    assert PAST_IDS in answer.json()["replies"][0]["text"]  # "没有找到 2147483648。请检查编号。"
+
+
+def test_an_id_past_the_id_columns_is_refused_before_the_database(web: Running, resident: httpx.Client) -> None:
+    assert resident.get("/api/chat/inbox", params={"after": PAST_IDS}).status_code == 422
+    with httpx.Client(base_url=web.url, timeout=10) as anonymous:
+        assert anonymous.post("/api/demo/persona", json={"who": f"resident:{PAST_IDS}"}).status_code == 404
 
 
 @pytest.fixture(scope="module")

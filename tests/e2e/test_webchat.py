@@ -99,8 +99,9 @@ def test_bad_requests_get_clear_errors_and_change_nothing(web: Running) -> None:
     assert resident.post("/api/chat/send", json={}).status_code == 422
     assert resident.post("/api/demo/persona", json={"who": "building:NOPE"}).status_code == 404
     assert resident.get("/api/chat/inbox").json()["messages"] == []
-    # Ids past 64 bits, or negative, are refused before they reach the database.
-    for after in ("-51922277896122384384", "9223372036854775808", "-1"):
+    # Ids past the id columns' range (32-bit on PostgreSQL), or negative, are refused before they
+    # reach the database.
+    for after in ("-51922277896122384384", "9223372036854775808", "2147483648", "-1"):
         assert resident.get("/api/chat/inbox", params={"after": after}).status_code == 422
     # A media id is looked up by its reference text: any number not shown to this person is 404.
     assert resident.get("/media/92233720368547758070").status_code == 404

@@ -12,12 +12,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from bot.app import Services
 from bot.channels.base import Outgoing, SendResult
 from bot.sender import OutboxSender
 from storage import db, outbox
 from storage import tables as t
 from storage.clock import FixedClock
 from storage.unit_of_work import UnitOfWork
+from tests.integration.test_statement_budget import file, residents_of
 
 
 class Recorder:
@@ -147,3 +149,14 @@ async def test_a_sender_whose_database_is_down_backs_off_and_says_so_once(
     assert sender.loop.state == "stopped"
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and "outbox sender rounds: failing" in said[0]
+
+
+async def test_a_notice_to_the_web_inbox_is_there_at_the_commit_without_a_sender_round(
+        services: Services) -> None:
+    resident = residents_of(services, "ZN-B01", 1)[0]
+    number = file(services, resident)  # its grid worker, 张丽, has only the web inbox
+    with UnitOfWork(services.engine) as uow:
+        cards = uow.session.scalars(select(t.Outbox).where(t.Outbox.address == "person:zhang_li")).all()  # type: ignore[arg-type]
+    assert [number in c.text for c in cards] == [True]
+    assert cards[0].state == "sent" and cards[0].sent_at is not None
+    assert await services.sender.drain() == 0  # nothing was left for a sender to do

@@ -19,7 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import Services
+from bot.channels.base import Outgoing, SendResult
 from handlers.cases import lifecycle
+from handlers.notify import ensure_identity
 from handlers.watch import escalation
 from storage import tables as t
 from storage.clock import FixedClock
@@ -27,6 +29,27 @@ from storage.unit_of_work import UnitOfWork
 
 ROOT = Path(__file__).resolve().parents[2]
 MONDAY_10AM = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+
+
+class Delivers:
+    """A channel that takes every notice: what is under test is the outbox's bookkeeping across
+    processes (the web inbox would not do, its notices are delivered by being written)."""
+
+    channel = "telegram"
+
+    async def send(self, message: Outgoing) -> SendResult:
+        return SendResult(ok=True)
+
+
+def on_a_sending_channel(services: Services) -> None:
+    """Every person and demo resident reachable on `Delivers`' channel, which the sender serves."""
+    with UnitOfWork(services.engine) as uow:
+        for person in uow.session.scalars(select(t.Person)):
+            ensure_identity(uow.session, Delivers.channel, f"p{person.id}", MONDAY_10AM, person=person)
+        for resident in uow.session.scalars(select(t.Resident).where(t.Resident.demo.is_(True))):
+            ensure_identity(uow.session, Delivers.channel, f"r{resident.id}", MONDAY_10AM, resident=resident)
+        uow.commit()
+    services.sender.senders[Delivers.channel] = Delivers()
 
 
 def open_cases(services: Services, count: int) -> list[int]:
@@ -71,6 +94,7 @@ def rows(services: Services, model: type, *where: object) -> list:  # type: igno
 
 async def test_killed_scheduler_leaves_each_notice_to_go_out_exactly_once(services: Services,
                                                                           clock: FixedClock) -> None:
+    on_a_sending_channel(services)
     ids = open_cases(services, 6)
     await services.sender.drain()
     already = {r.id for r in rows(services, t.Outbox)}

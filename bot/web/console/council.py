@@ -24,7 +24,7 @@ from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 
 router = APIRouter()
-MeetingId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+MeetingId = Annotated[int, Path(ge=1, le=t.ROW_ID_MAX)]
 PAPERS = {"": None, "agenda": False, "minutes": True}
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
