@@ -504,6 +504,9 @@ async def test_a_decision_before_its_meeting_is_refused_until_the_meeting_is_mov
     for text in ("/meeting move 99 2026-11-23", f"/meeting move {meeting_id}", f"/meeting move {meeting_id} 12-03"):
         said = await secretary.says(text)
         assert "没有找到 99" in said.text or "/meeting move 会议编号 日期" in said.text, text
+    # Past the id columns' range (PostgreSQL's 32-bit integer): no meeting, not a database error.
+    said = await secretary.says("/meeting move 2147483648 2026-11-23")
+    assert "没有找到 2147483648" in said.text, said.text
     said = await chat.staff("zhang_li").says(f"/meeting move {meeting_id} 2026-11-20")
     assert "只有议事会秘书" in said.text
 
