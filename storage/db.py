@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,28 @@ def upsert_insert(session: Session, table: Any) -> Any:
     """`INSERT INTO table` in the session's dialect, with its ON CONFLICT clauses (both
     PostgreSQL and SQLite have them, each in its own class)."""
     return (pg_insert if is_postgresql(session) else sqlite_insert)(table)
+
+
+_SIDE_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_SIDE_GUARD = threading.Lock()
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """An AUTOCOMMIT engine on `engine`'s database with a small pool of its own, for a statement
+    that must commit at once while the caller's transaction goes on (storage.sequences).
+
+    Its own pool, not `engine`'s: a caller holding one of `engine`'s connections would otherwise
+    wait for a second one, and with every connection held by such callers none would ever come.
+    It is disposed with `engine`.
+    """
+    with _SIDE_GUARD:
+        side = _SIDE_ENGINES.get(engine)
+        if side is None:
+            side = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+                                 pool_size=2, max_overflow=8)
+            _SIDE_ENGINES[engine] = side
+            event.listen(engine, "engine_disposed", lambda _engine: side.dispose())
+        return side
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

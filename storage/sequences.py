@@ -8,7 +8,7 @@ from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from storage.db import is_postgresql, upsert_insert
+from storage.db import autocommit_engine, is_postgresql, upsert_insert
 from storage.unit_of_work import transaction_memo
 
 _QUEUED = "events:queued"
@@ -20,10 +20,10 @@ def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **ke
     One INSERT … ON CONFLICT DO UPDATE … RETURNING statement, so two writers never get the
     same number; `table` has a unique constraint over the key columns and an int `last`.
 
-    `at_once`, on PostgreSQL: the statement commits at once on a connection of its own. In the
-    session's transaction the counter row stays locked until that transaction ends, and every
-    other writer of the counter (every case of a community's day, in every process) queues
-    behind the whole of it. The price: a transaction that fails after taking a number leaves
+    `at_once`, on PostgreSQL: the statement commits at once on a connection of its own, from a
+    pool of its own (storage.db.autocommit_engine). In the session's transaction the counter
+    row would stay locked until that transaction ends, and every other writer of the counter
+    (every case of a community's day, in every process) would queue behind the whole of it. The price: a transaction that fails after taking a number leaves
     that number unused. SQLite lets one writer in at a time anyway, and a second connection
     would wait for the session's own write lock: there the counter is always in the session's
     transaction.
@@ -37,8 +37,7 @@ def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **ke
     if not (at_once and is_postgresql(session)):
         return int(session.execute(stmt).scalar_one())
     bind = session.get_bind()
-    engine = bind.engine if isinstance(bind, Connection) else bind
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+    with autocommit_engine(bind.engine if isinstance(bind, Connection) else bind).connect() as own:
         return int(own.execute(stmt).scalar_one())
 
 

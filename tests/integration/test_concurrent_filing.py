@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from bot.app import Services
 from handlers.cases import lifecycle
 from handlers.notify import ensure_identity
+from storage import db
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
 from tests.integration.test_statement_budget import file, residents_of
@@ -99,3 +100,20 @@ def test_on_sqlite_a_rolled_back_number_is_given_again(services: Services) -> No
         taken = lifecycle.next_number(failed.session, _community(failed), services.clock.now())
         failed.rollback()
     assert file(services, second) == taken
+
+
+def test_a_number_is_taken_even_when_every_connection_of_the_pool_is_busy(services: Services) -> None:
+    """Each busy connection may belong to a message about to take a number: the number must not
+    wait for one of them to come back (they never would)."""
+    if services.engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite the number is taken in the message's own transaction")
+    one = db.make_engine(services.settings.database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    try:
+        with UnitOfWork(one) as busy:
+            busy.session.execute(text("SELECT 1"))  # the pool's only connection is this message's
+            community = _community(busy)
+            first = lifecycle.next_number(busy.session, community, services.clock.now())
+            second = lifecycle.next_number(busy.session, community, services.clock.now())
+    finally:
+        one.dispose()
+    assert (first[-4:], second[-4:]) == ("0001", "0002")
