@@ -100,7 +100,8 @@ def _webchat_link(args: argparse.Namespace) -> int:
             address = f"person:{person.code}"
             ensure_identity(uow.session, "web", address, now, person=person)
         else:
-            resident = uow.session.get(t.Resident, args.resident)
+            resident_id = t.row_id(args.resident)
+            resident = uow.session.get(t.Resident, resident_id) if resident_id is not None else None
             if resident is None:
                 print(f"no resident {args.resident!r}", file=sys.stderr)
                 return 2

@@ -53,7 +53,8 @@ def _export(args: argparse.Namespace) -> int:
     engine = open_database(Settings())
     try:
         with UnitOfWork(engine) as uow:
-            meeting = uow.session.get(t.Meeting, args.meeting)
+            meeting_id = t.row_id(args.meeting)
+            meeting = uow.session.get(t.Meeting, meeting_id) if meeting_id is not None else None
             if meeting is None:
                 print(f"no meeting {args.meeting}", file=sys.stderr)
                 return 2

@@ -58,8 +58,8 @@ def autocommit_engine(engine: Engine) -> Engine:
     with _SIDE_GUARD:
         side = _SIDE_ENGINES.get(engine)
         if side is None:
-            side = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True,
-                                 pool_size=2, max_overflow=8)
+            side = make_engine(engine.url.render_as_string(hide_password=False),
+                               isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=8)
             _SIDE_ENGINES[engine] = side
             event.listen(engine, "engine_disposed", lambda _engine: side.dispose())
         return side

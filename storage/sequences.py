@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event, func, insert, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from storage.db import autocommit_engine, is_postgresql, upsert_insert
@@ -34,10 +34,11 @@ def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **ke
         .on_conflict_do_update(index_elements=list(key), set_={"last": table.last + 1})
         .returning(table.last)
     )
-    if not (at_once and is_postgresql(session)):
-        return int(session.execute(stmt).scalar_one())
     bind = session.get_bind()
-    with autocommit_engine(bind.engine if isinstance(bind, Connection) else bind).connect() as own:
+    # A session bound to a connection (a transaction someone else ends) keeps the counter in it.
+    if not (at_once and is_postgresql(session) and isinstance(bind, Engine)):
+        return int(session.execute(stmt).scalar_one())
+    with autocommit_engine(bind).connect() as own:
         return int(own.execute(stmt).scalar_one())
 
 

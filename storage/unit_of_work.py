@@ -57,3 +57,31 @@ def transaction_memo(session: Session) -> dict[str, Any]:
 def _forget_memo(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_MEMO, None)
+        session.info.pop(_AT_SAVEPOINT, None)
+
+
+# A SAVEPOINT rolled back takes back what was written in it, so the memo must forget what was
+# noted in it too: events queued for the commit, history numbers counted on (storage.sequences).
+_AT_SAVEPOINT = "transaction_memo_at_savepoint"
+
+
+def _copied(value: Any) -> Any:
+    """Two levels deep: the memo keeps dicts of dicts or lists of plain values."""
+    if isinstance(value, dict):
+        return {k: list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v
+                for k, v in value.items()}
+    return list(value) if isinstance(value, list) else value
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _keep_memo_at_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        memo = session.info.get(_MEMO, {})
+        session.info.setdefault(_AT_SAVEPOINT, {})[id(transaction)] = {k: _copied(v) for k, v in memo.items()}
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _memo_back_to_savepoint(session: Session, previous_transaction: SessionTransaction) -> None:
+    kept = session.info.get(_AT_SAVEPOINT, {}).pop(id(previous_transaction), None)
+    if previous_transaction.nested and kept is not None:
+        session.info[_MEMO] = kept

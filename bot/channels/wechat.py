@@ -401,7 +401,7 @@ def number_action(state: StateStore, address: str, text: str, *, channel: str = 
     word = text.strip()
     if word in CIRCLED:
         index = CIRCLED.index(word) + 1
-    elif word.isdigit() and len(word) <= 2:
+    elif word.isdecimal() and len(word) <= 2:  # isdigit() would take ² or ⑴, which int() refuses
         index = int(word)
     else:
         return None

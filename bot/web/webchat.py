@@ -43,7 +43,7 @@ from storage.unit_of_work import UnitOfWork
 
 router = APIRouter()
 STATIC = Path(__file__).parent / "static"
-CURSOR = re.compile(r"(said|reply|notice):([0-9]{1,18})")
+CURSOR = re.compile(r"(said|reply|notice):([0-9]{1,10})")
 
 
 class SendBody(BaseModel):
@@ -374,9 +374,10 @@ def history(address: Address, services: Services, before: str | None = None, lim
     position = None
     if before is not None:
         match = CURSOR.fullmatch(before)
-        if match is None:
+        ident = t.row_id(match[2]) if match is not None else None
+        if match is None or ident is None:  # past the id columns' range: refused before the database
             raise HTTPException(status_code=422, detail="before is said:<id>, reply:<id> or notice:<id>")
-        position = (match[1], int(match[2]))
+        position = (match[1], ident)
     with UnitOfWork(services.engine) as uow:
         s = uow.session
         try:

@@ -103,6 +103,8 @@ def test_bad_requests_get_clear_errors_and_change_nothing(web: Running) -> None:
     # reach the database.
     for after in ("-51922277896122384384", "9223372036854775808", "2147483648", "-1"):
         assert resident.get("/api/chat/inbox", params={"after": after}).status_code == 422
+    for before in ("notice:99999999999", "said:2147483648", "reply:2147483648"):
+        assert resident.get("/api/chat/history", params={"before": before}).status_code == 422
     # A media id is looked up by its reference text: any number not shown to this person is 404.
     assert resident.get("/media/92233720368547758070").status_code == 404
     assert resident.get("/photos/x/92233720368547758070").status_code == 404

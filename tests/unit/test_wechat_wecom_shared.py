@@ -24,6 +24,16 @@ def test_options_stored_before_an_upgrade_still_answer_a_digit() -> None:
     assert state.get("wechat:options:o2") == {"actions": ["rate:2:s"]}
 
 
+@pytest.mark.parametrize("word", ["²", "⑴", "❶", "٣"])
+def test_a_digit_that_is_no_decimal_numeral_is_no_option_and_no_error(word: str) -> None:
+    """"²" passes str.isdigit() but not int(): a push of it once answered WeChat with a 500."""
+    state = MemoryStateStore()
+    wc.remember_options(state, "o1", ["a", "b", "c"])
+    wm.remember_options(state, "u1", ["a", "b", "c"])
+    assert wc.number_action(state, "o1", word) == wm.number_action(state, "u1", word) == (
+        "c" if word == "٣" else None)  # Arabic-Indic three is a decimal digit: option 3
+
+
 def test_a_text_without_options_forgets_them_on_the_official_account_only() -> None:
     state = MemoryStateStore()
     wc.remember_options(state, "o1", ["rate:1:s"])
