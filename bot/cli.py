@@ -100,8 +100,7 @@ def _webchat_link(args: argparse.Namespace) -> int:
             address = f"person:{person.code}"
             ensure_identity(uow.session, "web", address, now, person=person)
         else:
-            resident_id = t.row_id(args.resident)
-            resident = uow.session.get(t.Resident, resident_id) if resident_id is not None else None
+            resident = t.by_id(uow.session, t.Resident, args.resident)
             if resident is None:
                 print(f"no resident {args.resident!r}", file=sys.stderr)
                 return 2

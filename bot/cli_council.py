@@ -53,8 +53,7 @@ def _export(args: argparse.Namespace) -> int:
     engine = open_database(Settings())
     try:
         with UnitOfWork(engine) as uow:
-            meeting_id = t.row_id(args.meeting)
-            meeting = uow.session.get(t.Meeting, meeting_id) if meeting_id is not None else None
+            meeting = t.by_id(uow.session, t.Meeting, args.meeting)
             if meeting is None:
                 print(f"no meeting {args.meeting}", file=sys.stderr)
                 return 2

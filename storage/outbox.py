@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from storage.db import is_postgresql
 from storage.tables import Outbox, OutboxState
 
 
@@ -94,7 +95,7 @@ def claim_due(
         .order_by(col(Outbox.next_attempt_at), col(Outbox.id))
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         stmt = stmt.with_for_update(skip_locked=True, of=Outbox)
     rows = list(session.scalars(stmt))
     if lease is None:

@@ -23,10 +23,10 @@ def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **ke
     `at_once`, on PostgreSQL: the statement commits at once on a connection of its own, from a
     pool of its own (storage.db.autocommit_engine). In the session's transaction the counter
     row would stay locked until that transaction ends, and every other writer of the counter
-    (every case of a community's day, in every process) would queue behind the whole of it. The price: a transaction that fails after taking a number leaves
-    that number unused. SQLite lets one writer in at a time anyway, and a second connection
-    would wait for the session's own write lock: there the counter is always in the session's
-    transaction.
+    (every case of a community's day, in every process) would queue behind the whole of it.
+    The price: a transaction that fails after taking a number leaves that number unused.
+    SQLite lets one writer in at a time anyway, and a second connection would wait for the
+    session's own write lock: there the counter is always in the session's transaction.
     """
     stmt = (
         upsert_insert(session, table)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
 from sqlalchemy import case as sql_case
+from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
+
+M = TypeVar("M")
 
 # Row ids are INTEGER columns, 32-bit on PostgreSQL: a larger number names no row, and the
 # database would refuse to compare it with an id ("integer out of range") instead of finding none.
@@ -29,6 +32,13 @@ def row_id(ref: str | int) -> int | None:
         return None
     value = int(text)
     return value if value <= ROW_ID_MAX else None
+
+
+def by_id(session: Session, table: type[M], ref: str | int) -> M | None:
+    """The row of `table` that `ref` names as an id; None when there is none, or when `ref`
+    can name none (row_id): such a number never reaches the database."""
+    ident = row_id(ref)
+    return session.get(table, ident) if ident is not None else None
 
 
 # --------------------------------------------------------------------------- registry

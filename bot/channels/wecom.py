@@ -201,10 +201,8 @@ def translate(fields: dict[str, str], *, number_action: Callable[[str], str | No
 # --------------------------------------------------------------------------- numbered options
 
 
-# The Official Account's numbered options, under WeCom's own key ("wecom:options:<userid>").
-
-
 def number_action(state: StateStore, userid: str, text: str) -> str | None:
+    """The Official Account's numbered options, under WeCom's own key ("wecom:options:<userid>")."""
     return wc.number_action(state, userid, text, channel=CHANNEL)
 
 

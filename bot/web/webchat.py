@@ -91,8 +91,8 @@ def ensure_web_identity(services: Any, address: str) -> bool:
             if person is None:
                 return False
             ensure_identity(s, CHANNEL, address, services.clock.now(), person=person)
-        elif kind == "resident" and (rid := t.row_id(ref)) is not None:
-            resident = s.get(t.Resident, rid)
+        elif kind == "resident":
+            resident = t.by_id(s, t.Resident, ref)
             if resident is None:
                 return False
             ensure_identity(s, CHANNEL, address, services.clock.now(), resident=resident)
@@ -184,8 +184,7 @@ def pick_persona(body: PersonaBody, services: Services, response: Response) -> d
             address = f"person:{person.code}"
             ensure_identity(s, CHANNEL, address, now, person=person)
         elif kind == "resident":
-            rid = t.row_id(ref)
-            resident = s.get(t.Resident, rid) if rid is not None else None
+            resident = t.by_id(s, t.Resident, ref)
             if resident is None or not resident.demo:
                 raise HTTPException(status_code=404, detail=f"no demo resident {ref!r}")
             address = f"resident:{resident.id}"

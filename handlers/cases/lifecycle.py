@@ -85,7 +85,7 @@ def record(
     note_case(case.number)  # later lines of this message or request name the case too
     log.info("case event: %s", action, extra={"case": case.number})  # never the note: it is people's words
     append_event(session, t.CaseEvent, "case_id", case.id, at=now, action=action,
-                        person=person, resident=resident, note=note, data=data)
+                 person=person, resident=resident, note=note, data=data)
 
 
 def history(session: Session, case: t.Case) -> list[t.CaseEvent]:
@@ -736,10 +736,7 @@ def find(session: Session, ref: str | int) -> t.Case:
     """A case by id or number (case-insensitive). An id past the id columns' range, or digits
     that are not decimal (²), name no case: the database would fail on them (t.row_id)."""
     if isinstance(ref, int) or str(ref).isdigit():
-        case_id = t.row_id(ref)
-        if case_id is None:
-            raise NotFound(what=str(ref))
-        case = session.get(t.Case, case_id)
+        case = t.by_id(session, t.Case, ref)
     else:
         case = session.scalars(
             select(t.Case).where(col(t.Case.number) == str(ref).strip().upper())).first()

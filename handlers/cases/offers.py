@@ -60,10 +60,7 @@ def still_offered(session: Session, action: str) -> bool | None:
     ref = rest.split(":", 1)[0]
     if prefix not in (*STAFF_STEPS, "case", "sts", "rate", "reo", "add", "wd"):
         return None
-    case_id = t.row_id(ref)
-    if case_id is None:
-        return False
-    case = session.get(t.Case, case_id)
+    case = t.by_id(session, t.Case, ref)
     if case is None:
         return False
     if prefix in ("case", "sts"):  # looking at a case is always possible

@@ -90,7 +90,7 @@ def record(
 ) -> None:
     """Append one event to the proposal's history."""
     append_event(session, t.ProposalEvent, "proposal_id", proposal.id, at=now, action=action,
-                        person=person, resident=resident, note=note, data=data)
+                 person=person, resident=resident, note=note, data=data)
 
 
 def history(session: Session, proposal: t.Proposal) -> list[t.ProposalEvent]:
@@ -171,14 +171,20 @@ def secretaries(session: Session, community: t.Community, now: dt.datetime) -> l
     return [directory.person_by_code(session, code) for code in codes]
 
 
+def _tell_secretaries(session: Session, community: t.Community, now: dt.datetime, key: str,
+                      proposal: t.Proposal, **values: Any) -> None:
+    """Notice `key` about `proposal` (its number and title, and `values`) to each secretary."""
+    for secretary in secretaries(session, community, now):
+        tell(session, now, key, person=secretary, number=proposal.number, title=proposal.title, **values)
+
+
 def find(session: Session, ref: str | int, community_id: int) -> t.Proposal:
     """A proposal of this community by id or number; other communities' proposals do not exist."""
     text = str(ref).strip()
     if not text:
         raise BadInput("no proposal", reason="usage")
     if text.isdigit():  # an id; past the ids' range, or ², it names none (t.row_id)
-        proposal_id = t.row_id(text)
-        proposal = session.get(t.Proposal, proposal_id) if proposal_id is not None else None
+        proposal = t.by_id(session, t.Proposal, text)
     else:
         proposal = session.scalars(
             select(t.Proposal).where(col(t.Proposal.number) == text.upper())
@@ -285,8 +291,7 @@ def meetings_of(session: Session, community_id: int) -> list[t.Meeting]:
 
 def meeting(session: Session, ref: str | int, community_id: int) -> t.Meeting:
     text = str(ref).strip()
-    meeting_id = t.row_id(text)
-    row = session.get(t.Meeting, meeting_id) if meeting_id is not None else None
+    row = t.by_id(session, t.Meeting, text)
     if row is None or row.community_id != community_id:
         raise NotFound(what=text)
     return row
@@ -421,16 +426,8 @@ def propose(
     )
     if upcoming is not None:
         record(session, proposal, "on_agenda", now, meeting=upcoming.id)
-    for secretary in secretaries(session, community, now):
-        tell(
-            session,
-            now,
-            "council.new_for_secretary",
-            person=secretary,
-            number=proposal.number,
-            title=proposal.title,
-            text=proposal.text,
-        )
+    _tell_secretaries(session, community, now, "council.new_for_secretary", proposal,
+                      text=proposal.text)
     return Filed(proposal, upcoming)
 
 
@@ -1132,16 +1129,8 @@ def execution_resolved(session: Session, case: t.Case, person: t.Person, note: s
     _tell_supporters(session, proposal, "council.done", now, buttons=evaluation_buttons(proposal),
                      name=person.name, note=note)
     community = _community(session, proposal.community_id)
-    for secretary in secretaries(session, community, now):
-        tell(
-            session,
-            now,
-            "council.done_for_secretary",
-            person=secretary,
-            number=proposal.number,
-            title=proposal.title,
-            case_number=case.number,
-        )
+    _tell_secretaries(session, community, now, "council.done_for_secretary", proposal,
+                      case_number=case.number)
     return True
 
 
