@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import uvicorn
 from sqlalchemy import event, func, select
@@ -86,6 +87,9 @@ class Result:
     counted: int | None = None  # griddesk_messages_total as the first process's /metrics sums it
     serve_cpu: float | None = None  # CPU seconds the serve processes spent during the run
     postgres_cpu: float | None = None  # … and the PostgreSQL server's processes
+    # CPU seconds this process spent in the timed part of the run: the load generator (and its
+    # polls of the outbox at the end); in-process, the app's thread is counted in it too.
+    generator_cpu: float | None = None
 
     def cpu_ms(self, seconds: float | None) -> str:
         return f"{seconds / self.messages * 1000:.1f}" if seconds is not None else "n/a"
@@ -125,20 +129,34 @@ def count_cases(engine: Engine) -> int:
         return uow.session.scalar(select(func.count()).select_from(t.Case)) or 0
 
 
+async def signed_in_browser(base: str, code: str) -> aiohttp.ClientSession:
+    """A browser of a resident of building `code`, signed in by the demo picker: its own cookies
+    and keep-alive connections; a response with an error status raises."""
+    # An idle connection is dropped after 2 s, before uvicorn closes it (5 s): a request sent
+    # on a connection the server is closing fails, and a browser would not do that either.
+    browser = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=2.0),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),  # the session cookie of 127.0.0.1, an IP address
+        timeout=aiohttp.ClientTimeout(total=60), raise_for_status=True)
+    await send(browser, f"{base}/api/demo/persona", {"who": f"building:{code}"})
+    return browser
+
+
+async def send(browser: aiohttp.ClientSession, url: str, body: dict[str, str]) -> None:
+    """POST `body` as JSON and read the whole response, which frees the connection for the next."""
+    async with browser.post(url, json=body) as resp:
+        await resp.read()
+
+
 async def drive(bases: list[str], codes: list[str], n: int, concurrency: int, engine: Engine) -> Result:
     """`n` messages from `concurrency` clients, request i to bases[i % len(bases)]; then wait until
     the outbox is drained."""
-    clients = []
-    for code in codes:  # one browser per building: a resident of it, signed in by the demo picker
-        # An idle connection is dropped after 2 s, before uvicorn closes it (5 s): a request sent
-        # on a connection the server is closing fails, and a browser would not do that either.
-        client = httpx.AsyncClient(timeout=60, limits=httpx.Limits(keepalive_expiry=2.0))
-        (await client.post(f"{bases[0]}/api/demo/persona", json={"who": f"building:{code}"})).raise_for_status()
-        clients.append(client)
+    # One browser per building: a resident of it.
+    browsers = [await signed_in_browser(bases[0], code) for code in codes]
     # Each process reads one message first, untimed: the NLU's word segmenter loads its
     # dictionary on the first message a process reads, once in its life.
     for base in bases:
-        (await clients[0].post(f"{base}/api/chat/send", json={"text": "你好"})).raise_for_status()
+        await send(browsers[0], f"{base}/api/chat/send", {"text": "你好"})
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
@@ -150,25 +168,25 @@ async def drive(bases: list[str], codes: list[str], n: int, concurrency: int, en
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            client = clients[i % len(clients)]
+            browser = browsers[i % len(browsers)]
             started = time.perf_counter()
-            resp = await client.post(f"{bases[i % len(bases)]}/api/chat/send",
-                                     json={"text": MESSAGES[i % len(MESSAGES)]})
-            resp.raise_for_status()
+            await send(browser, f"{bases[i % len(bases)]}/api/chat/send",
+                       {"text": MESSAGES[i % len(MESSAGES)]})
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     while pending_notices(engine):
         await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    for client in clients:
-        await client.aclose()
-    return Result(messages=n, cases=count_cases(engine), seconds=elapsed, latencies=latencies)
+    elapsed, generator_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    for browser in browsers:
+        await browser.close()
+    return Result(messages=n, cases=count_cases(engine), seconds=elapsed, latencies=latencies,
+                  generator_cpu=generator_cpu)
 
 
 async def run_in_process(database_url: str, n: int, concurrency: int) -> Result:
-    settings = Settings(database_url=database_url, demo=True, secret_key="bench", send_idle_seconds=0.05)
+    settings = Settings(database_url=database_url, demo=True, secret_key="bench")
     services = build_services(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
@@ -202,7 +220,7 @@ def serve_processes(database_url: str, redis_url: str | None, count: int, metric
     for index in range(count):
         port = free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "bench", "DEMO": "true",
-               "SEND_IDLE_SECONDS": "0.05", "LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+               "LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                # Exactly one process may poll Telegram (none is configured here; as in production).
                "TELEGRAM_POLL": "true" if index == 0 else "false"}
         env.pop("METRICS_TOKEN", None)
@@ -425,9 +443,15 @@ def main() -> int:
             print(f"{target:<11} {where:>9} {r.messages:>8} {r.per_second:>8.1f} {r.p50_ms:>8.1f}"
                   f" {r.percentile(0.99):>8.1f} {bench}   ({r.cases} cases, {r.seconds:.1f} s"
                   + (f", /metrics counted {r.counted}" if r.counted is not None else "")
-                  + (f"; CPU ms per message: serve {r.cpu_ms(r.serve_cpu)}, PostgreSQL {r.cpu_ms(r.postgres_cpu)}"
-                     if count else "") + ")", flush=True)
+                  + f"; {cpu_note(r, in_process=not count)})", flush=True)
     return 0
+
+
+def cpu_note(r: Result, in_process: bool) -> str:
+    if in_process:  # the app serves from a thread of this process: one figure for both
+        return f"CPU ms per message: this process (app and load generator) {r.cpu_ms(r.generator_cpu)}"
+    return (f"CPU ms per message: serve {r.cpu_ms(r.serve_cpu)}, PostgreSQL {r.cpu_ms(r.postgres_cpu)},"
+            f" load generator {r.cpu_ms(r.generator_cpu)}")
 
 
 def report_statements(target: str, url: str) -> None:

@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from storage import tables as t
+from handlers.cases import lifecycle
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
@@ -178,30 +177,24 @@ class TimedClassifier:
 
 
 class CasesOpened:
-    """The cases a session inserts; `count()` after its commit counts those that were committed.
+    """The cases a message's transaction opened, counted once it has committed.
 
-    A case flushed and then rolled back (a handler failed, a savepoint was undone) goes back to
-    being transient and is dropped from the list, so only committed cases are counted.
+    `note(session)`, just before the commit, takes their kinds from the transaction
+    (handlers.cases.lifecycle.opened_in: a rolled-back savepoint or transaction has forgotten
+    its own); `count()`, after the commit, counts them.
     """
 
-    def __init__(self, session: Session) -> None:
-        self.cases: list[t.Case] = []
-        event.listen(session, "pending_to_persistent", self._persisted)
-        event.listen(session, "persistent_to_transient", self._undone)
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
 
-    def _persisted(self, session: Session, instance: Any) -> None:
-        if isinstance(instance, t.Case):
-            self.cases.append(instance)
-
-    def _undone(self, session: Session, instance: Any) -> None:
-        # By identity: table models compare by value.
-        self.cases = [case for case in self.cases if case is not instance]
+    def note(self, session: Session) -> None:
+        self.kinds = lifecycle.opened_in(session)
 
     def count(self) -> None:
         counter = instruments().cases_opened
-        for case in self.cases:
-            counter.labels(kind=str(case.kind)).inc()
-        self.cases.clear()
+        for kind in self.kinds:
+            counter.labels(kind=kind).inc()
+        self.kinds = []
 
 
 @contextlib.contextmanager

@@ -17,9 +17,10 @@ import re
 from collections.abc import Callable
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import bindparam, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
 from bot import metrics
@@ -108,7 +109,7 @@ class Pipeline:
 
     def _serve(self, incoming: Incoming, deliver: Deliver | None) -> list[Reply]:
         with UnitOfWork(self.engine) as uow:
-            opened = metrics.CasesOpened(uow.session)
+            opened = metrics.CasesOpened()
             actor = self.actor_for(uow.session, incoming)
             desk = Desk(
                 session=uow.session,
@@ -124,25 +125,18 @@ class Pipeline:
                 log.exception("message from %s failed", who(incoming.address))
                 uow.rollback()
                 replies = [Reply(say(actor.lang, "error.generic"))]
+            if actor.identity_id is not None:
+                _touch(uow.session, actor.identity_id, desk.now)
             if deliver is not None:
                 deliver(uow.session, replies, desk.now)
+            opened.note(uow.session)
             uow.commit()
             opened.count()  # after the commit: only committed cases count
             return replies
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:
         """Who is writing: the identity's person or resident, else an unbound newcomer."""
-        # One query: the identity with its person and resident, and the registry's version (the
-        # unit of work's one look at whether this process's copy of the registry is stale).
-        found = session.execute(
-            select(t.Identity, t.Person, t.Resident, registry_cache.version_column())
-            .outerjoin(t.Person, col(t.Person.id) == col(t.Identity.person_id))
-            .outerjoin(t.Resident, col(t.Resident.id) == col(t.Identity.resident_id))
-            .where(
-                col(t.Identity.channel) == incoming.channel,
-                col(t.Identity.address) == incoming.address,
-            )
-        ).first()
+        found = session.execute(_WRITER, {"channel": incoming.channel, "address": incoming.address}).first()
         ident, person, resident, version = found if found is not None else (None, None, None, None)
         if found is not None:
             registry_cache.note_version(session, version)
@@ -154,15 +148,39 @@ class Pipeline:
             person.language if person else None,
             resident.language if resident else None,
         )
-        if ident is not None:
-            ident.last_inbound_at = self.clock.now()
-            ident.reachable = True
         return Actor(
             channel=incoming.channel,
             address=incoming.address,
             lang=lang,
             resident=resident,
             person=person,
-            identity_id=ident.id if ident else None,
+            identity=ident,
             attachments=incoming.attachments,
         )
+
+
+# Who is writing, in one query: the identity with its person and resident, and the registry's
+# version (the unit of work's one look at whether this process's copy of the registry is stale).
+# Built once: constructing a statement costs more than running a cached one.
+_WRITER = (
+    select(t.Identity, t.Person, t.Resident, registry_cache.version_column())
+    .outerjoin(t.Person, col(t.Person.id) == col(t.Identity.person_id))
+    .outerjoin(t.Resident, col(t.Resident.id) == col(t.Identity.resident_id))
+    .where(col(t.Identity.channel) == bindparam("channel"), col(t.Identity.address) == bindparam("address"))
+)
+_TOUCH = (
+    update(t.Identity.__table__)  # type: ignore[attr-defined]
+    .where(t.Identity.__table__.c.id == bindparam("identity_id"))  # type: ignore[attr-defined]
+    .values(last_inbound_at=bindparam("now"), reachable=True)
+)
+
+
+def _touch(session: Session, identity_id: int, now: dt.datetime) -> None:
+    """The identity wrote just now, so it is reachable (a channel's window, such as the Official
+    Account's 48 hours, counts from here). One UPDATE at the end of the message, without the unit
+    of work: its row is locked only from there to the commit."""
+    session.execute(_TOUCH, {"identity_id": identity_id, "now": now})
+    ident = session.identity_map.get(inspect(t.Identity).identity_key_from_primary_key((identity_id,)))
+    if ident is not None:  # the session's copy says what the row now says
+        set_committed_value(ident, "last_inbound_at", now)
+        set_committed_value(ident, "reachable", True)

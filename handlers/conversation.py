@@ -13,7 +13,7 @@ from functools import cache
 import opencc
 
 from nlu.normalise import half_width, to_simplified
-from storage.tables import Person, Resident
+from storage.tables import Identity, Person, Resident
 
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
@@ -96,8 +96,14 @@ class Actor:
     lang: str
     resident: Resident | None = None
     person: Person | None = None
-    identity_id: int | None = None
+    # The address's identity row, when it has one; held here for the whole message, since a
+    # session keeps an unchanged row only as long as someone refers to it.
+    identity: Identity | None = None
     attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def identity_id(self) -> int | None:
+        return self.identity.id if self.identity is not None else None
 
     @property
     def is_staff(self) -> bool:

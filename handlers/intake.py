@@ -32,7 +32,6 @@ from handlers.errors import BadInput, GriddeskError
 from handlers.replies import LANGUAGES, catalogue, say
 from handlers.watch import chat as watch_chat  # noqa: F401  (registers /overdue, /dead, /digest)
 from nlu.cancel import is_cancel
-from storage import tables as t
 from storage.log_context import who
 
 log = logging.getLogger(__name__)
@@ -89,9 +88,8 @@ def follow_language(desk: Desk, actor: Actor, text: str) -> None:
 
 def remember_language(desk: Desk, actor: Actor) -> None:
     """Store the actor's language on their identity: notices to this channel are written in it."""
-    ident = desk.session.get(t.Identity, actor.identity_id) if actor.identity_id is not None else None
-    if ident is not None and ident.language != actor.lang:
-        ident.language = actor.lang
+    if actor.identity is not None and actor.identity.language != actor.lang:
+        actor.identity.language = actor.lang
 
 
 def _action(desk: Desk, actor: Actor, action: str) -> list[Reply]:

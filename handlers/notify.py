@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -112,13 +112,20 @@ def _pick(identities: Sequence[t.Identity], prefer: str | None,
 def _reachable(session: Session, *, resident: t.Resident | None, person: t.Person | None,
                prefer: str | None) -> t.Identity | None:
     if person is not None:
-        stmt = select(t.Identity).where(col(t.Identity.person_id) == person.id)
+        found = session.scalars(_PERSONS_IDENTITIES, {"owner": person.id})
         order = staff_order(person)
     else:
         assert resident is not None
-        stmt = select(t.Identity).where(col(t.Identity.resident_id) == resident.id)
+        found = session.scalars(_RESIDENTS_IDENTITIES, {"owner": resident.id})
         order = CHANNEL_PREFERENCE
-    return _pick(list(session.scalars(stmt.order_by(col(t.Identity.id)))), prefer, order)
+    return _pick(list(found), prefer, order)
+
+
+# Built once: every notice asks one of them, and building a statement costs more than running it.
+_PERSONS_IDENTITIES = (select(t.Identity).where(col(t.Identity.person_id) == bindparam("owner"))
+                       .order_by(col(t.Identity.id)))
+_RESIDENTS_IDENTITIES = (select(t.Identity).where(col(t.Identity.resident_id) == bindparam("owner"))
+                         .order_by(col(t.Identity.id)))
 
 
 def address_of(
@@ -169,14 +176,14 @@ def tell(
     dedupe_key: str | None = None,
     media: Sequence[int] = (),
     **values: MessageValue,
-) -> t.Outbox:
+) -> None:
     """Queue the catalogue message `key` for a resident or a person, with the kept photos
     `media` for a channel that can show them; `Localised` values are rendered in the language
     the message is written in."""
     ident = address_of(session, now, resident=resident, person=person, prefer=prefer)
     lang = _language(ident, person, resident)
     values = {k: v.render(lang) if isinstance(v, Localised) else v for k, v in values.items()}
-    return outbox.enqueue(
+    outbox.enqueue(
         session,
         channel=ident.channel,
         address=ident.address,

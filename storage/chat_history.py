@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from storage.sequences import queue_insert
 from storage.tables import ChatLine, Outbox, OutboxState
 
 KINDS = ("said", "reply", "notice")
@@ -65,11 +66,12 @@ def record_turn(
     With a `client_id`, the unique index on (channel, address, client_id) makes the commit of a
     second turn with the same id fail, so a retry that raced the first one files nothing.
     """
-    session.add(ChatLine(channel=channel, address=address, direction="in", text=said, action=action,
-                         client_id=client_id, created_at=now))
+    line = {"channel": channel, "address": address, "created_at": now}
+    queue_insert(session, ChatLine, {**line, "direction": "in", "text": said, "action": action,
+                                     "client_id": client_id, "buttons": []})
     for text, buttons in replies:
-        session.add(ChatLine(channel=channel, address=address, direction="out", text=text,
-                             buttons=buttons, created_at=now))
+        queue_insert(session, ChatLine, {**line, "direction": "out", "text": text, "action": "",
+                                         "client_id": None, "buttons": buttons})
 
 
 def answered_turn(session: Session, *, channel: str, address: str,

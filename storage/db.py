@@ -58,8 +58,10 @@ def autocommit_engine(engine: Engine) -> Engine:
     with _SIDE_GUARD:
         side = _SIDE_ENGINES.get(engine)
         if side is None:
+            # Not pinged at checkout: a ping is a round trip per statement, and the one caller
+            # retries a statement on a connection found closed instead (storage.sequences).
             side = make_engine(engine.url.render_as_string(hide_password=False),
-                               isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=8)
+                               isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=8, pool_pre_ping=False)
             _SIDE_ENGINES[engine] = side
             event.listen(engine, "engine_disposed", lambda _engine: side.dispose())
         return side

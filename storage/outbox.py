@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from storage.db import is_postgresql
+from storage.sequences import queue_insert
 from storage.tables import Outbox, OutboxState
+from storage.unit_of_work import transaction_memo
+
+# Noted in the transaction's memo when it queues a notice that a sender must send.
+_QUEUED_PENDING = "outbox_queued_pending"
 
 
 def enqueue(
@@ -40,28 +45,27 @@ def enqueue(
     dedupe_key: str | None = None,
     media: Sequence[int] = (),
     delivered: bool = False,
-) -> Outbox:
-    """Queue a notice; `delivered` writes it as sent, for a channel that the stored row itself
-    delivers (an inbox read from this table): no sender needs to touch it."""
-    row = Outbox(
-        channel=channel,
-        address=address,
-        identity_id=identity_id,
-        resident_id=resident_id,
-        person_id=person_id,
-        case_id=case_id,
-        topic=topic,
-        text=text,
-        buttons=[list(r) for r in buttons],
-        media=list(media),
-        next_attempt_at=now,
-        created_at=now,
-        dedupe_key=dedupe_key,
-    )
-    if delivered:
-        row.state, row.sent_at, row.attempts = OutboxState.SENT, now, 1
-    session.add(row)
-    return row
+) -> None:
+    """Queue a notice, written at the transaction's next flush or its commit with the other
+    notices of the transaction (storage.sequences.queue_insert); `delivered` writes it as sent,
+    for a channel that the stored row itself delivers (an inbox read from this table): no sender
+    needs to touch it."""
+    if not delivered:
+        transaction_memo(session)[_QUEUED_PENDING] = True
+    queue_insert(session, Outbox, {
+        "channel": channel, "address": address, "identity_id": identity_id, "resident_id": resident_id,
+        "person_id": person_id, "case_id": case_id, "topic": topic, "text": text,
+        "buttons": [list(r) for r in buttons], "media": list(media), "dedupe_key": dedupe_key,
+        "state": OutboxState.SENT.value if delivered else OutboxState.PENDING.value,
+        "attempts": 1 if delivered else 0, "sent_at": now if delivered else None,
+        "next_attempt_at": now, "created_at": now, "last_error": "",
+    })
+
+
+def queued_pending(session: Session) -> bool:
+    """Whether the session's transaction has queued a notice for a sender, so that its commit is
+    worth waking one (a sender looking for nothing still costs a claim round trip)."""
+    return bool(transaction_memo(session).get(_QUEUED_PENDING))
 
 
 def claim_due(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import bindparam, event, func, insert, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from storage.db import autocommit_engine, is_postgresql, upsert_insert
 from storage.unit_of_work import transaction_memo
 
-_QUEUED = "events:queued"
+_QUEUED = "inserts:queued"
 
 
 def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **key: Any) -> int:
@@ -28,18 +30,45 @@ def next_in_counter(session: Session, table: Any, *, at_once: bool = False, **ke
     SQLite lets one writer in at a time anyway, and a second connection would wait for the
     session's own write lock: there the counter is always in the session's transaction.
     """
-    stmt = (
-        upsert_insert(session, table)
-        .values(**key, last=1)
-        .on_conflict_do_update(index_elements=list(key), set_={"last": table.last + 1})
-        .returning(table.last)
-    )
+    stmt = _counter_statement(session, table, tuple(key))
     bind = session.get_bind()
     # A session bound to a connection (a transaction someone else ends) keeps the counter in it.
     if not (at_once and is_postgresql(session) and isinstance(bind, Engine)):
-        return int(session.execute(stmt).scalar_one())
-    with autocommit_engine(bind).connect() as own:
-        return int(own.execute(stmt).scalar_one())
+        return int(session.execute(stmt, key).scalar_one())
+    return _at_once(autocommit_engine(bind), stmt, key)
+
+
+_STATEMENTS: dict[tuple[str, Any, tuple[str, ...]], Any] = {}
+
+
+def _counter_statement(session: Session, table: Any, columns: tuple[str, ...]) -> Any:
+    """The counter's upsert with its key as bound parameters, built once per dialect, table and
+    key (building a statement costs more than running a cached one)."""
+    cache_key = (session.get_bind().dialect.name, table, columns)
+    stmt = _STATEMENTS.get(cache_key)
+    if stmt is None:
+        stmt = _STATEMENTS[cache_key] = (
+            upsert_insert(session, table)
+            .values(**{c: bindparam(c) for c in columns}, last=1)
+            .on_conflict_do_update(index_elements=list(columns), set_={"last": table.last + 1})
+            .returning(table.last)
+        )
+    return stmt
+
+
+def _at_once(engine: Engine, stmt: Any, key: dict[str, Any]) -> int:
+    """Run the counter's statement on a connection of `engine` (AUTOCOMMIT, not pinged before
+    use): a connection the server has closed fails the first try, which invalidates the pool's
+    idle connections, and the statement is sent once more on a new one. (Had the first try
+    counted before the connection broke, that number stays unused, as for any failed message.)"""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as own:
+                return int(own.execute(stmt, key).scalar_one())
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _last_seqs(session: Session, table: Any) -> dict[Any, int]:
@@ -73,20 +102,35 @@ def append_event(session: Session, table: Any, owner: str, owner_id: int | None,
     if last is None:
         last = int(session.scalar(select(func.max(table.seq)).where(getattr(table, owner) == owner_id)) or 0)
     seqs[owner_id] = last + 1
-    queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).setdefault(_QUEUED, {})
-    queued.setdefault(table, []).append({
+    queue_insert(session, table, {
         owner: owner_id, "seq": last + 1, "at": at, "action": action,
         "actor_person_id": person.id if person else None,
         "actor_resident_id": resident.id if resident else None, "note": note, "data": data or {},
     })
 
 
+def queue_insert(session: Session, table: Any, values: dict[str, Any]) -> None:
+    """Insert a row into `table` at the session's next flush or at its commit, with the other
+    rows queued for the table in one executemany: for rows that nothing reads back or refers
+    to in the transaction that writes them (history events, notices, chat lines).
+
+    Plain values, not model objects: building a validated model object and having the unit
+    of work track it cost more than inserting it. `values` names every column without a
+    database default (a JSON column's model default is not the table's). A SAVEPOINT rolled
+    back forgets the rows queued in it (storage.unit_of_work). A unique constraint such a row
+    breaks fails the flush or the commit that writes it.
+    """
+    queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).setdefault(_QUEUED, {})
+    queued.setdefault(table, []).append(values)
+
+
 def _write_queued(session: Session) -> None:
-    """The events appended since the last flush, one executemany per table (no id is read
-    back: nothing refers to an event by its id)."""
+    """The rows queued since the last flush, one executemany per table and set of columns (no
+    id is read back), tables in the order they were first queued."""
     queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).pop(_QUEUED, {})
     for table, rows in queued.items():
-        session.execute(insert(table.__table__), rows)
+        for _, same in itertools.groupby(rows, key=lambda row: row.keys()):
+            session.execute(insert(table.__table__), list(same))
 
 
 @event.listens_for(Session, "before_flush")

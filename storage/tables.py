@@ -9,12 +9,13 @@ Nothing here knows a channel: a channel is a plain string ("web", "telegram", "w
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, insert, inspect
 from sqlalchemy import case as sql_case
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, attributes, make_transient_to_detached
 from sqlmodel import Field, SQLModel, col
 
 M = TypeVar("M")
@@ -39,6 +40,32 @@ def by_id(session: Session, table: type[M], ref: str | int) -> M | None:
     can name none (row_id): such a number never reaches the database."""
     ident = row_id(ref)
     return session.get(table, ident) if ident is not None else None
+
+
+def loaded(session: Session, table: type[M], values: Mapping[Any, Any]) -> M:
+    """The session's row of `table` with the column `values` of a row read without the ORM: the
+    session's own object when it has one, else one made from them as a query would have loaded
+    it (no validation, nothing for the unit of work to write until it is changed)."""
+    mapper = inspect(table)
+    existing = session.identity_map.get(mapper.identity_key_from_primary_key((values["id"],)))
+    if existing is not None:
+        found: M = existing
+        return found
+    row = mapper.class_manager.new_instance()
+    for key, value in values.items():
+        attributes.set_committed_value(row, key, value)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
+
+
+def inserted(session: Session, table: type[M], **values: Any) -> M:
+    """Insert one row in one statement and return it as the session's object (`loaded`), with
+    its id and defaults: cheaper than adding a model object and flushing the unit of work for
+    a row that must be in the database at once (others refer to it)."""
+    columns = table.__table__.c  # type: ignore[attr-defined]
+    written = session.execute(insert(table.__table__).values(**values).returning(*columns))  # type: ignore[attr-defined]
+    return loaded(session, table, written.mappings().one())
 
 
 # --------------------------------------------------------------------------- registry

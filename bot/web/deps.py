@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import redis.exceptions
 from fastapi import Depends, HTTPException, Query, Request
 from pydantic import AfterValidator
@@ -57,7 +58,8 @@ def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": _MEANING[code]} for code in codes}
 
 
-def get_services(request: Request) -> Any:
+async def get_services(request: Request) -> Any:
+    # async: FastAPI runs a plain function dependency in a worker thread, a hop per request.
     return request.app.state.services
 
 
@@ -76,7 +78,20 @@ def current_address(request: Request) -> str:
     return address
 
 
-Address = Annotated[str, Depends(current_address)]
+async def _visitor(request: Request) -> str:
+    """`current_address` as a dependency: on the event loop for a cookie that is all there is to
+    check (a plain function dependency would cost a worker-thread hop on every request), in a
+    worker thread when the cookie names a server-side session, which is a database read."""
+    token = request.cookies.get(COOKIE)
+    signed = verify(request.app.state.services.settings.secret_key, token) if token else None
+    if signed is not None:
+        address, session_token = split_session(signed)
+        if session_token is None:
+            return address
+    return await anyio.to_thread.run_sync(current_address, request)
+
+
+Address = Annotated[str, Depends(_visitor)]
 
 
 def _live(services: Any, signed: str) -> str | None:

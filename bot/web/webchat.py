@@ -36,7 +36,7 @@ from bot.web.deps import (
 from handlers.cases import offers
 from handlers.notify import ensure_identity
 from handlers.replies import pick_language
-from storage import chat_history, media
+from storage import chat_history, media, outbox
 from storage import tables as t
 from storage.state import LockTimeout
 from storage.unit_of_work import UnitOfWork
@@ -278,8 +278,11 @@ async def _turn(services: Any, address: str, incoming: Incoming, *, said: str, c
     the same `client_id` gets the first answer. `keep(incoming)` runs under the address's lock
     once the retry check passed (it stores a photo)."""
     action = incoming.action
+    queued = False  # whether the turn's transaction queued a notice for a sender
 
     def record(session: Session, replies: list[Reply], now: dt.datetime) -> None:
+        nonlocal queued
+        queued = outbox.queued_pending(session)
         # In the pipeline's own transaction: the turn is kept exactly when its work commits.
         chat_history.record_turn(
             session, channel=CHANNEL, address=address, said=said, action=action or "",
@@ -310,7 +313,8 @@ async def _turn(services: Any, address: str, incoming: Incoming, *, said: str, c
         # An earlier message of this person's is still being served (far longer than any should).
         raise HTTPException(status_code=503, detail="your previous message is still being handled; "
                                                      "send this one again in a moment") from None
-    services.sender.wake()
+    if queued:  # web chat replies are answered here and its notices stored delivered
+        services.sender.wake()
     return {"replies": [r.to_json() for r in replies]}
 
 

@@ -34,6 +34,7 @@ from storage.clock import as_utc
 from storage.log_context import note_case
 from storage.sequences import append_event, new_history, next_in_counter
 from storage.tables import OPEN_STATES, CaseState
+from storage.unit_of_work import transaction_memo
 
 log = logging.getLogger(__name__)
 # Limits used when a category is missing from the registry (an unroutable category).
@@ -51,6 +52,15 @@ _RESOLVED_HOOKS: dict[str, ResolvedHook] = {}
 def on_resolved(opened_by: str, hook: ResolvedHook) -> None:
     """Let the workflow that opens cases of the kind `opened_by` hear of their resolution."""
     _RESOLVED_HOOKS[opened_by] = hook
+
+
+_OPENED = "cases:opened"
+
+
+def opened_in(session: Session) -> list[str]:
+    """The kinds of the cases opened in the session's transaction so far (one a rolled-back
+    savepoint opened is not among them)."""
+    return list(transaction_memo(session).get(_OPENED, []))
 
 
 def opened_by(case: t.Case) -> str | None:
@@ -341,7 +351,9 @@ def open_case(
     )
     post = directory.post_by_code(session, community.id or 0, decided.post)
     holder = directory.person_by_code(session, decided.holder)
-    case = t.Case(
+    case = t.inserted(
+        session,
+        t.Case,
         number=next_number(session, community, now),
         community_id=community.id or 0,
         kind=kind,
@@ -363,9 +375,8 @@ def open_case(
         reply_due=deadlines.reply,
         resolve_due=deadlines.resolve,
     )
-    session.add(case)
-    session.flush()
     new_history(session, t.CaseEvent, case.id)
+    transaction_memo(session).setdefault(_OPENED, []).append(kind)
     sent = [t.Attachment(case_id=case.id or 0, kind=att.kind, ref=att.ref, latitude=att.latitude,
                          longitude=att.longitude, created_at=now) for att in attachments]
     session.add_all(sent)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import inspect
-from sqlalchemy.orm import Session, attributes, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from handlers.deadlines import WorkingCalendar
 from handlers.errors import NotFound
@@ -27,17 +26,7 @@ M = TypeVar("M")
 def _row(session: Session, table: type[M], values: Row) -> M:
     """The session's row for cached `values`: already in the session, or made from them without
     SQL, as a query would have loaded it."""
-    mapper = inspect(table)
-    existing = session.identity_map.get(mapper.identity_key_from_primary_key((values["id"],)))
-    if existing is not None:
-        found: M = existing
-        return found
-    row = mapper.class_manager.new_instance()
-    for key, value in values.items():
-        attributes.set_committed_value(row, key, value)
-    make_transient_to_detached(row)
-    session.add(row)
-    return row
+    return t.loaded(session, table, values)
 
 
 def _get(session: Session, table: type[M], row_id: int | None) -> M | None:

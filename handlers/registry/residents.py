@@ -47,7 +47,7 @@ def bind(session: Session, actor: Actor, building_code: str, now: dt.datetime) -
     ident.language = actor.lang
     session.flush()
     actor.resident = resident
-    actor.identity_id = ident.id
+    actor.identity = ident
     return resident
 
 

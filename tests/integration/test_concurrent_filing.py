@@ -117,3 +117,19 @@ def test_a_number_is_taken_even_when_every_connection_of_the_pool_is_busy(servic
     finally:
         one.dispose()
     assert (first[-4:], second[-4:]) == ("0001", "0002")
+
+
+def test_case_numbers_go_on_after_the_server_closed_the_counters_connections(services: Services) -> None:
+    """The counters' connections are not pinged before use: when the server has closed them
+    (restarted, or an idle timeout), the next number is still taken, on a new connection."""
+    if services.engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite the number is taken in the message's own transaction")
+    first, second = residents_of(services, "ZN-B01")
+    assert file(services, first).endswith("-0001")  # the counters' pool holds a connection now
+    with services.engine.connect() as admin:
+        closed = admin.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'")).scalar_one()
+        admin.commit()
+    assert closed >= 1
+    assert file(services, second).endswith("-0002")

@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 
 from bot.app import Services, build_app, build_services
 from bot.settings import Settings
 from bot.web.health import DOWN_AFTER
 from storage import outbox
+from storage import tables as t
 from storage.clock import FixedClock
 from storage.state import MemoryStateStore
 from storage.unit_of_work import UnitOfWork
@@ -63,8 +66,12 @@ def health(served: ServedApp) -> httpx.Response:
 def queue(services: Services, channel: str, address: str, *, dead: bool = False) -> None:
     """A notice held back for a day (so the running sender leaves it alone), or a dead one."""
     with UnitOfWork(services.engine) as uow:
-        row = outbox.enqueue(uow.session, channel=channel, address=address, text="通知",
-                             now=services.clock.now())
+        outbox.enqueue(uow.session, channel=channel, address=address, text="通知",
+                       now=services.clock.now())
+        uow.commit()
+    with UnitOfWork(services.engine) as uow:
+        row = uow.session.scalars(select(t.Outbox).order_by(col(t.Outbox.id).desc())).first()
+        assert row is not None
         row.next_attempt_at = services.clock.now() + dt.timedelta(days=1)
         if dead:
             row.state = "dead"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from bot.app import Services
 from bot.channels.base import Outgoing, SendResult
@@ -48,12 +49,14 @@ class Flaky:
 
 def queue(engine: Engine, clock: FixedClock, recipients: int, each: int) -> list[int]:
     with UnitOfWork(engine) as uow:
-        rows = [
-            outbox.enqueue(uow.session, channel="test", address=f"r{r}", text=f"notice {n} for r{r}", now=clock.now())
-            for n in range(each) for r in range(recipients)
-        ]
+        for n in range(each):
+            for r in range(recipients):
+                outbox.enqueue(uow.session, channel="test", address=f"r{r}", text=f"notice {n} for r{r}",
+                               now=clock.now())
         uow.commit()
-        return [row.id or 0 for row in rows]
+        # Written in the order they were queued.
+        return list(uow.session.scalars(select(col(t.Outbox.id)).where(col(t.Outbox.channel) == "test")
+                                        .order_by(col(t.Outbox.id))))
 
 
 async def test_two_senders_deliver_each_notice_once_and_in_order(engine: Engine, clock: FixedClock) -> None:

@@ -118,6 +118,14 @@ def identity(services: Services, channel: str, address: str) -> t.Identity:
             col(t.Identity.channel) == channel, col(t.Identity.address) == address)).one()
 
 
+def notice_on(session: Any, topic: str) -> t.Outbox:
+    """The newest notice with `topic`."""
+    row = session.scalars(select(t.Outbox).where(col(t.Outbox.topic) == topic)
+                          .order_by(col(t.Outbox.id).desc())).first()
+    assert row is not None
+    return row  # type: ignore[no-any-return]
+
+
 def rows_to(services: Services, channel: str, address: str) -> list[t.Outbox]:
     with UnitOfWork(services.engine) as uow:
         return list(uow.session.scalars(select(t.Outbox).where(
@@ -176,9 +184,9 @@ async def test_a_second_refused_card_of_a_moved_case_waits_in_the_web_inbox_and_
     with UnitOfWork(services.engine) as uow:  # a second notice of the case, queued behind the card
         zhang = uow.session.scalars(select(t.Person).where(col(t.Person.code) == "zhang_li")).one()
         case = uow.session.scalars(select(t.Case).where(col(t.Case.number) == number)).one()
-        second = notify.tell(uow.session, clock.now(), "case.covering", person=zhang, case=case, topic=number)
+        notify.tell(uow.session, clock.now(), "case.covering", person=zhang, case=case, topic=number)
         uow.commit()
-        uow.session.refresh(second)
+        second = notice_on(uow.session, number)
         assert second.channel == "telegram"
 
     await channels.sender.drain()
@@ -203,9 +211,9 @@ async def test_a_residents_notice_telegram_refuses_goes_to_their_official_accoun
         assert resident is not None
         notify.ensure_identity(uow.session, "telegram", str(RESIDENT_CHAT), clock.now(), resident=resident)
         notify.ensure_identity(uow.session, "wechat", openid, clock.now(), resident=resident)
-        notice = notify.tell(uow.session, clock.now(), "case.covering", resident=resident, topic="停水通知")
+        notify.tell(uow.session, clock.now(), "case.covering", resident=resident, topic="停水通知")
         uow.commit()
-        uow.session.refresh(notice)
+        notice = notice_on(uow.session, "停水通知")
     assert notice.channel == "telegram"
     channels.telegram.block(RESIDENT_CHAT)
 
@@ -276,10 +284,10 @@ async def test_a_fall_back_that_fails_leaves_the_notice_marked_and_the_rest_of_t
     with UnitOfWork(services.engine) as uow:
         people = {p.code: p for p in uow.session.scalars(select(t.Person).where(
             col(t.Person.code).in_(["zhang_li", "wang_fang"])))}
-        refused = notify.tell(uow.session, clock.now(), "case.covering", person=people["zhang_li"], topic="甲")
-        delivered = notify.tell(uow.session, clock.now(), "case.covering", person=people["wang_fang"], topic="乙")
+        notify.tell(uow.session, clock.now(), "case.covering", person=people["zhang_li"], topic="甲")
+        notify.tell(uow.session, clock.now(), "case.covering", person=people["wang_fang"], topic="乙")
         uow.commit()
-        ids = (refused.id, delivered.id)
+        ids = (notice_on(uow.session, "甲").id, notice_on(uow.session, "乙").id)
 
     assert await channels.sender.drain_once() == 2
 

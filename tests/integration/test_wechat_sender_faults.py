@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from bot.channels import wechat as wc
@@ -53,11 +53,11 @@ def sender_for(fake: FakeWeChat, api: str, engine: Engine, clock: FixedClock) ->
 
 def notice_for(engine: Engine, openid: str, clock: FixedClock) -> int:
     with UnitOfWork(engine) as uow:
-        row = outbox.enqueue(uow.session, channel="wechat", address=openid, text=NOTICE, now=clock.now())
-        uow.session.flush()
+        outbox.enqueue(uow.session, channel="wechat", address=openid, text=NOTICE, now=clock.now())
         uow.commit()
-        assert row.id is not None
-        return row.id
+        newest = uow.session.scalar(select(func.max(t.Outbox.id)))
+        assert newest is not None
+        return int(newest)
 
 
 def row_of(engine: Engine, row_id: int) -> t.Outbox:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 from wechatpy.exceptions import WeChatClientException
 
 from bot.app import Services
@@ -67,9 +68,11 @@ def person(services: Services, code: str) -> t.Person:
 def tell(services: Services, clock: FixedClock, code: str, text: str = "请处理") -> t.Outbox:
     with UnitOfWork(services.engine) as uow:
         who = uow.session.scalars(select(t.Person).where(t.Person.code == code)).one()
-        row = notify.tell(uow.session, clock.now(), "case.covering", person=who, topic=text)
+        notify.tell(uow.session, clock.now(), "case.covering", person=who, topic=text)
         uow.commit()
-        uow.session.refresh(row)
+        row = uow.session.scalars(select(t.Outbox).where(t.Outbox.person_id == who.id)
+                                  .order_by(col(t.Outbox.id).desc())).first()
+        assert row is not None
         uow.session.expunge(row)
         return row
 
