@@ -45,15 +45,15 @@ def by_id(session: Session, table: type[M], ref: str | int) -> M | None:
 def loaded(session: Session, table: type[M], values: Mapping[Any, Any]) -> M:
     """The session's row of `table` with the column `values` of a row read without the ORM: the
     session's own object when it has one, else one made from them as a query would have loaded
-    it (no validation, nothing for the unit of work to write until it is changed)."""
+    it (no validation, nothing for the unit of work to write until it is changed; a column not
+    in `values` is read when first used)."""
     mapper = inspect(table)
     existing = session.identity_map.get(mapper.identity_key_from_primary_key((values["id"],)))
     if existing is not None:
         found: M = existing
         return found
     row = mapper.class_manager.new_instance()
-    for key, value in values.items():
-        attributes.set_committed_value(row, key, value)
+    attributes.instance_dict(row).update(values)  # as the ORM's loader fills a row: no history
     make_transient_to_detached(row)
     session.add(row)
     return row
@@ -61,11 +61,28 @@ def loaded(session: Session, table: type[M], values: Mapping[Any, Any]) -> M:
 
 def inserted(session: Session, table: type[M], **values: Any) -> M:
     """Insert one row in one statement and return it as the session's object (`loaded`), with
-    its id and defaults: cheaper than adding a model object and flushing the unit of work for
-    a row that must be in the database at once (others refer to it)."""
-    columns = table.__table__.c  # type: ignore[attr-defined]
-    written = session.execute(insert(table.__table__).values(**values).returning(*columns))  # type: ignore[attr-defined]
-    return loaded(session, table, written.mappings().one())
+    its id and its columns' defaults: cheaper than adding a model object and flushing the unit
+    of work, for a row that must be in the database at once (others refer to it)."""
+    stmt, defaults = _insert_of(table)
+    new_id = session.execute(stmt, values).scalar_one()
+    return loaded(session, table, {**defaults, **values, "id": new_id})
+
+
+_INSERTS: dict[Any, tuple[Any, dict[str, Any]]] = {}
+
+
+def _insert_of(table: Any) -> tuple[Any, dict[str, Any]]:
+    """`INSERT … RETURNING id` of `table`, built once, and the values the columns get when the
+    insert does not name them (None without a default; a database default or a function is
+    not known here, and such a column is read when first used)."""
+    found = _INSERTS.get(table)
+    if found is None:
+        columns = table.__table__.c
+        defaults = {c.name: (c.default.arg if c.default is not None else None) for c in columns
+                    if c.name != "id" and c.server_default is None
+                    and (c.default is None or c.default.is_scalar)}
+        found = _INSERTS[table] = (insert(table.__table__).returning(columns.id), defaults)
+    return found
 
 
 # --------------------------------------------------------------------------- registry
