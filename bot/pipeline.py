@@ -179,7 +179,7 @@ def _touch(session: Session, identity_id: int, now: dt.datetime) -> None:
     """The identity wrote just now, so it is reachable (a channel's window, such as the Official
     Account's 48 hours, counts from here). One UPDATE at the end of the message, without the unit
     of work: its row is locked only from there to the commit."""
-    session.execute(_TOUCH, {"identity_id": identity_id, "now": now})
+    session.connection().execute(_TOUCH, {"identity_id": identity_id, "now": now})
     ident = session.identity_map.get(inspect(t.Identity).identity_key_from_primary_key((identity_id,)))
     if ident is not None:  # the session's copy says what the row now says
         set_committed_value(ident, "last_inbound_at", now)

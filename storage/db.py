@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 from sqlmodel import create_engine
@@ -87,10 +89,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    pre_ping = kwargs.pop("pool_pre_ping", True)
     if kwargs.get("poolclass") is not NullPool:
         kwargs.setdefault("pool_size", 10)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if pre_ping:
+        _ping_when_rested(engine)
+    return engine
+
+
+# A connection back in the pool for less than this is taken as alive without a ping.
+REST_BEFORE_PING = 1.0
+
+
+def _ping_when_rested(engine: Engine) -> None:
+    """SQLAlchemy's pre-ping (the dialect's own), for a connection that has rested in the pool
+    longer than REST_BEFORE_PING: one the server has closed since (a restart, an idle timeout)
+    is replaced before anyone uses it. A connection used a moment ago is alive, and a ping per
+    checkout would be a round trip more per transaction. After a server restart, a connection
+    returned less than that before it fails its next transaction once, which invalidates the
+    rest of the pool (SQLAlchemy's handling of a disconnect)."""
+
+    @event.listens_for(engine, "checkin")
+    def _rested_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("checked_in_at", None)
+        if since is None or time.monotonic() - since < REST_BEFORE_PING:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and checks out another (a new one if need be).
+            raise DisconnectionError(f"the connection was closed: {type(exc).__name__}") from exc
 
 
 # Indexes on an expression (storage.tables.NEXT_DUE) that autogenerate cannot compare: SQLite's

@@ -128,9 +128,13 @@ def _write_queued(session: Session) -> None:
     """The rows queued since the last flush, one executemany per table and set of columns (no
     id is read back), tables in the order they were first queued."""
     queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).pop(_QUEUED, {})
+    if not queued:
+        return
+    # Core statements on the session's connection: the ORM's execution layer has nothing to add.
+    connection = session.connection()
     for table, rows in queued.items():
         for _, same in itertools.groupby(rows, key=lambda row: row.keys()):
-            session.execute(insert(table.__table__), list(same))
+            connection.execute(insert(table.__table__), list(same))
 
 
 @event.listens_for(Session, "before_flush")

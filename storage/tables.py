@@ -42,12 +42,15 @@ def by_id(session: Session, table: type[M], ref: str | int) -> M | None:
     return session.get(table, ident) if ident is not None else None
 
 
+_MAPPERS: dict[Any, Any] = {}
+
+
 def loaded(session: Session, table: type[M], values: Mapping[Any, Any]) -> M:
     """The session's row of `table` with the column `values` of a row read without the ORM: the
     session's own object when it has one, else one made from them as a query would have loaded
     it (no validation, nothing for the unit of work to write until it is changed; a column not
     in `values` is read when first used)."""
-    mapper = inspect(table)
+    mapper = _MAPPERS.get(table) or _MAPPERS.setdefault(table, inspect(table))
     existing = session.identity_map.get(mapper.identity_key_from_primary_key((values["id"],)))
     if existing is not None:
         found: M = existing
@@ -64,7 +67,7 @@ def inserted(session: Session, table: type[M], **values: Any) -> M:
     its id and its columns' defaults: cheaper than adding a model object and flushing the unit
     of work, for a row that must be in the database at once (others refer to it)."""
     stmt, defaults = _insert_of(table)
-    new_id = session.execute(stmt, values).scalar_one()
+    new_id = session.connection().execute(stmt, values).scalar_one()  # Core: no ORM layer to pass
     return loaded(session, table, {**defaults, **values, "id": new_id})
 
 

@@ -19,14 +19,25 @@ from handlers.routing import PostSeat, RoutingTable
 from storage import registry_cache
 from storage import tables as t
 from storage.registry_cache import Row, Snapshot
+from storage.unit_of_work import transaction_memo
 
 M = TypeVar("M")
 
 
 def _row(session: Session, table: type[M], values: Row) -> M:
     """The session's row for cached `values`: already in the session, or made from them without
-    SQL, as a query would have loaded it."""
-    return t.loaded(session, table, values)
+    SQL, as a query would have loaded it. Kept for the rest of the transaction: a message asks
+    for the same few rows again and again, and a session holds an unchanged row only as long as
+    someone refers to it."""
+    rows: dict[tuple[type, int], Any] = transaction_memo(session).setdefault(_ROWS, {})
+    key = (table, values["id"])
+    row: M | None = rows.get(key)
+    if row is None:
+        row = rows[key] = t.loaded(session, table, values)
+    return row
+
+
+_ROWS = "registry:rows"
 
 
 def _get(session: Session, table: type[M], row_id: int | None) -> M | None:
