@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import docx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handlers.council import proposals
 from handlers.council.export import Paper, to_markdown, write_docx
@@ -36,6 +39,27 @@ def test_similar_proposals_read_alike_in_either_script() -> None:
     assert scores[0][0] >= proposals.SIMILAR_ABOVE
     assert scores[1][0] >= proposals.SIMILAR_ABOVE
     assert scores[2][0] < proposals.SIMILAR_ABOVE
+
+
+PROPOSAL_TEXT = st.text(alphabet=st.sampled_from(list("建议增设健身器材小区东门开放老人锻炼樓道燈 ab1，。")),
+                        max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(PROPOSAL_TEXT, min_size=1, max_size=3),
+       against=st.lists(PROPOSAL_TEXT, min_size=1, max_size=8))
+def test_similarity_scores_are_scikit_learns_tfidf_cosine(texts: list[str], against: list[str]) -> None:
+    """The weighting is done on scikit-learn's counts: the scores are its TfidfVectorizer's and
+    cosine_similarity's over the same texts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    docs = [proposals.normalise(x) or " " for x in texts + against]
+    vectors = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), lowercase=False).fit_transform(docs)
+    expected = cosine_similarity(vectors[: len(texts)], vectors[len(texts):])
+    found = proposals.similarities(texts, against)
+    assert [v for row in found for v in row] == pytest.approx(expected.ravel().tolist(), abs=1e-9)
+    assert [len(row) for row in found] == [len(against)] * len(texts)
 
 
 def _paper() -> Paper:
