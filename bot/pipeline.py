@@ -15,6 +15,7 @@ import datetime as dt
 import gc
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import anyio
@@ -92,8 +93,11 @@ class Pipeline:
         lives as long as it does, is left out of the garbage collector's full passes: each would
         walk a quarter of a million objects, a pause of tens to hundreds of milliseconds every few
         hundred messages, on average more than half a millisecond of CPU a message."""
+        started = time.perf_counter()
         intake.warm_up()
         gc.freeze()
+        log.debug("warmed up in %.1f s; %d objects left out of full collections",
+                  time.perf_counter() - started, gc.get_freeze_count())
 
     async def handle(self, incoming: Incoming, deliver: Deliver | None = None,
                      prepare: Prepare | None = None) -> list[Reply]:
