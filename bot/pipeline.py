@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 import anyio
-from sqlalchemy import bindparam, inspect, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -137,8 +137,8 @@ class Pipeline:
                 log.exception("message from %s failed", who(incoming.address))
                 uow.rollback()
                 replies = [Reply(say(actor.lang, "error.generic"))]
-            if actor.identity_id is not None:
-                _touch(uow.session, actor.identity_id, desk.now)
+            if actor.identity is not None:
+                _touch(uow.session, actor.identity, desk.now)
             if deliver is not None:
                 deliver(uow.session, replies, desk.now)
             opened.note(uow.session)
@@ -189,12 +189,14 @@ _TOUCH = (
 )
 
 
-def _touch(session: Session, identity_id: int, now: dt.datetime) -> None:
+def _touch(session: Session, ident: t.Identity, now: dt.datetime) -> None:
     """The identity wrote just now, so it is reachable (a channel's window, such as the Official
     Account's 48 hours, counts from here). One UPDATE at the end of the message, without the unit
-    of work: its row is locked only from there to the commit."""
-    session.connection().execute(_TOUCH, {"identity_id": identity_id, "now": now})
-    ident = session.identity_map.get(inspect(t.Identity).identity_key_from_primary_key((identity_id,)))
-    if ident is not None:  # the session's copy says what the row now says
-        set_committed_value(ident, "last_inbound_at", now)
-        set_committed_value(ident, "reachable", True)
+    of work, so its row is locked only from there to the commit; or, when the message changed
+    the identity already (its language), together with that change, at the commit."""
+    if ident in session.dirty:
+        ident.last_inbound_at, ident.reachable = now, True
+        return
+    session.connection().execute(_TOUCH, {"identity_id": ident.id, "now": now})
+    set_committed_value(ident, "last_inbound_at", now)  # the session's copy says what the row says
+    set_committed_value(ident, "reachable", True)
