@@ -118,7 +118,9 @@ def queue_insert(session: Session, table: Any, values: dict[str, Any]) -> None:
     of work track it cost more than inserting it. `values` names every column without a
     database default (a JSON column's model default is not the table's). A SAVEPOINT rolled
     back forgets the rows queued in it (storage.unit_of_work). A unique constraint such a row
-    breaks fails the flush or the commit that writes it.
+    breaks fails the flush or the commit that writes it. SQLAlchemy skips a flush that has no
+    model object to write, and these rows with it: a query of the same transaction finds them
+    only after a flush that wrote something else, so nothing should look for them there.
     """
     queued: dict[Any, list[dict[str, Any]]] = transaction_memo(session).setdefault(_QUEUED, {})
     queued.setdefault(table, []).append(values)
