@@ -102,10 +102,6 @@ class Actor:
     attachments: tuple[Attachment, ...] = ()
 
     @property
-    def identity_id(self) -> int | None:
-        return self.identity.id if self.identity is not None else None
-
-    @property
     def is_staff(self) -> bool:
         return self.person is not None
 

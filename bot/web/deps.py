@@ -66,29 +66,34 @@ async def get_services(request: Request) -> Any:
 Services = Annotated[Any, Depends(get_services)]
 
 
-def current_address(request: Request) -> str:
-    """The web chat address of the visitor's signed session cookie; 401 without one."""
-    services = request.app.state.services
+def _signed(request: Request) -> str | None:
+    """The verified value of the visitor's session cookie; None without a valid one."""
     token = request.cookies.get(COOKIE)
-    address = verify(services.settings.secret_key, token) if token else None
-    if address is not None:
-        address = _live(services, address)
+    return verify(request.app.state.services.settings.secret_key, token) if token else None
+
+
+def _address(services: Any, signed: str | None) -> str:
+    """The web chat address of a verified cookie value; 401 without one, or when its session
+    has been signed out or has expired."""
+    address = _live(services, signed) if signed is not None else None
     if address is None:
         raise HTTPException(status_code=401, detail="not signed in: open your personal link")
     return address
+
+
+def current_address(request: Request) -> str:
+    """The web chat address of the visitor's signed session cookie; 401 without one."""
+    return _address(request.app.state.services, _signed(request))
 
 
 async def _visitor(request: Request) -> str:
     """`current_address` as a dependency: on the event loop for a cookie that is all there is to
     check (a plain function dependency would cost a worker-thread hop on every request), in a
     worker thread when the cookie names a server-side session, which is a database read."""
-    token = request.cookies.get(COOKIE)
-    signed = verify(request.app.state.services.settings.secret_key, token) if token else None
-    if signed is not None:
-        address, session_token = split_session(signed)
-        if session_token is None:
-            return address
-    return await anyio.to_thread.run_sync(current_address, request)
+    services, signed = request.app.state.services, _signed(request)
+    if signed is not None and split_session(signed)[1] is None:
+        return _address(services, signed)
+    return await anyio.to_thread.run_sync(_address, services, signed)
 
 
 Address = Annotated[str, Depends(_visitor)]

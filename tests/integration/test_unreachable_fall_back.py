@@ -118,6 +118,14 @@ def identity(services: Services, channel: str, address: str) -> t.Identity:
             col(t.Identity.channel) == channel, col(t.Identity.address) == address)).one()
 
 
+def notify_in_order(services: Services, code: str, order: str) -> None:
+    """The staff member's own channel order for notices."""
+    with UnitOfWork(services.engine) as uow:
+        person = uow.session.scalars(select(t.Person).where(col(t.Person.code) == code)).one()
+        person.notify_order = order
+        uow.commit()
+
+
 def notice_on(session: Any, topic: str) -> t.Outbox:
     """The newest notice with `topic`."""
     row = session.scalars(select(t.Outbox).where(col(t.Outbox.topic) == topic)
@@ -228,10 +236,7 @@ async def test_a_residents_notice_telegram_refuses_goes_to_their_official_accoun
 
 async def test_a_case_card_the_official_account_refuses_goes_to_the_b_holder_at_once(
         channels: Channels, services: Services, chat: Chat) -> None:
-    with UnitOfWork(services.engine) as uow:
-        zhang = uow.session.scalars(select(t.Person).where(col(t.Person.code) == "zhang_li")).one()
-        zhang.notify_order = "wechat"
-        uow.commit()
+    notify_in_order(services, "zhang_li", "wechat")
     gone = "o" + "x" * 27  # an openid the account does not know: 40003
     channels.bind("zhang_li", "wechat", gone)
     channels.on_telegram("wang_fang", WANG_CHAT, "王芳")
@@ -249,10 +254,7 @@ async def test_a_case_card_the_official_account_refuses_goes_to_the_b_holder_at_
 
 async def test_a_case_card_the_official_account_refuses_goes_to_the_holders_telegram(
         channels: Channels, services: Services, chat: Chat) -> None:
-    with UnitOfWork(services.engine) as uow:
-        zhang = uow.session.scalars(select(t.Person).where(col(t.Person.code) == "zhang_li")).one()
-        zhang.notify_order = "wechat,telegram"
-        uow.commit()
+    notify_in_order(services, "zhang_li", "wechat,telegram")
     channels.bind("zhang_li", "wechat", "o" + "y" * 27)
     channels.on_telegram("zhang_li", ZHANG_CHAT, "张丽")
 
