@@ -116,6 +116,7 @@ def propose_intake(desk: Desk, actor: Actor, text: str, category: str) -> list[R
     similar = proposals.similar_open(desk.session, resident.community_id, text)
     if similar:
         desk.expect(actor.channel, actor.address, "proposal_new", text=text, category=category)
+        counts = proposals.co_sign_counts(desk.session, similar)
         lines = [say(actor.lang, "council.similar_head")]
         lines += [
             say(
@@ -123,7 +124,7 @@ def propose_intake(desk: Desk, actor: Actor, text: str, category: str) -> list[R
                 "council.similar_line",
                 number=p.number,
                 title=p.title,
-                count=proposals.co_sign_count(desk.session, p),
+                count=counts[p.id or 0],
             )
             for p in similar
         ]

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select
+import numpy.typing as npt
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -206,6 +208,23 @@ def co_sign_count(session: Session, proposal: t.Proposal) -> int:
     )
 
 
+def co_sign_counts(session: Session, proposals: Sequence[t.Proposal]) -> dict[int, int]:
+    """The co-sign count of each proposal, by id, in one query."""
+    ids = [p.id or 0 for p in proposals]
+    if not ids:
+        return {}
+    counted = {pid: count for pid, count in session.execute(_CO_SIGN_COUNTS, {"ids": ids})}
+    return {pid: counted.get(pid, 0) for pid in ids}
+
+
+# Built once, as similar_open's statements are: every offer of similar proposals runs it.
+_CO_SIGN_COUNTS = (
+    select(col(t.CoSign.proposal_id), func.count())
+    .where(col(t.CoSign.proposal_id).in_(bindparam("ids", expanding=True)))
+    .group_by(col(t.CoSign.proposal_id))
+)
+
+
 def co_signers(session: Session, proposal: t.Proposal) -> list[t.Resident]:
     return list(
         session.scalars(
@@ -313,12 +332,40 @@ def _t2s() -> Any:
 _COMMON = re.compile(r"我们|我|建议|提议|希望|能否|可否|可以|一下|一个|一组|社区|小区")
 
 
-@lru_cache(maxsize=4096)
 def normalise(text: str) -> str:
-    """Simplified, lower-case, without the common words, spaces and punctuation (kept for the
-    texts seen lately: the open proposals are compared again with every new one)."""
+    """Simplified, lower-case, without the common words, spaces and punctuation."""
     simplified = _COMMON.sub("", _t2s().convert(text).lower())
     return "".join(ch for ch in simplified if ch.isalnum())
+
+
+@lru_cache(maxsize=1)
+def _char_grams() -> Callable[[str], list[str]]:
+    """scikit-learn's own analyser of characters and character bigrams, so that the features
+    are TfidfVectorizer's to the letter."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    return CountVectorizer(analyzer="char", ngram_range=(1, 2), lowercase=False).build_analyzer()
+
+
+def _gram_key(gram: str) -> int:
+    """A character or a bigram as one integer (code points take 21 bits); the integers sort as
+    the strings do (a < ab < b)."""
+    return ord(gram[0]) << 21 | (ord(gram[1]) + 1 if len(gram) > 1 else 0)
+
+
+@lru_cache(maxsize=4096)
+def _gram_counts(text: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The distinct grams of a text as compared (normalised, " " when nothing is left), sorted,
+    and how often each occurs.
+
+    Kept for the texts seen lately: the open proposals are compared again with every new one.
+    The text is the key, so an edited proposal is a new text and nothing needs invalidating.
+    """
+    counted = Counter(map(_gram_key, _char_grams()(normalise(text) or " ")))
+    keys = np.array(sorted(counted), dtype=np.int64)
+    counts = np.array([counted[key] for key in keys.tolist()], dtype=np.int64)
+    keys.flags.writeable = counts.flags.writeable = False  # shared by every later call
+    return keys, counts
 
 
 def similarities(texts: Sequence[str], against: Sequence[str]) -> list[list[float]]:
@@ -327,49 +374,62 @@ def similarities(texts: Sequence[str], against: Sequence[str]) -> list[list[floa
     TF-IDF over characters and character bigrams: single characters catch paraphrases
     (增设健身器材 / 健身器材增设), bigrams keep unrelated proposals apart. The figures are
     those of scikit-learn's TfidfVectorizer (smooth idf, l2 rows) and cosine_similarity over all
-    the texts (a test holds them equal); the weighting is done here on the counts, because their
-    checks of every input cost fifty times the arithmetic of a few dozen short texts.
+    the texts (a test holds them equal). The counts are kept per text instead of coming from
+    CountVectorizer over all the texts, with the same scores to the last bit (a test holds that
+    too): analysing every open proposal again for each new one cost ten times the arithmetic.
     """
     if not texts or not against:
         return [[0.0] * len(against) for _ in texts]
-    from sklearn.feature_extraction.text import CountVectorizer
+    from scipy.sparse import csr_array
 
-    docs = [normalise(x) or " " for x in list(texts) + list(against)]
-    counts = CountVectorizer(analyzer="char", ngram_range=(1, 2), lowercase=False).fit_transform(docs)
-    in_docs = np.bincount(counts.indices, minlength=counts.shape[1])  # a column once per row
-    idf = np.log((1 + len(docs)) / (1 + in_docs)) + 1
-    weighted = counts.multiply(idf).tocsr()
-    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1))).ravel()
-    norms[norms == 0] = 1.0
-    rows = weighted.multiply(1 / norms[:, None]).tocsr()
-    scores = (rows[: len(texts)] @ rows[len(texts):].T).toarray()
-    return [[float(v) for v in row] for row in scores]
-
-
-def open_proposals(session: Session, community_id: int) -> list[t.Proposal]:
-    return list(
-        session.scalars(
-            select(t.Proposal)
-            .where(
-                col(t.Proposal.community_id) == community_id,
-                col(t.Proposal.stage).in_(OPEN_PROPOSAL_STAGES),
-            )
-            .order_by(col(t.Proposal.id))
-        )
+    docs = [_gram_counts(x) for x in [*texts, *against]]
+    lengths = np.array([len(keys) for keys, _ in docs])
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    # The vocabulary's columns in the strings' order, as CountVectorizer numbers them.
+    _, columns, in_docs = np.unique(
+        np.concatenate([keys for keys, _ in docs]), return_inverse=True, return_counts=True
     )
+    idf = np.log((1 + len(docs)) / (1 + in_docs)) + 1
+    weighted = np.concatenate([counts for _, counts in docs]) * idf[columns]
+    norms = np.sqrt(np.add.reduceat(weighted * weighted, bounds[:-1]))  # none 0: " " at least
+    rows = weighted * np.repeat(1 / norms, lengths)
+    k, cut, width = len(texts), bounds[len(texts)], len(in_docs)
+    queries = csr_array((rows[:cut], columns[:cut], bounds[: k + 1]), shape=(k, width))
+    others = csr_array((rows[cut:], columns[cut:], bounds[k:] - cut), shape=(len(against), width))
+    return [[float(v) for v in row] for row in (queries @ others.T).toarray()]
 
 
 def similar_open(session: Session, community_id: int, text: str) -> list[t.Proposal]:
     """Open proposals of the council that read like `text`, most similar first."""
-    candidates = open_proposals(session, community_id)
+    # Ranked on id, title and text alone: whole proposals are loaded only for the few shown.
+    candidates = session.execute(_OPEN_TEXTS, {"community_id": community_id}).all()
     if not candidates:
         return []
-    scores = similarities([text], [f"{p.title} {p.text}" for p in candidates])[0]
+    scores = similarities([text], [f"{title} {body}" for _, title, body in candidates])[0]
     ranked = sorted(
-        ((s, p) for s, p in zip(scores, candidates, strict=True) if s >= SIMILAR_ABOVE),
-        key=lambda sp: (-sp[0], sp[1].id or 0),
+        ((s, pid) for s, (pid, _, _) in zip(scores, candidates, strict=True) if s >= SIMILAR_ABOVE),
+        key=lambda sp: (-sp[0], sp[1]),
     )
-    return [p for _, p in ranked[:MAX_SIMILAR]]
+    ids = [pid for _, pid in ranked[:MAX_SIMILAR]]
+    if not ids:
+        return []
+    loaded = {p.id: p for p in session.scalars(_PROPOSALS_BY_ID, {"ids": ids})}
+    return [loaded[pid] for pid in ids if pid in loaded]
+
+
+# Built once: every proposal a resident makes runs them, and building a statement costs more
+# than running it.
+_OPEN_TEXTS = (
+    select(col(t.Proposal.id), col(t.Proposal.title), col(t.Proposal.text))
+    .where(
+        col(t.Proposal.community_id) == bindparam("community_id"),
+        col(t.Proposal.stage).in_(OPEN_PROPOSAL_STAGES),
+    )
+    .order_by(col(t.Proposal.id))
+)
+_PROPOSALS_BY_ID = select(t.Proposal).where(
+    col(t.Proposal.id).in_(bindparam("ids", expanding=True))
+)
 
 
 def duplicates(items: Sequence[t.Proposal]) -> dict[int, list[t.Proposal]]:

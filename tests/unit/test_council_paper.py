@@ -49,8 +49,8 @@ PROPOSAL_TEXT = st.text(alphabet=st.sampled_from(list("建议增设健身器材�
 @given(texts=st.lists(PROPOSAL_TEXT, min_size=1, max_size=3),
        against=st.lists(PROPOSAL_TEXT, min_size=1, max_size=8))
 def test_similarity_scores_are_scikit_learns_tfidf_cosine(texts: list[str], against: list[str]) -> None:
-    """The weighting is done on scikit-learn's counts: the scores are its TfidfVectorizer's and
-    cosine_similarity's over the same texts."""
+    """The gram counts kept per text, weighted here, give scikit-learn's TfidfVectorizer's and
+    cosine_similarity's scores over the same texts."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
