@@ -34,7 +34,7 @@ from handlers.registry import directory
 from handlers.replies import pick_language, say
 from storage import registry_cache
 from storage import tables as t
-from storage.clock import Clock
+from storage.clock import Clock, as_utc
 from storage.log_context import log_context, who
 from storage.state import StateStore
 from storage.unit_of_work import UnitOfWork
@@ -148,11 +148,15 @@ class Pipeline:
 
     def actor_for(self, session: Session, incoming: Incoming) -> Actor:
         """Who is writing: the identity's person or resident, else an unbound newcomer."""
-        found = session.execute(_WRITER, {"channel": incoming.channel, "address": incoming.address}).first()
-        ident, resident, version = found if found is not None else (None, None, None)
+        found = session.connection().execute(
+            _WRITER, {"channel": incoming.channel, "address": incoming.address}).first()
+        ident: t.Identity | None = None
+        resident: t.Resident | None = None
         person = None
-        if ident is not None:
-            registry_cache.note_version(session, version)
+        if found is not None:
+            ident, resident = t.split(session, found, t.Identity, t.Resident)
+            registry_cache.note_version(session, found[-1])
+            assert ident is not None
             # Staff are in the registry this process keeps: no join for them.
             person = directory.person(session, ident.person_id) if ident.person_id else None
         if person is not None and not person.active:
@@ -178,7 +182,7 @@ class Pipeline:
 # unit of work's one look at whether this process's copy of the registry, which holds the staff,
 # is stale). Built once: constructing a statement costs more than running a cached one.
 _WRITER = (
-    select(t.Identity, t.Resident, registry_cache.version_column())
+    select(*t.columns_of(t.Identity, t.Resident), registry_cache.version_column())
     .outerjoin(t.Resident, col(t.Resident.id) == col(t.Identity.resident_id))
     .where(col(t.Identity.channel) == bindparam("channel"), col(t.Identity.address) == bindparam("address"))
 )
@@ -189,13 +193,23 @@ _TOUCH = (
 )
 
 
+# How stale an identity's last inbound time may be left: a resident's conversation is several
+# messages a minute, and an UPDATE for each would rewrite the same row (a new row version on
+# PostgreSQL) to move a time nothing needs to the second.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
 def _touch(session: Session, ident: t.Identity, now: dt.datetime) -> None:
-    """The identity wrote just now, so it is reachable (a channel's window, such as the Official
-    Account's 48 hours, counts from here). One UPDATE at the end of the message, without the unit
-    of work, so its row is locked only from there to the commit; or, when the message changed
-    the identity already (its language), together with that change, at the commit."""
+    """The identity wrote just now, so it is reachable, and its last inbound time is now (to
+    TOUCH_EVERY). One UPDATE at the end of the message, without the unit of work, so its row is
+    locked only from there to the commit; or, when the message changed the identity already (its
+    language), together with that change, at the commit; or none, when the row is reachable and
+    was touched less than TOUCH_EVERY ago."""
     if ident in session.dirty:
         ident.last_inbound_at, ident.reachable = now, True
+        return
+    last = ident.last_inbound_at
+    if ident.reachable and last is not None and now - as_utc(last) < TOUCH_EVERY:
         return
     session.connection().execute(_TOUCH, {"identity_id": ident.id, "now": now})
     set_committed_value(ident, "last_inbound_at", now)  # the session's copy says what the row says

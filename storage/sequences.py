@@ -136,7 +136,18 @@ def _write_queued(session: Session) -> None:
     connection = session.connection()
     for table, rows in queued.items():
         for _, same in itertools.groupby(rows, key=lambda row: row.keys()):
-            connection.execute(insert(table.__table__), list(same))
+            connection.execute(_insert_of(table), list(same))
+
+
+# Built once per table: building an INSERT costs more than running a cached one.
+_INSERTS: dict[Any, Any] = {}
+
+
+def _insert_of(table: Any) -> Any:
+    stmt = _INSERTS.get(table)
+    if stmt is None:
+        stmt = _INSERTS[table] = insert(table.__table__)
+    return stmt
 
 
 @event.listens_for(Session, "before_flush")

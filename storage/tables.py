@@ -9,7 +9,7 @@ Nothing here knows a channel: a channel is a plain string ("web", "telegram", "w
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -60,6 +60,34 @@ def loaded(session: Session, table: type[M], values: Mapping[Any, Any]) -> M:
     make_transient_to_detached(row)
     session.add(row)
     return row
+
+
+def columns_of(*tables: Any) -> list[Any]:
+    """Every column of each table, in order: a Core select whose rows `split` takes apart."""
+    return [column for table in tables for column in table.__table__.c]
+
+
+def split(session: Session, row: Sequence[Any], *tables: type[Any]) -> list[Any]:
+    """The session's rows (`loaded`) of `tables` from one Core row of `columns_of(*tables)`
+    (and anything after them); None for a table whose id is None (an outer join's missing side).
+    A Core read and `loaded` cost a fraction of the ORM's loading of the same entities."""
+    found, start = [], 0
+    for table in tables:
+        names = _column_names(table)
+        values = dict(zip(names, row[start:start + len(names)], strict=True))
+        start += len(names)
+        found.append(loaded(session, table, values) if values["id"] is not None else None)
+    return found
+
+
+_NAMES: dict[Any, tuple[str, ...]] = {}
+
+
+def _column_names(table: Any) -> tuple[str, ...]:
+    names = _NAMES.get(table)
+    if names is None:
+        names = _NAMES[table] = tuple(c.name for c in table.__table__.c)
+    return names
 
 
 def inserted(session: Session, table: type[M], **values: Any) -> M:
