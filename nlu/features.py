@@ -12,6 +12,11 @@ a batch of texts goes through each step at once. Training counts document freque
 n-gram strings themselves (`char_ngrams`), so the vocabulary in the model files stays
 readable; the hashes are recomputed from it at load.
 
+One message at a time (`transform_one`, once per chat message), numpy's cost per call
+outweighs the work, so texts up to `ONE_TEXT_CHARS` characters take a plain-Python path:
+n-grams looked up by string, and the same arithmetic in the same order. The row is the batch path's to the bit, unless one of the text's n-grams shares a
+vocabulary key's 64-bit hash without being that key, which the hash path counts as the key.
+
 Words come from jieba on the first `word_chars` characters only, at a lower weight:
 segmentation is the slowest step per character, and on long letters words past the opening
 added nothing the character n-grams did not already carry (nlu/README.md, "Figures").
@@ -27,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -41,6 +46,11 @@ Cut = Callable[..., list[str]]
 # cut into words.
 CHAR_CHARS = 2000
 WORD_CHARS = 40
+
+# The longest text `transform_one` featurises in plain Python. Its cost grows faster with
+# length than the batch path's, which costs more per call: the two break even at 80 to 100
+# characters of Chinese or English (nlu/data's held-out messages run together).
+ONE_TEXT_CHARS = 100
 
 # The polynomial hash of an n-gram's code points, modulo 2**64 (numpy arrays wrap without
 # warning): an odd multiplier with well-mixed bits, a salt per length so that "ab" and "\x01ab"
@@ -218,6 +228,13 @@ def without_collisions(keys: list[str]) -> list[str]:
     return keys if len(first) == len(keys) else [keys[i] for i in sorted(first.tolist())]
 
 
+def _by_column(columns: Mapping[str, int], counts: Mapping[str, int]) -> dict[int, int]:
+    """`counts` by column, less the keys without one (no two keys share a column)."""
+    by_column = dict(zip(map(columns.get, counts), counts.values()))
+    by_column.pop(None, None)
+    return cast("dict[int, int]", by_column)
+
+
 class Vectoriser:
     """Sublinear TF-IDF over three blocks (characters, words, opening); fitted state ends in `_`.
 
@@ -287,6 +304,18 @@ class Vectoriser:
         self._block_weights = np.asarray([1.0, self.word_weight, self.head_weight])
         self.idf_ = idf
         self.n_features_ = len(idf)
+        # By string, for `transform_one`: the hash tables' columns, as the tables hold exactly
+        # these keys (`fit` dropped colliding ones). Like the hash path, they leave out the
+        # 1-gram "_" and opening n-grams longer than the batch path makes.
+        head_max = min(self.char_max, 3)
+        self._char_by_string = {k: i for i, k in enumerate(self.char_keys_) if k != "_"}
+        self._head_by_string = {k: n_char + n_word + i for i, k in enumerate(self.head_keys_)
+                                if k != "_" and len(k) <= head_max}
+        self._idf_floats: list[float] = idf.tolist()
+        # 1 + log(count) by count as numpy computes it, which `math.log` need not match to the
+        # last bit on every machine. No key occurs more often than the text has characters.
+        self._log_tf: list[float] = [
+            math.nan, *(1.0 + np.log(np.arange(1, ONE_TEXT_CHARS + 1))).tolist()]
         self.dictionary_ = dictionary
         self.dictionary_total_ = total
         self._cut_fn = small_tokenizer(dictionary, total).lcut
@@ -295,9 +324,40 @@ class Vectoriser:
         return self.fit(texts).transform(texts)
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """The non-zero feature columns and values of one normalised text."""
-        _, columns, values = self._entries([text])
-        return columns, values
+        """The non-zero feature columns and values of one normalised text: `transform`'s row.
+
+        Up to `ONE_TEXT_CHARS` characters in plain Python (see the module docstring); the
+        row is `_entries`' to the bit.
+        """
+        text = text[:self.char_chars]
+        if len(text) > ONE_TEXT_CHARS:
+            return self._entries([text])[1:]
+        chars = text.replace(" ", "_")
+        grams = Counter([chars[i:i + n] for n in range(1, self.char_max + 1)
+                         for i in range(len(chars) - n + 1)])
+        # A short text is all opening; its 4-grams are no head key.
+        head = grams if len(chars) <= self.head_chars else char_ngrams(chars[:self.head_chars], 3)
+        words = Counter(word_keys(text[:self.word_chars], self._cut_fn))
+        blocks = ((_by_column(self._char_by_string, grams), 1.0),
+                  (_by_column(self.word_vocab_, words), self.word_weight),
+                  (_by_column(self._head_by_string, head), self.head_weight))
+        columns: list[int] = []
+        values: list[float] = []
+        log_tf, idf = self._log_tf, self._idf_floats
+        for counts, weight in blocks:
+            if not counts:
+                continue
+            order = sorted(counts)
+            block = [log_tf[counts[j]] * idf[j] for j in order]
+            # Summed left to right from 0.0 as np.bincount does (`sum` compensates from Python
+            # 3.12), and scaled by weight / norm as `_entries` is, for the same last bits.
+            square_sum = 0.0
+            for v in block:
+                square_sum += v * v
+            scale = weight / math.sqrt(square_sum)
+            columns += order
+            values += [v * scale for v in block]
+        return np.array(columns, dtype=np.int64), np.array(values, dtype=np.float64)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         import scipy.sparse as sp
