@@ -30,6 +30,7 @@ import asyncio
 import collections
 import itertools
 import os
+import platform
 import re
 import shutil
 import signal
@@ -411,40 +412,71 @@ def main() -> int:
                         help="shared state for several processes (required for more than one)")
     parser.add_argument("--statements", action="store_true",
                         help="count SQL statements per filed case (in-process) instead")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each row this many times, pgbench after each, and print "
+                             "the medians too (the host's speed drifts from minute to minute)")
     args = parser.parse_args()
     targets = [d for d in ("sqlite", "postgresql") if args.db in (d, "both")]
     counts = [int(p) for p in args.processes.split(",") if p.strip()] or [0]
     if any(c > 1 for c in counts) and not args.redis_url:
         parser.error("more than one process needs --redis-url (or TEST_REDIS_URL)")
+    print(f"python {platform.python_version()} ({sys.executable}); serve processes run the same")
     print(f"{'database':<11} {'processes':>9} {'messages':>8} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'pgbench tps':>11} {'share':>6}")
     for target in targets:
         for count in counts if not args.statements else [0]:
-            with tempfile.TemporaryDirectory() as tmp:
-                if target == "sqlite":
-                    url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                else:
-                    try:
-                        url = recreate_database(args.pg_url, args.bench_db)
-                    except Exception as exc:  # noqa: BLE001 - no PostgreSQL: say so, go on
-                        print(f"{'postgresql':<11} skipped: {exc.__class__.__name__}: {exc}"[:200])
-                        break
-                if args.statements:
-                    report_statements(target, url)
-                    continue
-                if count:
-                    r = asyncio.run(run_processes(url, args.redis_url, count, args.n, args.concurrency))
-                else:
-                    r = asyncio.run(run_in_process(url, args.n, args.concurrency))
-            tps = pgbench_tps(args.pg_url, args.pgbench_db) if target == "postgresql" else None
-            where = str(count) if count else "in-proc"
-            bench = f"{tps:>11.0f} {r.per_second / tps:>6.1%}" if tps else \
-                f"{'n/a' if target == 'sqlite' else 'no pgbench':>11} {'':>6}"
-            print(f"{target:<11} {where:>9} {r.messages:>8} {r.per_second:>8.1f} {r.p50_ms:>8.1f}"
-                  f" {r.percentile(0.99):>8.1f} {bench}   ({r.cases} cases, {r.seconds:.1f} s"
-                  + (f", /metrics counted {r.counted}" if r.counted is not None else "")
-                  + f"; {cpu_note(r, in_process=not count)})", flush=True)
+            rounds = [measure(args, target, count) for _ in range(1 if args.statements else args.rounds)]
+            if len(rounds) > 1:
+                print_median(target, count, [r for r in rounds if r is not None])
     return 0
+
+
+Round = tuple[float, float, float, float | None]  # messages/s, p50 ms, p99 ms, pgbench tps
+
+
+def measure(args: argparse.Namespace, target: str, count: int) -> Round | None:
+    """One row: intake on a new database, then pgbench on the same server; printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if target == "sqlite":
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        else:
+            try:
+                url = recreate_database(args.pg_url, args.bench_db)
+            except Exception as exc:  # noqa: BLE001 - no PostgreSQL: say so, go on
+                print(f"{'postgresql':<11} skipped: {exc.__class__.__name__}: {exc}"[:200])
+                return None
+        if args.statements:
+            report_statements(target, url)
+            return None
+        if count:
+            r = asyncio.run(run_processes(url, args.redis_url, count, args.n, args.concurrency))
+        else:
+            r = asyncio.run(run_in_process(url, args.n, args.concurrency))
+    tps = pgbench_tps(args.pg_url, args.pgbench_db) if target == "postgresql" else None
+    where = str(count) if count else "in-proc"
+    bench = f"{tps:>11.0f} {r.per_second / tps:>6.1%}" if tps else \
+        f"{'n/a' if target == 'sqlite' else 'no pgbench':>11} {'':>6}"
+    print(f"{target:<11} {where:>9} {r.messages:>8} {r.per_second:>8.1f} {r.p50_ms:>8.1f}"
+          f" {r.percentile(0.99):>8.1f} {bench}   ({r.cases} cases, {r.seconds:.1f} s"
+          + (f", /metrics counted {r.counted}" if r.counted is not None else "")
+          + f"; {cpu_note(r, in_process=not count)})", flush=True)
+    return r.per_second, r.p50_ms, r.percentile(0.99), tps
+
+
+def print_median(target: str, count: int, rounds: list[Round]) -> None:
+    """The medians of the rounds, each figure on its own (the share of each round, not of the
+    medians: intake and pgbench are compared within a round)."""
+    if not rounds:
+        return
+    median = statistics.median
+    shares = [rate / tps for rate, _, _, tps in rounds if tps]
+    tps_values = [tps for *_, tps in rounds if tps]
+    bench = (f"{median(tps_values):>11.0f} {median(shares):>6.1%}" if shares else f"{'':>11} {'':>6}")
+    where = str(count) if count else "in-proc"
+    print(f"{'median':<11} {where:>9} {'':>8} {median(r[0] for r in rounds):>8.1f}"
+          f" {median(r[1] for r in rounds):>8.1f} {median(r[2] for r in rounds):>8.1f} {bench}"
+          f"   (of {len(rounds)} rounds; shares {', '.join(f'{x:.1%}' for x in shares) or 'n/a'})",
+          flush=True)
 
 
 def cpu_note(r: Result, in_process: bool) -> str:
