@@ -106,11 +106,10 @@ def small_tokenizer(dictionary: Mapping[str, int], total: int) -> Any:
 
 
 def char_ngrams(text: str, n_max: int) -> Counter[str]:
-    """The character 1..n_max-grams of `text` as strings, spaces shown as "_" (for training)."""
+    """The character 1..n_max-grams of `text` as strings, spaces shown as "_" (for training,
+    and for one message at a time: `Vectoriser.transform_one`)."""
     chars = text.replace(" ", "_")
-    counts: Counter[str] = Counter(chars)
-    for n in range(2, n_max + 1):
-        counts.update(map("".join, zip(*(chars[k:] for k in range(n)))))
+    counts = Counter([chars[i:i + n] for n in range(1, n_max + 1) for i in range(len(chars) - n + 1)])
     counts.pop("_", None)
     return counts
 
@@ -332,11 +331,9 @@ class Vectoriser:
         text = text[:self.char_chars]
         if len(text) > ONE_TEXT_CHARS:
             return self._entries([text])[1:]
-        chars = text.replace(" ", "_")
-        grams = Counter([chars[i:i + n] for n in range(1, self.char_max + 1)
-                         for i in range(len(chars) - n + 1)])
+        grams = char_ngrams(text, self.char_max)
         # A short text is all opening; its 4-grams are no head key.
-        head = grams if len(chars) <= self.head_chars else char_ngrams(chars[:self.head_chars], 3)
+        head = grams if len(text) <= self.head_chars else char_ngrams(text[:self.head_chars], 3)
         words = Counter(word_keys(text[:self.word_chars], self._cut_fn))
         blocks = ((_by_column(self._char_by_string, grams), 1.0),
                   (_by_column(self.word_vocab_, words), self.word_weight),
