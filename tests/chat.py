@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -18,6 +19,9 @@ from handlers.conversation import Reply
 from handlers.notify import ensure_identity
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
+
+# A proposal's number in the example community's council.
+PROPOSAL = re.compile(r"ZN-P-2026-\d{4}")
 
 
 @dataclass
@@ -63,6 +67,15 @@ class Speaker:
 
     async def presses(self, action: str) -> Said:
         return Said(await self.services.pipeline.handle(Incoming(self.channel, self.address, action=action)))
+
+    async def proposes(self, text: str) -> str:
+        """Files `text` as a new proposal, past any offer of similar open ones; its number."""
+        said = await self.says(text)
+        if any(b.action == "pn:" for r in said.replies for row in r.buttons for b in row):
+            said = await self.presses("pn:")
+        match = PROPOSAL.search(said.text)
+        assert match, said.text
+        return match.group(0)
 
     async def inbox(self) -> list[Notice]:
         """Notices delivered to this speaker since the last look (drains the outbox first)."""

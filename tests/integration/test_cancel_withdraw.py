@@ -20,7 +20,6 @@ from storage.unit_of_work import UnitOfWork
 from tests.chat import Chat
 
 NUMBER = re.compile(r"ZN-\d{8}-\d{4}")
-PROPOSAL = re.compile(r"ZN-P-2026-\d{4}")
 
 
 def _case(services: Services, number: str) -> t.Case:
@@ -152,10 +151,7 @@ async def test_the_filing_reply_and_the_case_card_offer_a_withdraw_button(
 
 async def test_withdraw_by_number_and_the_councils_withdraw_both_work(chat: Chat, services: Services) -> None:
     """/withdraw N withdraws a case by its number and a co-signature by a proposal's number."""
-    said = await chat.resident(0).says("建议增设社区图书角")
-    if "pn:" in [b.action for r in said.replies for row in r.buttons for b in row]:
-        said = await chat.resident(0).presses("pn:")
-    proposal = PROPOSAL.search(said.text).group(0)  # type: ignore[union-attr]
+    proposal = await chat.resident(0).proposes("建议增设社区图书角")
     resident = chat.resident(1)
     await resident.says(f"/cosign {proposal}")
     number = await _file(chat, 1, "小区路灯不亮")

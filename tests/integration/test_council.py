@@ -14,9 +14,8 @@ from handlers.council import export
 from handlers.registry.loader import load_registry
 from storage import tables as t
 from storage.unit_of_work import UnitOfWork
-from tests.chat import Chat
+from tests.chat import PROPOSAL, Chat
 
-PROPOSAL = re.compile(r"ZN-P-2026-\d{4}")
 CASE = re.compile(r"ZN-\d{8}-\d{4}")
 SECRETARY = "guo_xin"
 # The evening of the decision meeting set for 2026-12-09 19:00 (Asia/Shanghai) in these tests.
@@ -53,17 +52,6 @@ def _set_threshold(services: Services, value: int) -> None:
     with UnitOfWork(services.engine) as uow:
         uow.session.execute(update(t.Community).values(co_sign_threshold=value))
         uow.commit()
-
-
-async def _propose(chat: Chat, index: int, text: str) -> str:
-    said = await chat.resident(index).says(text)
-    if "作为新提议提交" in said.text or any(
-        b.action == "pn:" for r in said.replies for row in r.buttons for b in row
-    ):
-        said = await chat.resident(index).presses("pn:")
-    match = PROPOSAL.search(said.text)
-    assert match, said.text
-    return match.group(0)
 
 
 async def test_whole_lifecycle_from_proposal_to_evaluation(chat: Chat, services: Services) -> None:
@@ -186,7 +174,7 @@ def _all_proposals(services: Services) -> list[str]:
 async def test_not_adopted_proposal_tells_supporters_the_reason(
     chat: Chat, services: Services
 ) -> None:
-    number = await _propose(chat, 0, "建议把小区东门改为24小时开放")
+    number = await chat.resident(0).proposes("建议把小区东门改为24小时开放")
     await chat.resident(1).says(f"/cosign {number}")
     secretary = chat.staff(SECRETARY)
     await secretary.says(f"/discuss {number}")
@@ -217,7 +205,7 @@ async def test_proposal_without_a_meeting_waits_and_is_picked_up(
 async def test_only_the_secretary_and_director_run_the_council(
     chat: Chat, services: Services
 ) -> None:
-    number = await _propose(chat, 0, "建议增设电动车充电桩")
+    number = await chat.resident(0).proposes("建议增设电动车充电桩")
     said = await chat.resident(1).says("/agenda")
     assert "不适用于您" in said.text
     said = await chat.resident(0).says(f"/adopt {number} service 2026-12-31 增设")
@@ -258,7 +246,7 @@ async def test_residents_see_only_their_own_councils_proposals(
     said = await chat.resident(index).says("建议在公园增设长椅")
     other = re.search(r"BY-P-2026-\d{4}", said.text)
     assert other, said.text
-    mine = await _propose(chat, 0, "建议在小区增设快递柜")
+    mine = await chat.resident(0).proposes("建议在小区增设快递柜")
 
     said = await chat.resident(1).says("/proposals")
     assert mine in said.text and other.group(0) not in said.text
@@ -273,8 +261,8 @@ async def test_residents_see_only_their_own_councils_proposals(
 async def test_merge_carries_signatures_over_and_counts_each_resident_once(
     chat: Chat, services: Services
 ) -> None:
-    kept = await _propose(chat, 0, "建议在小区门口设置快递柜")
-    duplicate = await _propose(chat, 1, "建议在小区门口设置智能快递柜，取件方便")
+    kept = await chat.resident(0).proposes("建议在小区门口设置快递柜")
+    duplicate = await chat.resident(1).proposes("建议在小区门口设置智能快递柜，取件方便")
     await chat.resident(2).says(f"/cosign {kept}")
     await chat.resident(2).says(f"/cosign {duplicate}")
     await chat.resident(3).says(f"/cosign {duplicate}")
@@ -294,7 +282,7 @@ async def test_merge_carries_signatures_over_and_counts_each_resident_once(
 
 
 async def test_reject_as_case_opens_a_case_for_the_proposer(chat: Chat, services: Services) -> None:
-    number = await _propose(chat, 0, "建议把我家楼道的灯修一下，晚上太黑了")
+    number = await chat.resident(0).proposes("建议把我家楼道的灯修一下，晚上太黑了")
     said = await chat.staff(SECRETARY).says(
         f"/tocase {number} service_request 属于报修 转网格员处理"
     )
@@ -309,7 +297,7 @@ async def test_reject_as_case_opens_a_case_for_the_proposer(chat: Chat, services
 
 
 async def test_plain_rejection_tells_the_reason(chat: Chat, services: Services) -> None:
-    number = await _propose(chat, 0, "建议全市地铁延长运营时间")
+    number = await chat.resident(0).proposes("建议全市地铁延长运营时间")
     secretary = chat.staff(SECRETARY)
     said = await secretary.presses(f"pr:{_proposal(services, number).id}")
     assert said.replies[0].expects_text
@@ -319,7 +307,7 @@ async def test_plain_rejection_tells_the_reason(chat: Chat, services: Services) 
 
 
 async def test_one_co_signature_per_resident_and_withdrawal(chat: Chat, services: Services) -> None:
-    number = await _propose(chat, 0, "建议增设社区图书角")
+    number = await chat.resident(0).proposes("建议增设社区图书角")
     said = await chat.resident(0).says(f"/cosign {number}")
     assert "本人提出" in said.text
     resident = chat.resident(1)
@@ -343,8 +331,8 @@ async def test_agenda_and_minutes_export_as_markdown_and_docx(
     secretary = chat.staff(SECRETARY)
     said = await secretary.says("/meeting collection 2026-11-28 19:00 中南社区活动室")
     meeting_id = int(re.search(r"编号 (\d+)", said.text).group(1))  # type: ignore[union-attr]
-    first = await _propose(chat, 0, "建议在中南小区增设健身器材")
-    second = await _propose(chat, 1, "建议开设社区老年食堂")
+    first = await chat.resident(0).proposes("建议在中南小区增设健身器材")
+    second = await chat.resident(1).proposes("建议开设社区老年食堂")
     await chat.resident(2).says(f"/cosign {second}")
 
     said = await secretary.says(f"/export {meeting_id}")
@@ -462,7 +450,7 @@ communities:
 async def _decided(chat: Chat, services: Services, decision_meeting: str) -> tuple[str, int]:
     """A proposal before a decision meeting set for `decision_meeting` (YYYY-MM-DD 19:00),
     co-signed by resident 1; its number and the meeting's id."""
-    number = await _propose(chat, 0, "建议在中南小区3栋旁边增设一组健身器材")
+    number = await chat.resident(0).proposes("建议在中南小区3栋旁边增设一组健身器材")
     await chat.resident(1).says(f"/cosign {number}")
     secretary = chat.staff(SECRETARY)
     said = await secretary.says(f"/meeting decision {decision_meeting} 19:00 社区会议室")

@@ -3,8 +3,6 @@ proposals are compared as they read now, and each is shown with its own co-sign 
 
 from __future__ import annotations
 
-import re
-
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 from sqlalchemy import select, update
@@ -15,21 +13,10 @@ from handlers.council import proposals
 from storage import tables as t
 from storage.tables import OPEN_PROPOSAL_STAGES
 from storage.unit_of_work import UnitOfWork
-from tests.chat import Chat, Said
+from tests.chat import PROPOSAL, Chat, Said
 
-PROPOSAL = re.compile(r"ZN-P-2026-\d{4}")
 GYM = "建议在中南小区3栋旁边增设一组健身器材，方便老人锻炼"
 GYM_AGAIN = "我建议小区里增设健身器材，老人没地方锻炼"
-
-
-async def _propose(chat: Chat, index: int, text: str) -> str:
-    """File `text` as a new proposal, past any offer of similar ones."""
-    said = await chat.resident(index).says(text)
-    if any(b.action == "pn:" for r in said.replies for row in r.buttons for b in row):
-        said = await chat.resident(index).presses("pn:")
-    match = PROPOSAL.search(said.text)
-    assert match, said.text
-    return match.group(0)
 
 
 def _offered(said: Said) -> list[str]:
@@ -70,8 +57,8 @@ def _similar_numbers(services: Services, text: str) -> list[str]:
 async def test_an_edited_proposal_is_compared_by_how_it_reads_now(
     chat: Chat, services: Services
 ) -> None:
-    gym = await _propose(chat, 0, GYM)
-    gate = await _propose(chat, 1, "建议把小区东门改为24小时开放")
+    gym = await chat.resident(0).proposes(GYM)
+    gate = await chat.resident(1).proposes("建议把小区东门改为24小时开放")
     said = await chat.resident(2).says(GYM_AGAIN)
     assert _offered(said) == _expected(services, GYM_AGAIN) and len(_offered(said)) == 1
     assert gym in said.text and gate not in said.text
@@ -103,8 +90,8 @@ async def test_an_edited_proposal_is_compared_by_how_it_reads_now(
 async def test_the_offer_shows_each_proposals_own_co_sign_count(
     chat: Chat, services: Services
 ) -> None:
-    signed = await _propose(chat, 0, "建议在小区门口设置快递柜")
-    unsigned = await _propose(chat, 1, "建议在小区门口设置智能快递柜，取件方便")
+    signed = await chat.resident(0).proposes("建议在小区门口设置快递柜")
+    unsigned = await chat.resident(1).proposes("建议在小区门口设置智能快递柜，取件方便")
     await chat.resident(2).says(f"/cosign {signed}")
     await chat.resident(3).says(f"/cosign {signed}")
 
